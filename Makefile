@@ -1,0 +1,32 @@
+# Two entry points a fresh machine needs: `make demo` and `make test`. Both set up .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint dev bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	# The emulator pins an old protobuf: install it beside the current client, without its deps.
+	$(BIN)/pip install --quiet --no-deps 'gcloud-tasks-emulator==0.6.2'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/gpuq demo
+
+dev: $(STAMP)
+	$(BIN)/gpuq dev
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+clean:
+	rm -rf $(VENV) .gpuq .pytest_cache

@@ -1,0 +1,24 @@
+"""``python -m agent``: read ``GPUQ_AGENT_*`` settings and serve until SIGTERM."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from aiohttp import web
+
+from agent.app import build_app
+from shared.settings import AgentSettings
+
+
+def main() -> None:
+    logging.basicConfig(level=os.environ.get("GPUQ_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # no per-request (per-report) log lines
+    settings = AgentSettings()
+    web.run_app(build_app(settings), host=settings.host, port=settings.port, print=None,
+                access_log=None, shutdown_timeout=20.0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""The agent's aiohttp application: routes, typed AppKeys, background tasks in cleanup_ctx.
+
+Routes: ``GET /health`` (open; 503 until the model server answers and the models are loaded),
+``POST /v1/jobs`` and ``POST /v1/jobs/{id}/cancel`` (signed by the control plane).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+from aiohttp import web
+from pydantic import ValidationError
+
+from agent.ollama import OllamaClient
+from agent.runner import JobRun, run_job
+from agent.selfstop import watch_idle
+from agent.startup import become_ready
+from agent.state import AgentState, Phase
+from shared.errors import GpuqError
+from shared.events import AgentJob, AgentJobAccepted
+from shared.providers.base import ComputeProvider
+from shared.security import RequestSigner
+from shared.settings import AgentSettings
+
+__all__ = ["build_app"]
+
+log = logging.getLogger("gpuq.agent")
+
+SETTINGS = web.AppKey("settings", AgentSettings)
+STATE = web.AppKey("state", AgentState)
+SIGNER = web.AppKey("signer", RequestSigner)
+OLLAMA = web.AppKey("ollama", OllamaClient)
+HTTP = web.AppKey("http", httpx.AsyncClient)
+
+
+def _error(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+
+
+async def _verified_body(request: web.Request) -> bytes:
+    body = await request.read()
+    request.app[SIGNER].verify(request.method, request.path, request.headers, body)
+    return body
+
+
+async def health(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    body: dict[str, Any] = {
+        "status": state.phase.value,
+        "running_jobs": state.active(),
+        "jobs_done": state.jobs_done,
+        "idle_s": round(state.idle_s(), 3),
+        "instance_id": request.app[SETTINGS].instance_id,
+    }
+    if state.phase is not Phase.READY:
+        body["error"] = {"code": state.phase.value, "message": state.detail or f"agent is {state.phase.value}"}
+    return web.json_response(body, status=200 if state.phase is Phase.READY else 503)
+
+
+def _finished(state: AgentState, run: JobRun) -> None:
+    state.jobs_done += 1
+    if not state.active():
+        state.idle_since = time.monotonic()
+    state.activity.set()
+
+
+async def accept_job(request: web.Request) -> web.Response:
+    try:
+        body = await _verified_body(request)
+    except GpuqError as exc:
+        return web.json_response(exc.to_body(), status=exc.status)
+    try:
+        spec = AgentJob.model_validate_json(body)
+    except ValidationError as exc:
+        return _error(422, "invalid_job", str(exc.errors()[:3]))
+    app = request.app
+    state, settings = app[STATE], app[SETTINGS]
+    existing = state.runs.get(spec.job_id)
+    if existing is not None and (not existing.done.is_set() or spec.attempt <= existing.spec.attempt):
+        accepted = AgentJobAccepted(job_id=spec.job_id, attempt=existing.spec.attempt, duplicate=True)
+        return web.json_response(accepted.model_dump(), status=200)
+    if state.phase is not Phase.READY:
+        return _error(503, state.phase.value, state.detail or f"agent is {state.phase.value}")
+    if state.active() >= settings.max_concurrent_jobs:
+        return _error(503, "agent_busy", f"{settings.max_concurrent_jobs} jobs already running")
+    run = JobRun(spec)
+    state.runs[spec.job_id] = run
+    run.task = asyncio.create_task(
+        run_job(run, app[OLLAMA], app[HTTP], report_interval_s=settings.report_interval_s)
+    )
+    run.task.add_done_callback(lambda _t: _finished(state, run))
+    state.activity.set()
+    log.info("job %s attempt %d accepted", spec.job_id, spec.attempt)
+    return web.json_response(AgentJobAccepted(job_id=spec.job_id, attempt=spec.attempt).model_dump(), status=202)
+
+
+async def cancel_job(request: web.Request) -> web.Response:
+    try:
+        await _verified_body(request)
+    except GpuqError as exc:
+        return web.json_response(exc.to_body(), status=exc.status)
+    run = request.app[STATE].runs.get(request.match_info["job_id"])
+    if run is None:
+        return _error(404, "job_not_found", "this agent has no such job")
+    run.cancel()
+    return web.json_response({"cancelled": True})
+
+
+def _provider(settings: AgentSettings) -> ComputeProvider | None:
+    if settings.provider == "local":
+        from shared.providers.local import LocalProvider
+
+        return LocalProvider(settings.local_state_dir)
+    return None
+
+
+async def _background(app: web.Application) -> AsyncIterator[None]:
+    settings, state = app[SETTINGS], app[STATE]
+    tasks = [
+        asyncio.create_task(become_ready(settings, state, app[OLLAMA], app[HTTP])),
+        asyncio.create_task(
+            watch_idle(state, _provider(settings), settings.instance_id, lambda: settings.idle_grace_s)
+        ),
+    ]
+    yield
+    for run in state.runs.values():
+        run.cancel()
+    pending = [run.task for run in state.runs.values() if run.task is not None]
+    if pending:
+        await asyncio.wait(pending, timeout=15.0)  # let final reports go out
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    await app[OLLAMA].aclose()
+    await app[HTTP].aclose()
+
+
+def build_app(settings: AgentSettings) -> web.Application:
+    if not settings.secret:
+        raise ValueError("GPUQ_AGENT_SECRET is required: the agent refuses to run unauthenticated")
+    app = web.Application(client_max_size=4 * 1024 * 1024)
+    app[SETTINGS] = settings
+    app[STATE] = AgentState()
+    app[SIGNER] = RequestSigner(settings.secret)
+    app[OLLAMA] = OllamaClient(settings.ollama_url)
+    app[HTTP] = httpx.AsyncClient(timeout=10.0, limits=httpx.Limits(max_keepalive_connections=16))
+    app.router.add_get("/health", health)
+    app.router.add_post("/v1/jobs", accept_job)
+    app.router.add_post("/v1/jobs/{job_id}/cancel", cancel_job)
+    app.cleanup_ctx.append(_background)
+    return app
+
+

@@ -1,0 +1,70 @@
+"""Run one attempt of one job: stream from the model server, report, enforce the time limit."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+import httpx
+
+from agent.ollama import OllamaClient, OllamaError
+from agent.reporter import Reporter
+from shared.events import AgentJob
+from shared.models import JobError, JobResult
+
+__all__ = ["JobRun", "run_job"]
+
+log = logging.getLogger("gpuq.agent.runner")
+
+
+@dataclass
+class JobRun:
+    spec: AgentJob
+    task: asyncio.Task[None] | None = None
+    outcome: str | None = None
+    cancel_requested: bool = False
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def cancel(self) -> None:
+        if self.task is not None and not self.task.done():
+            self.cancel_requested = True
+            self.task.cancel()
+
+
+async def run_job(run: JobRun, ollama: OllamaClient, http: httpx.AsyncClient, *, report_interval_s: float) -> None:
+    spec = run.spec
+    reporter = Reporter(http, spec, interval_s=report_interval_s, on_cancel=run.cancel)
+    reporter.start()
+    outcome, result, error = "failed", None, None
+    try:
+        async with asyncio.timeout(spec.timeout_s):
+            result = await _generate(ollama, spec, reporter)
+        outcome = "succeeded"
+    except TimeoutError:
+        error = JobError(code="timeout", message=f"ran longer than timeout_s={spec.timeout_s:g}s")
+    except OllamaError as exc:
+        error = JobError(code=exc.code, message=exc.message)
+    except httpx.HTTPError as exc:
+        error = JobError(code="model_server_unreachable", message=f"{type(exc).__name__}: {exc}")
+    except asyncio.CancelledError:
+        if not run.cancel_requested:
+            raise
+        outcome = "cancelled"
+        error = JobError(code="cancelled", message="cancelled by the control plane")
+    finally:
+        run.outcome = outcome
+        log.info("job %s attempt %d %s%s", spec.job_id, spec.attempt, outcome, f" ({error.code})" if error else "")
+        try:
+            await asyncio.shield(reporter.finish(outcome, result=result, error=error))
+        finally:
+            run.done.set()
+
+
+async def _generate(ollama: OllamaClient, spec: AgentJob, reporter: Reporter) -> JobResult | None:
+    async for piece in ollama.stream(spec):
+        if piece.text:
+            reporter.add(piece.text)
+        if piece.result is not None:
+            return piece.result
+    return None

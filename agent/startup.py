@@ -1,0 +1,77 @@
+"""Bring the box to "ready": wait for the model server, pull and load the models, announce it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from urllib.parse import urlsplit
+
+import httpx
+
+from agent.ollama import OllamaClient, OllamaError
+from agent.state import AgentState, Phase
+from shared.security import RequestSigner
+from shared.settings import AgentSettings, split_csv
+
+__all__ = ["become_ready"]
+
+log = logging.getLogger("gpuq.agent.startup")
+
+MODEL_SERVER_WAIT_S = 300.0
+
+
+async def _wait_for_model_server(ollama: OllamaClient) -> list[str]:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + MODEL_SERVER_WAIT_S
+    delay = 0.1
+    while True:
+        try:
+            return await ollama.tags()
+        except httpx.HTTPError:
+            if loop.time() > deadline:
+                raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+async def announce_ready(settings: AgentSettings, http: httpx.AsyncClient) -> None:
+    if not settings.ready_url:
+        return
+    body = json.dumps({"instance_id": settings.instance_id, "event": "ready"}).encode()
+    signer = RequestSigner(settings.secret)
+    for attempt in range(5):
+        headers = signer.sign("POST", urlsplit(settings.ready_url).path, body)
+        headers["Content-Type"] = "application/json"
+        try:
+            response = await http.post(settings.ready_url, content=body, headers=headers, timeout=10.0)
+            if response.status_code < 300:
+                log.info("announced ready: %s", response.text)
+                return
+            log.warning("ready announcement answered %d: %s", response.status_code, response.text[:200])
+        except httpx.HTTPError as exc:
+            log.warning("ready announcement failed: %s", type(exc).__name__)
+        await asyncio.sleep(0.5 * 2**attempt)
+
+
+async def become_ready(settings: AgentSettings, state: AgentState, ollama: OllamaClient,
+                       http: httpx.AsyncClient) -> None:
+    try:
+        available = await _wait_for_model_server(ollama)
+        state.phase = Phase.LOADING_MODEL
+        for model in split_csv(settings.preload_models):
+            if model not in available and f"{model}:latest" not in available:
+                log.info("pulling %s", model)
+                await ollama.pull(model)
+            log.info("loading %s", model)
+            await ollama.load(model)
+    except (httpx.HTTPError, OllamaError) as exc:
+        state.phase = Phase.FAILED
+        state.detail = f"{type(exc).__name__}: {exc}"
+        log.error("model server not usable: %s", state.detail)
+        state.activity.set()
+        return
+    state.phase = Phase.READY
+    state.activity.set()
+    log.info("ready: models %s loaded", settings.preload_models)
+    await announce_ready(settings, http)

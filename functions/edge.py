@@ -1,0 +1,108 @@
+"""The HTTP edge shared by the four functions: body limits, JSON parsing, errors → JSON + status.
+
+Only this layer picks HTTP statuses. Every response body of an error is
+``{"error": {"code", "message"}}``; an unexpected exception is logged with its traceback and
+answered 500 without detail.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import flask
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from shared.controlplane import ControlPlane, build_control_plane
+from shared.errors import GpuqError, InvalidRequest, PayloadTooLarge, RateLimited, UnsupportedMediaType
+from shared.settings import ControlPlaneSettings
+
+__all__ = ["control_plane", "handle_errors", "json_response", "read_body", "read_json"]
+
+log = logging.getLogger("gpuq.edge")
+
+Handler = Callable[[flask.Request], flask.Response]
+
+_cp: ControlPlane | None = None
+_cp_lock = threading.Lock()
+
+
+def _configure_logging() -> None:
+    root = logging.getLogger()
+    if not any(getattr(h, "_gpuq", False) for h in root.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler._gpuq = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+        root.setLevel(os.environ.get("GPUQ_LOG_LEVEL", "INFO"))
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise here
+
+
+def control_plane() -> ControlPlane:
+    """The process's control plane, built on first use from ``GPUQ_*`` settings."""
+    global _cp
+    with _cp_lock:
+        if _cp is None:
+            _configure_logging()
+            _cp = build_control_plane(ControlPlaneSettings())
+        return _cp
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> flask.Response:
+    return flask.Response(
+        json.dumps(body, separators=(",", ":")), status=status, headers=headers, mimetype="application/json"
+    )
+
+
+def read_body(request: flask.Request, max_bytes: int) -> bytes:
+    """The raw body, refused with 413 past ``max_bytes`` (checked before reading, chunked bodies too)."""
+    length = request.content_length
+    if length is not None and length > max_bytes:
+        raise PayloadTooLarge(f"body is {length} bytes; the limit is {max_bytes}")
+    request.max_content_length = max_bytes
+    try:
+        return request.get_data(cache=True)
+    except RequestEntityTooLarge:
+        raise PayloadTooLarge(f"body is over the {max_bytes}-byte limit") from None
+
+
+def read_json(request: flask.Request, max_bytes: int) -> Any:
+    """Parse a JSON body, enforcing type and size before parsing."""
+    if request.mimetype != "application/json":
+        raise UnsupportedMediaType(
+            f"send the body as application/json (got {request.mimetype or 'no content type'})"
+        )
+    raw = read_body(request, max_bytes)
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidRequest(f"body is not valid JSON: {exc}", code="invalid_json") from None
+
+
+def error_response(exc: GpuqError) -> flask.Response:
+    headers = {}
+    if isinstance(exc, RateLimited):
+        headers["Retry-After"] = str(max(1, round(exc.retry_after_s)))
+    return json_response(exc.to_body(), exc.status, headers)
+
+
+def handle_errors(fn: Handler) -> Handler:
+    @functools.wraps(fn)
+    def wrapper(request: flask.Request) -> flask.Response:
+        try:
+            return fn(request)
+        except GpuqError as exc:
+            level = logging.WARNING if exc.status >= 500 or request.path.startswith("/dispatch") else logging.INFO
+            log.log(level, "%s %s → %d %s: %s", request.method, request.path, exc.status, exc.code, exc.message)
+            return error_response(exc)
+        except Exception:
+            log.exception("%s %s failed", request.method, request.path)
+            return json_response({"error": {"code": "internal", "message": "internal error"}}, 500)
+
+    return wrapper

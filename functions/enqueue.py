@@ -1,0 +1,96 @@
+"""enqueue: the public jobs API (and the seed-compatible ``POST /enqueue``).
+
+Routes: ``POST /v1/jobs``, ``GET /v1/jobs/{id}``, ``GET /v1/jobs/{id}/stream``,
+``POST /v1/jobs/{id}/cancel``; the agent's ``POST /v1/jobs/{id}/events`` (per-job token).
+"""
+
+from __future__ import annotations
+
+import re
+
+import flask
+import functions_framework
+
+from functions.edge import control_plane, handle_errors, json_response, read_json
+from shared.errors import InvalidRequest, NotFound, ValidationFailed
+from shared.events import Report
+from shared.intake import cancel_job, get_job, parse_job_create, submit_job, validation_message
+from shared.reports import apply_report
+from shared.security import authenticate_api_key, bearer
+from shared.streaming import sse_events
+from shared.views import job_output
+
+__all__ = ["enqueue"]
+
+_JOB = re.compile(r"^/v1/jobs/(?P<id>[A-Za-z0-9_\-]{1,64})(?P<rest>/stream|/cancel|/events)?/?$")
+
+
+def _create(request: flask.Request, owner: str, body: object) -> flask.Response:
+    cp = control_plane()
+    job_request = parse_job_create(body)
+    job, created = submit_job(cp, owner, job_request, idempotency_header=request.headers.get("Idempotency-Key"))
+    return json_response(job.public(output=None), 202 if created else 200)
+
+
+def _seed_enqueue(request: flask.Request) -> flask.Response:
+    """The design this project grew from: ``x-task-type: llm`` and ``{prompt, callbackUrl, model}``."""
+    cp = control_plane()
+    owner = authenticate_api_key(request.headers, cp.settings.api_key_map())
+    task_type = request.headers.get("x-task-type", "")
+    if task_type != "llm":
+        raise InvalidRequest(f"unsupported x-task-type {task_type!r}: only 'llm' is accepted",
+                             code="unsupported_task_type")
+    body = read_json(request, cp.settings.max_body_bytes)
+    if not isinstance(body, dict):
+        raise ValidationFailed("the body must be a JSON object", code="invalid_body")
+    known = {"prompt", "callbackUrl", "model"}
+    unknown = sorted(set(body) - known)
+    if unknown:
+        raise ValidationFailed(f"{', '.join(unknown)}: unknown field")
+    mapped = {"prompt": body.get("prompt"), "model": body.get("model")}
+    if body.get("callbackUrl") is not None:
+        mapped["callback_url"] = body["callbackUrl"]
+    return _create(request, owner, mapped)
+
+
+def _job_route(request: flask.Request, job_id: str, rest: str) -> flask.Response:
+    cp = control_plane()
+    if rest == "/events" and request.method == "POST":
+        body = read_json(request, cp.settings.max_body_bytes * 8)
+        try:
+            report = Report.model_validate(body)
+        except Exception as exc:  # pydantic.ValidationError
+            raise ValidationFailed(validation_message(exc) if hasattr(exc, "errors") else str(exc)) from None
+        ack = apply_report(cp, job_id, bearer(request.headers), report)
+        return json_response(ack.model_dump(mode="json"))
+    owner = authenticate_api_key(request.headers, cp.settings.api_key_map())
+    if rest == "" and request.method == "GET":
+        job = get_job(cp, owner, job_id)
+        return json_response(job.public(output=job_output(cp, job)))
+    if rest == "/stream" and request.method == "GET":
+        job = get_job(cp, owner, job_id)
+        events = sse_events(cp, job, request.headers.get("Last-Event-ID"))
+        return flask.Response(
+            flask.stream_with_context(events), mimetype="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+    if rest == "/cancel" and request.method == "POST":
+        job = cancel_job(cp, owner, job_id)
+        return json_response(job.public(output=job_output(cp, job)))
+    raise NotFound(f"no route {request.method} {request.path}", code="no_route")
+
+
+@functions_framework.http
+@handle_errors
+def enqueue(request: flask.Request) -> flask.Response:
+    path = request.path.rstrip("/") or "/"
+    if path in ("/v1/jobs", "/") and request.method == "POST":
+        cp = control_plane()
+        owner = authenticate_api_key(request.headers, cp.settings.api_key_map())
+        return _create(request, owner, read_json(request, cp.settings.max_body_bytes))
+    if path == "/enqueue" and request.method == "POST":
+        return _seed_enqueue(request)
+    match = _JOB.match(request.path)
+    if match:
+        return _job_route(request, match["id"], match["rest"] or "")
+    raise NotFound(f"no route {request.method} {request.path}", code="no_route")

@@ -1,0 +1,34 @@
+"""trigger: an external ping (``Authorization: Bearer <trigger token>``) or an agent's signed
+"ready" announcement. Starts the box if work waits; once the agent is ready, runs waiting jobs now."""
+
+from __future__ import annotations
+
+import flask
+import functions_framework
+
+from functions.edge import control_plane, handle_errors, json_response, read_body, read_json
+from shared.errors import Unauthorized, ValidationFailed
+from shared.security import verify_bearer
+from shared.triggering import trigger as run_trigger
+
+__all__ = ["trigger"]
+
+
+@functions_framework.http
+@handle_errors
+def trigger(request: flask.Request) -> flask.Response:
+    cp = control_plane()
+    if request.method != "POST":
+        raise ValidationFailed("use POST", code="method_not_allowed")
+    if "X-Gpuq-Signature" in request.headers:
+        raw = read_body(request, 4096)
+        cp.agent_signer().verify("POST", request.path, request.headers, raw)
+        body = read_json(request, 4096) if raw else {}
+        instance_id = body.get("instance_id") if isinstance(body, dict) else None
+        if not isinstance(instance_id, str) or not instance_id:
+            raise ValidationFailed("instance_id: required")
+        return json_response(run_trigger(cp, ready_instance=instance_id))
+    if not request.headers.get("Authorization"):
+        raise Unauthorized("missing trigger token: send 'Authorization: Bearer <token>'")
+    verify_bearer(request.headers, cp.settings.trigger_token, what="trigger token")
+    return json_response(run_trigger(cp))

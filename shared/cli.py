@@ -1,0 +1,195 @@
+"""The ``gpuq`` command: ``dev``, ``demo``, ``submit``, ``status``, ``cancel``, ``fake-ollama``, ``simulate``."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from shared.client import ApiError, JobsClient
+from shared.settings import ClientSettings, split_csv
+
+__all__ = ["main"]
+
+KEY_FILE = "dev-api-key"
+
+
+def _api_key(settings: ClientSettings) -> str:
+    if settings.api_key:
+        return settings.api_key
+    import os
+
+    keys = split_csv(os.environ.get("GPUQ_API_KEYS", ""))
+    if keys:
+        return keys[0].partition(":")[2] or keys[0]
+    path = settings.data_dir / KEY_FILE
+    if path.exists():
+        return path.read_text().strip()
+    raise SystemExit("no API key: set GPUQ_API_KEY (or run `gpuq dev`, which writes one to .gpuq/dev-api-key)")
+
+
+def _client() -> JobsClient:
+    settings = ClientSettings()
+    return JobsClient(settings.url, _api_key(settings))
+
+
+class _Stop(Exception):
+    pass
+
+
+def _raise_stop(signum: int, frame: FrameType | None) -> None:
+    raise _Stop
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    from shared.devstack import DevStack, DevStackConfig
+
+    config = DevStackConfig(port=args.port, data_dir=Path(args.data_dir), provider=args.provider,
+                            ollama_url=args.ollama_url, idle_grace_s=args.idle_grace)
+    signal.signal(signal.SIGTERM, _raise_stop)
+    stack = DevStack(config)
+    print(f"gpuq dev: starting (logs in {stack.log_dir})", flush=True)
+    try:
+        with stack:
+            (stack.data_dir / KEY_FILE).write_text(stack.api_key)
+            print(f"gpuq dev: jobs API at {stack.url}/v1/jobs", flush=True)
+            print(f"gpuq dev: API key {stack.api_key}  (also in {stack.data_dir / KEY_FILE})", flush=True)
+            print(f"gpuq dev: model server {stack.ollama_url}; provider {config.provider}; "
+                  f"idle grace {config.idle_grace_s:g}s. Ctrl-C stops everything.", flush=True)
+            while True:
+                time.sleep(3600)
+    except (KeyboardInterrupt, _Stop):
+        print("\ngpuq dev: stopped every process it started", flush=True)
+    return 0
+
+
+def _waiting_line(status: str, reason: str | None, started: float) -> str:
+    return f"\r\033[K… {status}{' · ' + reason.replace('_', ' ') if reason else ''} · {time.monotonic() - started:.1f}s"
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    client = _client()
+    body: dict[str, Any] = {"model": args.model, "prompt": args.prompt}
+    if args.callback_url:
+        body["callback_url"] = args.callback_url
+    try:
+        job = client.submit(body, idempotency_key=args.idempotency_key)
+    except ApiError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    started = time.monotonic()
+    tty = sys.stderr.isatty()
+    print(f"job {job['id']} {job['status']}", file=sys.stderr)
+    if args.stream:
+        waiting = True
+        for event in client.stream(job["id"]):
+            if event.event == "status" and waiting and tty:
+                print(_waiting_line(event.data["status"], event.data["status_reason"], started), end="",
+                      file=sys.stderr, flush=True)
+            elif event.event == "status" and waiting:
+                print(f"… {event.data['status']} ({event.data['status_reason']})", file=sys.stderr)
+            elif event.event == "output":
+                if waiting and tty:
+                    print("\r\033[K", end="", file=sys.stderr, flush=True)
+                waiting = False
+                print(event.data["text"], end="", flush=True)
+            elif event.event == "done":
+                final = event.data
+                break
+        print()
+    else:
+        while True:
+            final = client.get(job["id"])
+            if final["status"] in ("succeeded", "failed", "cancelled", "expired"):
+                break
+            if tty:
+                print(_waiting_line(final["status"], final["status_reason"], started), end="", file=sys.stderr,
+                      flush=True)
+            time.sleep(0.25)
+        if tty:
+            print("\r\033[K", end="", file=sys.stderr)
+        final = client.get(job["id"])
+        print(final.get("output") or "")
+    reason = f" ({final['status_reason']})" if final.get("status_reason") else ""
+    print(f"job {final['id']} {final['status']}{reason} in {time.monotonic() - started:.1f}s", file=sys.stderr)
+    return 0 if final["status"] == "succeeded" else 1
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import json
+
+    try:
+        print(json.dumps(_client().get(args.job_id), indent=2))
+    except ApiError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    try:
+        job = _client().cancel(args.job_id)
+    except ApiError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"job {job['id']} {job['status']}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gpuq", description="Run LLM jobs on rented GPUs, paying only for work.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    dev = sub.add_parser("dev", help="run the whole stack locally in the foreground")
+    dev.add_argument("--port", type=int, default=8080)
+    dev.add_argument("--provider", choices=["local"], default="local")
+    dev.add_argument("--data-dir", default=".gpuq")
+    dev.add_argument("--ollama-url", default=None, help="use a real Ollama instead of the stand-in")
+    dev.add_argument("--idle-grace", type=float, default=30.0, help="seconds idle before the box stops itself")
+    dev.set_defaults(func=cmd_dev)
+
+    demo = sub.add_parser("demo", help="the whole story in under a minute, on localhost")
+    demo.add_argument("--jobs", type=int, default=3)
+    demo.set_defaults(func=lambda a: __import__("shared.demo", fromlist=["run_demo"]).run_demo(a))
+
+    submit = sub.add_parser("submit", help="submit a prompt and wait for (or --stream) its output")
+    submit.add_argument("prompt")
+    submit.add_argument("--model", default="llama3.2:1b")
+    submit.add_argument("--stream", action="store_true", help="print tokens as they arrive")
+    submit.add_argument("--callback-url")
+    submit.add_argument("--idempotency-key")
+    submit.set_defaults(func=cmd_submit)
+
+    status = sub.add_parser("status", help="show a job")
+    status.add_argument("job_id")
+    status.set_defaults(func=cmd_status)
+
+    cancel = sub.add_parser("cancel", help="cancel a queued or running job")
+    cancel.add_argument("job_id")
+    cancel.set_defaults(func=cmd_cancel)
+
+    fake = sub.add_parser("fake-ollama", help="run the Ollama stand-in alone", add_help=False)
+    fake.set_defaults(func=None, delegate="shared.fakes.ollama")
+    simulate = sub.add_parser("simulate", help="replay a request trace through the idle policies", add_help=False)
+    simulate.set_defaults(func=None, delegate="shared.simulator")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("fake-ollama", "simulate"):
+        import importlib
+
+        target = {"fake-ollama": "shared.fakes.ollama", "simulate": "shared.simulator"}[argv[0]]
+        module = importlib.import_module(target)
+        return int(module.main(argv[1:]) or 0)
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""The control plane's dependencies, built once per process and passed to the core functions."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import httpx
+
+from shared.clock import Clock, SystemClock
+from shared.providers.base import ComputeProvider
+from shared.queue import TaskQueue
+from shared.security import NonceCache, RequestSigner
+from shared.settings import ControlPlaneSettings, split_csv
+from shared.store.base import JobStore
+
+__all__ = ["ControlPlane", "build_control_plane", "build_provider"]
+
+T = TypeVar("T")
+log = logging.getLogger("gpuq")
+
+
+@dataclass
+class ControlPlane:
+    settings: ControlPlaneSettings
+    store: JobStore
+    queue: TaskQueue
+    provider: ComputeProvider
+    clock: Clock = field(default_factory=SystemClock)
+    http: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=10.0, follow_redirects=False))
+    nonces: NonceCache = field(default_factory=NonceCache)
+
+    def agent_signer(self) -> RequestSigner:
+        return RequestSigner(self.settings.agent_secret, nonces=self.nonces)
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run one provider call from sync code (functions are sync; providers are async)."""
+        return asyncio.run(coro)
+
+    def allow_hosts(self) -> set[str]:
+        return {h.lower() for h in split_csv(self.settings.callback_allow_hosts)}
+
+
+def build_provider(settings: ControlPlaneSettings) -> ComputeProvider:
+    if settings.provider == "local":
+        from shared.providers.local import LocalLaunch, LocalProvider
+
+        launch = LocalLaunch(
+            env={
+                "GPUQ_AGENT_SECRET": settings.agent_secret,
+                "GPUQ_AGENT_OLLAMA_URL": settings.ollama_url,
+                "GPUQ_AGENT_PRELOAD_MODELS": settings.agent_preload_models,
+                "GPUQ_AGENT_IDLE_GRACE_S": str(settings.agent_idle_grace_s),
+                "GPUQ_AGENT_READY_URL": settings.public_url.rstrip("/") + "/trigger",
+            },
+            log_dir=settings.data_dir / "logs",
+        )
+        return LocalProvider(settings.data_dir / "instances", launch)
+    raise NotImplementedError(f"provider {settings.provider!r} is not available in this build")
+
+
+def build_control_plane(settings: ControlPlaneSettings) -> ControlPlane:
+    from shared.store.sqlite import SqliteJobStore
+
+    return ControlPlane(
+        settings=settings,
+        store=SqliteJobStore(settings.sqlite_path()),
+        queue=TaskQueue(settings),
+        provider=build_provider(settings),
+    )

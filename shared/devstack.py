@@ -1,0 +1,245 @@
+"""Start and stop the local stack: Cloud Tasks emulator, Ollama stand-in, the four functions in one
+process, the local provider's boxes, and a scheduler loop calling the reaper.
+
+Used by ``gpuq dev`` (foreground), ``gpuq demo`` and the end-to-end tests. Every process it starts
+is stopped when it exits, boxes included: SIGTERM, a grace period, then SIGKILL.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import importlib.util
+import logging
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+import httpx
+
+from shared.providers.local import LocalProvider
+from shared.settings import ControlPlaneSettings, split_csv
+
+__all__ = ["DevStack", "DevStackConfig", "free_port"]
+
+log = logging.getLogger("gpuq.devstack")
+
+EMULATOR_STOP_GRACE_S = 8.0
+STOP_GRACE_S = 5.0
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: SIGTERM it when the dev stack's process dies, however it dies."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _module_file(module: str) -> str:
+    """Path of a module's source without importing it (shared/ must not import functions/)."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None:
+        raise RuntimeError(f"cannot find module {module}")
+    return spec.origin
+
+
+@dataclass
+class DevStackConfig:
+    port: int = 8080
+    data_dir: Path = Path(".gpuq")
+    provider: str = "local"
+    ollama_url: str | None = None  # a real Ollama; None starts the stand-in
+    token_delay_s: float = 0.02
+    load_delay_s: float = 0.5
+    models: str = "llama3.2:1b,qwen2.5:0.5b"
+    idle_grace_s: float = 10.0
+    reaper_period_s: float = 5.0
+    snooze_s: float = 0.5
+    api_key: str | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class _Proc:
+    name: str
+    popen: subprocess.Popen[bytes]
+    grace_s: float
+
+
+class DevStack:
+    """``with DevStack(config) as stack:`` — everything runs until the block ends."""
+
+    def __init__(self, config: DevStackConfig) -> None:
+        self.config = config
+        self.data_dir = config.data_dir.resolve()
+        self.log_dir = self.data_dir / "logs"
+        self._procs: list[_Proc] = []
+        self._stop = threading.Event()
+        self._reaper: threading.Thread | None = None
+        keys = config.api_key or os.environ.get("GPUQ_API_KEYS") or f"dev:gpuq_{secrets.token_urlsafe(24)}"
+        self.api_key = split_csv(keys)[0].partition(":")[2] or split_csv(keys)[0]
+        self.url = f"http://127.0.0.1:{config.port}"
+        self.tasks_port = free_port()
+        self.ollama_url = config.ollama_url or f"http://127.0.0.1:{free_port()}"
+        self.settings = ControlPlaneSettings(
+            api_keys=keys,
+            trigger_token=secrets.token_urlsafe(24),
+            reaper_token=secrets.token_urlsafe(24),
+            task_secret=secrets.token_urlsafe(32),
+            agent_secret=secrets.token_urlsafe(32),
+            job_token_secret=secrets.token_urlsafe(32),
+            webhook_secret="whsec_" + base64.b64encode(secrets.token_bytes(24)).decode(),
+            callback_allow_hosts="127.0.0.1,localhost",
+            data_dir=self.data_dir,
+            public_url=self.url,
+            tasks_emulator_host=f"127.0.0.1:{self.tasks_port}",
+            provider=config.provider,  # type: ignore[arg-type]
+            ollama_url=self.ollama_url,
+            agent_preload_models=split_csv(config.models)[0],
+            agent_idle_grace_s=config.idle_grace_s,
+            snooze_s=config.snooze_s,
+            reaper_idle_limit_s=config.idle_grace_s + 30.0,
+        )
+
+    # --- environment ----------------------------------------------------------------------------
+    def env(self) -> dict[str, str]:
+        """The ``GPUQ_*`` environment the functions process gets (and a user could export)."""
+        out: dict[str, str] = {}
+        for name, value in self.settings.model_dump().items():
+            out[f"GPUQ_{name.upper()}"] = str(value)
+        out.update(self.config.extra_env)
+        return out
+
+    # --- processes ------------------------------------------------------------------------------
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None, grace_s: float = STOP_GRACE_S
+               ) -> subprocess.Popen[bytes]:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_dir / f"{name}.log", "ab") as out:
+            popen = subprocess.Popen(
+                argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env={**os.environ, **(env or {})}, start_new_session=True, preexec_fn=_die_with_parent,
+            )
+        self._procs.append(_Proc(name, popen, grace_s))
+        return popen
+
+    def _wait_http(self, name: str, url: str, popen: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if popen.poll() is not None:
+                raise RuntimeError(f"{name} exited with {popen.returncode}; see {self.log_dir / (name + '.log')}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(url, timeout=1.0).status_code < 500:
+                    return
+            time.sleep(0.05)
+        raise RuntimeError(f"{name} did not answer at {url} within {timeout_s:.0f}s")
+
+    def _start_emulator(self) -> None:
+        import grpc
+
+        popen = self._spawn(
+            "tasks-emulator",
+            [sys.executable, "-m", "gcloud_tasks_emulator", "start", "--port", str(self.tasks_port), "-q"],
+            grace_s=EMULATOR_STOP_GRACE_S,
+        )
+        channel = grpc.insecure_channel(f"127.0.0.1:{self.tasks_port}")
+        try:
+            grpc.channel_ready_future(channel).result(timeout=30)
+        except grpc.FutureTimeoutError:
+            raise RuntimeError(f"Cloud Tasks emulator did not start (exit {popen.poll()})") from None
+        finally:
+            channel.close()
+        from shared.queue import TaskQueue
+
+        TaskQueue(self.settings).ensure_queues()
+
+    def _start_fake_ollama(self) -> None:
+        port = self.ollama_url.rsplit(":", 1)[1]
+        popen = self._spawn("fake-ollama", [
+            sys.executable, "-m", "shared.fakes.ollama", "--host", "127.0.0.1", "--port", port,
+            "--token-delay-ms", str(self.config.token_delay_s * 1000),
+            "--load-delay-ms", str(self.config.load_delay_s * 1000), "--models", self.config.models,
+        ])
+        self._wait_http("fake-ollama", self.ollama_url + "/", popen)
+
+    def _start_functions(self) -> None:
+        env = self.env() | {"THREADS": "32", "PYTHONUNBUFFERED": "1"}
+        popen = self._spawn("functions", [
+            sys.executable, "-m", "functions_framework", "--target", "gpuq",
+            "--source", _module_file("functions.devserver"), "--host", "127.0.0.1",
+            "--port", str(self.config.port),
+        ], env)
+        self._wait_http("functions", self.url + "/healthz", popen)
+
+    def _reaper_loop(self) -> None:
+        headers = {"Authorization": f"Bearer {self.settings.reaper_token}"}
+        with httpx.Client(timeout=30.0) as client:
+            while not self._stop.wait(self.config.reaper_period_s):
+                try:
+                    client.post(self.url + "/reaper", headers=headers)
+                except httpx.HTTPError as exc:
+                    log.warning("reaper call failed: %s", type(exc).__name__)
+
+    def start(self) -> DevStack:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._start_emulator()
+            if self.config.ollama_url is None:
+                self._start_fake_ollama()
+            self._start_functions()
+        except BaseException:
+            self.stop()
+            raise
+        self._reaper = threading.Thread(target=self._reaper_loop, name="scheduler", daemon=True)
+        self._reaper.start()
+        return self
+
+    def provider(self) -> LocalProvider:
+        return LocalProvider(self.data_dir / "instances")
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._reaper is not None:
+            self._reaper.join(timeout=35)
+        with contextlib.suppress(Exception):
+            for instance in self.provider().list_sync():
+                if instance.state.is_up() or instance.state.value == "stopping":
+                    self.provider().stop_sync(instance.id)
+        for proc in reversed(self._procs):
+            _terminate(proc)
+        self._procs.clear()
+
+    def __enter__(self) -> DevStack:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+
+def _terminate(proc: _Proc) -> None:
+    if proc.popen.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.popen.pid, signal.SIGTERM)
+    try:
+        proc.popen.wait(timeout=proc.grace_s)
+    except subprocess.TimeoutExpired:
+        log.warning("%s did not exit within %.0fs: killing it", proc.name, proc.grace_s)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.popen.pid, signal.SIGKILL)
+        proc.popen.wait(timeout=5)

@@ -1,0 +1,165 @@
+"""The gpuq error tree.
+
+Every error the core raises on purpose derives from :class:`GpuqError` and carries a stable
+``code`` (machine-readable, part of the public API) and the HTTP ``status`` the edge maps it to.
+The tree is split by who must act::
+
+    GpuqError
+    ├── ClientError                 the caller must change the request (4xx)
+    │   ├── InvalidRequest          400 malformed body, wrong content type, bad JSON
+    │   ├── ValidationFailed        422 well-formed but not acceptable (unknown field, bad value)
+    │   ├── Unauthorized            401 missing or wrong credential
+    │   ├── Forbidden               403 credential valid but not for this action
+    │   ├── NotFound                404 unknown job
+    │   ├── Conflict                409 idempotency key reused with another body; wrong state
+    │   ├── PayloadTooLarge         413 body over the limit
+    │   ├── UnsupportedMediaType    415 body is not application/json
+    │   └── RateLimited             429 too many requests (carries ``retry_after_s``)
+    ├── TryLater                    not an error of anyone: retry after ``delay_s`` (dispatch snoozes)
+    ├── StaleWrite                  a conditional write lost a race (compare-and-set refused)
+    │   └── InvalidTransition       the job's state machine forbids the move
+    └── ServiceError                a dependency failed: the operator must act or wait (5xx)
+        ├── QueueUnavailable        503 Cloud Tasks refused or is unreachable
+        ├── ProviderError           502 the compute provider's API failed
+        └── AgentUnreachable        502 the agent on the box did not answer
+
+Only the HTTP edge (``functions/edge.py``, ``agent/app.py``) turns these into responses.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AgentUnreachable",
+    "ClientError",
+    "Conflict",
+    "Forbidden",
+    "GpuqError",
+    "InvalidRequest",
+    "InvalidTransition",
+    "NotFound",
+    "PayloadTooLarge",
+    "ProviderError",
+    "QueueUnavailable",
+    "RateLimited",
+    "ServiceError",
+    "StaleWrite",
+    "TryLater",
+    "Unauthorized",
+    "UnsupportedMediaType",
+    "ValidationFailed",
+]
+
+
+class GpuqError(Exception):
+    """Base of every error gpuq raises on purpose."""
+
+    code: str = "internal"
+    status: int = 500
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+    def to_body(self) -> dict[str, dict[str, str]]:
+        """The JSON error body every endpoint returns."""
+        return {"error": {"code": self.code, "message": self.message}}
+
+
+class ClientError(GpuqError):
+    code = "bad_request"
+    status = 400
+
+
+class InvalidRequest(ClientError):
+    code = "invalid_request"
+    status = 400
+
+
+class ValidationFailed(ClientError):
+    code = "validation_failed"
+    status = 422
+
+
+class Unauthorized(ClientError):
+    code = "unauthorized"
+    status = 401
+
+
+class Forbidden(ClientError):
+    code = "forbidden"
+    status = 403
+
+
+class NotFound(ClientError):
+    code = "not_found"
+    status = 404
+
+
+class Conflict(ClientError):
+    code = "conflict"
+    status = 409
+
+
+class PayloadTooLarge(ClientError):
+    code = "payload_too_large"
+    status = 413
+
+
+class RateLimited(ClientError):
+    code = "rate_limited"
+    status = 429
+
+    def __init__(self, message: str, *, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class TryLater(GpuqError):
+    """Not ready yet: ask again after ``delay_s`` seconds (like arq's ``Retry(defer=...)``)."""
+
+    code = "try_later"
+    status = 503
+
+    def __init__(self, message: str, *, delay_s: float, reason: str) -> None:
+        super().__init__(message)
+        self.delay_s = delay_s
+        self.reason = reason
+
+
+class StaleWrite(GpuqError):
+    """A conditional write found the record changed since it was read."""
+
+    code = "stale_write"
+    status = 409
+
+
+class InvalidTransition(StaleWrite):
+    code = "invalid_transition"
+    status = 409
+
+
+class ServiceError(GpuqError):
+    code = "service_unavailable"
+    status = 503
+
+
+class QueueUnavailable(ServiceError):
+    code = "queue_unavailable"
+    status = 503
+
+
+class ProviderError(ServiceError):
+    code = "provider_error"
+    status = 502
+
+
+class AgentUnreachable(ServiceError):
+    code = "agent_unreachable"
+    status = 502
+
+
+class UnsupportedMediaType(ClientError):
+    code = "unsupported_media_type"
+    status = 415

@@ -1,0 +1,80 @@
+"""What crosses the wire between the control plane and the agent, and callback event types.
+
+- :class:`AgentJob` — the control plane hands one attempt of one job to an agent. It carries
+  everything the agent needs (where to report, a token scoped to this job and attempt), so a box
+  started long ago needs no reconfiguration.
+- :class:`Report` — the agent's batched progress: output chunks, started/completed/failed.
+- :class:`ReportAck` — the control plane's answer; ``cancel`` tells the agent to stop generating.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.models import ChatMessage, JobError, JobResult
+from shared.states import JobStatus
+
+__all__ = [
+    "TERMINAL_EVENT_TYPES",
+    "AgentJob",
+    "AgentJobAccepted",
+    "Report",
+    "ReportAck",
+    "ReportChunk",
+    "callback_event_type",
+]
+
+
+class AgentJob(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    job_id: str
+    attempt: int = Field(ge=1)
+    model: str
+    prompt: str | None = None
+    messages: list[ChatMessage] | None = None
+    options: dict[str, Any] | None = None
+    timeout_s: float
+    report_url: str
+    report_token: str
+
+
+class AgentJobAccepted(BaseModel):
+    job_id: str
+    attempt: int
+    duplicate: bool = False
+
+
+class ReportChunk(BaseModel):
+    seq: int = Field(ge=0)
+    text: str
+
+
+class Report(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    attempt: int = Field(ge=1)
+    started: bool = False
+    chunks: list[ReportChunk] = Field(default_factory=list, max_length=10_000)
+    outcome: Literal["succeeded", "failed", "cancelled"] | None = None
+    result: JobResult | None = None
+    error: JobError | None = None
+
+
+class ReportAck(BaseModel):
+    status: JobStatus
+    cancel: bool = False
+
+
+TERMINAL_EVENT_TYPES = {
+    JobStatus.SUCCEEDED: "job.completed",
+    JobStatus.FAILED: "job.failed",
+    JobStatus.CANCELLED: "job.cancelled",
+    JobStatus.EXPIRED: "job.expired",
+}
+
+
+def callback_event_type(status: JobStatus) -> str:
+    return TERMINAL_EVENT_TYPES[status]

@@ -1,0 +1,222 @@
+"""Pydantic models: what a job is, what a client may send, what an instance is."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from shared.states import JobStatus
+
+__all__ = [
+    "CallbackDelivery",
+    "CallbackEvent",
+    "CallbackState",
+    "ChatMessage",
+    "Instance",
+    "InstanceState",
+    "Job",
+    "JobCreate",
+    "JobError",
+    "JobResult",
+    "iso",
+    "new_job_id",
+]
+
+CallbackEvent = Literal["started", "output", "completed"]
+
+MAX_METADATA_KEYS = 16
+MAX_METADATA_BYTES = 2048
+
+
+def new_job_id(now: float) -> str:
+    """Sortable by creation time, unguessable: ``job_`` + 12 hex of ms + 12 random hex."""
+    return f"job_{int(now * 1000):012x}{secrets.token_hex(6)}"
+
+
+def iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+class ChatMessage(BaseModel):
+    """One message of an Ollama/OpenAI chat list."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str = Field(max_length=1_000_000)
+    images: list[str] | None = None
+
+
+NonEmpty = Annotated[str, Field(min_length=1)]
+
+
+class JobCreate(BaseModel):
+    """Body of ``POST /v1/jobs``. Unknown fields are refused."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), str_strip_whitespace=True)
+
+    type: Literal["llm"] = "llm"
+    model: Annotated[str, Field(min_length=1, max_length=200)]
+    prompt: NonEmpty | None = None
+    messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=1000)] | None = None
+    options: dict[str, Any] | None = None
+    callback_url: Annotated[str, Field(max_length=2048)] | None = None
+    callback_events: list[CallbackEvent] = Field(default_factory=lambda: ["completed"])
+    idempotency_key: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+    max_queue_s: Annotated[float, Field(gt=0, le=7 * 86400)] | None = None
+    timeout_s: Annotated[float, Field(gt=0, le=86400)] | None = None
+    metadata: dict[str, str | int | float | bool | None] | None = None
+
+    @model_validator(mode="after")
+    def _one_input(self) -> JobCreate:
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("give exactly one of 'prompt' or 'messages'")
+        return self
+
+    @field_validator("callback_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.lower().startswith(("http://", "https://")):
+            raise ValueError("callback_url must be an http(s) URL")
+        return value
+
+    @field_validator("metadata")
+    @classmethod
+    def _small_metadata(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is None:
+            return None
+        if len(value) > MAX_METADATA_KEYS:
+            raise ValueError(f"metadata has at most {MAX_METADATA_KEYS} keys")
+        if len(repr(value).encode()) > MAX_METADATA_BYTES:
+            raise ValueError(f"metadata is at most {MAX_METADATA_BYTES} bytes")
+        return value
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+
+
+class JobResult(BaseModel):
+    """What the model server said when the generation ended."""
+
+    done_reason: str | None = None
+    prompt_eval_count: int | None = None
+    eval_count: int | None = None
+    total_duration_ns: int | None = None
+    load_duration_ns: int | None = None
+
+
+class CallbackDelivery(BaseModel):
+    event_id: str
+    type: str
+    try_number: int
+    at: float
+    status_code: int | None = None
+    error: str | None = None
+    outcome: Literal["delivered", "retrying", "failed"]
+
+
+class CallbackState(BaseModel):
+    pending: list[str] = Field(default_factory=list)
+    last_output_at: float | None = None
+    deliveries: list[CallbackDelivery] = Field(default_factory=list)
+    delivered: list[str] = Field(default_factory=list)
+    failed: list[str] = Field(default_factory=list)
+
+
+class Job(BaseModel):
+    """A job as the store keeps it. ``public()`` is what clients see."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    id: str
+    owner: str
+    status: JobStatus = JobStatus.QUEUED
+    status_reason: str | None = "waiting_for_dispatch"
+    model: str
+    prompt: str | None = None
+    messages: list[ChatMessage] | None = None
+    options: dict[str, Any] | None = None
+    callback_url: str | None = None
+    callback_events: list[CallbackEvent] = Field(default_factory=lambda: ["completed"])
+    idempotency_key: str | None = None
+    request_hash: str | None = None
+    metadata: dict[str, Any] | None = None
+    max_queue_s: float
+    timeout_s: float
+    max_attempts: int = 3
+    attempt: int = 0
+    dispatch_seq: int = 0
+    lease_expires_at: float | None = None
+    instance_id: str | None = None
+    queued_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    error: JobError | None = None
+    result: JobResult | None = None
+    cost_usd: float | None = None
+    callback: CallbackState = Field(default_factory=CallbackState)
+    version: int = 0
+
+    def public(self, output: str | None = None) -> dict[str, Any]:
+        """The client's view: no owner, no internal counters, timestamps as ISO 8601."""
+        return {
+            "id": self.id,
+            "status": self.status.value,
+            "status_reason": self.status_reason,
+            "model": self.model,
+            "output": output,
+            "error": self.error.model_dump() if self.error else None,
+            "result": self.result.model_dump() if self.result else None,
+            "attempts": self.attempt,
+            "queued_at": iso(self.queued_at),
+            "started_at": iso(self.started_at),
+            "finished_at": iso(self.finished_at),
+            "instance_id": self.instance_id,
+            "cost_usd": self.cost_usd,
+            "idempotency_key": self.idempotency_key,
+            "metadata": self.metadata,
+            "callback_url": self.callback_url,
+            "callback_events": self.callback_events,
+            "callback": {
+                "delivered": self.callback.delivered,
+                "failed": self.callback.failed,
+                "deliveries": [d.model_dump() | {"at": iso(d.at)} for d in self.callback.deliveries[-20:]],
+            },
+        }
+
+
+class InstanceState(StrEnum):
+    """Provider-neutral instance states."""
+
+    STOPPED = "stopped"
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    GONE = "gone"
+
+    def is_up(self) -> bool:
+        return self in (InstanceState.STARTING, InstanceState.RUNNING)
+
+
+class Instance(BaseModel):
+    """A GPU box as a provider reports it."""
+
+    id: str
+    provider: str
+    state: InstanceState
+    agent_url: str | None = None
+    label: str | None = None
+    price_per_hour: float = 0.0
+    started_at: float | None = None
+    stopped_at: float | None = None
+    detail: str | None = None

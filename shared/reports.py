@@ -1,0 +1,83 @@
+"""Apply an agent's progress report: store chunks, renew the lease, finish the job.
+
+Fenced by attempt: the report's token is scoped to one attempt, and a report for any attempt other
+than the job's current one changes nothing and tells the agent to stop.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from shared.callbacks import schedule_callback
+from shared.controlplane import ControlPlane
+from shared.errors import NotFound, Unauthorized
+from shared.events import Report, ReportAck
+from shared.instances import note_activity
+from shared.lifecycle import finish
+from shared.models import Job, JobError
+from shared.security import verify_job_token
+from shared.states import JobStatus
+from shared.store.base import Chunk
+
+__all__ = ["apply_report"]
+
+log = logging.getLogger("gpuq.reports")
+
+OUTPUT_CALLBACK_EVERY_S = 1.0
+
+
+def apply_report(cp: ControlPlane, job_id: str, token: str, report: Report) -> ReportAck:
+    attempt = verify_job_token(cp.settings.job_token_secret, job_id, token)
+    if attempt != report.attempt:
+        raise Unauthorized("token and report are for different attempts", code="invalid_job_token")
+    job = cp.store.get(job_id)
+    if job is None:
+        raise NotFound(f"no job {job_id!r}", code="job_not_found")
+    if job.attempt != attempt or job.status is not JobStatus.RUNNING:
+        return ReportAck(status=job.status, cancel=True)
+
+    if report.chunks:
+        cp.store.append_chunks(job_id, (Chunk(attempt, c.seq, c.text) for c in report.chunks))
+    now = cp.clock.now()
+    events: list[tuple[str, str, str]] = []
+
+    def mutate(current: Job) -> Job | None:
+        events.clear()
+        if current.attempt != attempt or current.status is not JobStatus.RUNNING:
+            return None
+        current.lease_expires_at = now + cp.settings.lease_s
+        if report.started and current.started_at is None:
+            current.started_at = now
+            current.status_reason = "generating"
+            events.append(("started", "job.started", ""))
+        if report.chunks and (
+            current.callback.last_output_at is None or now - current.callback.last_output_at >= OUTPUT_CALLBACK_EVERY_S
+        ):
+            current.callback.last_output_at = now
+            events.append(("output", "job.output", f".{report.chunks[-1].seq}"))
+        if report.result is not None:
+            current.result = report.result
+        return current
+
+    updated = cp.store.modify(job_id, mutate)
+    assert updated is not None
+    for subscription, event_type, suffix in events:
+        schedule_callback(cp, updated, subscription, event_type, suffix)
+
+    if report.outcome is not None:
+        status = {"succeeded": JobStatus.SUCCEEDED, "failed": JobStatus.FAILED,
+                  "cancelled": JobStatus.CANCELLED}[report.outcome]
+        error = report.error if status is not JobStatus.SUCCEEDED else None
+        reason = None if status is JobStatus.SUCCEEDED else (error.code if error else report.outcome)
+        finished = finish(cp, job_id, status, reason=reason, error=error or _default_error(status), attempt=attempt)
+        if updated.instance_id:
+            note_activity(cp, updated.instance_id)
+        assert finished is not None
+        return ReportAck(status=finished.status)
+    return ReportAck(status=updated.status, cancel=updated.status is not JobStatus.RUNNING)
+
+
+def _default_error(status: JobStatus) -> JobError | None:
+    if status is JobStatus.FAILED:
+        return JobError(code="agent_error", message="the agent reported a failure without detail")
+    return None

@@ -1,0 +1,114 @@
+"""Settings: one pydantic model per component, read from ``GPUQ_*`` environment variables.
+
+Build them once at the edge (a function's module, the agent's ``__main__``, the CLI) and pass
+them in; nothing else reads ``os.environ``. Every field is listed in the README's table.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["AgentSettings", "ClientSettings", "ControlPlaneSettings", "split_csv"]
+
+
+def split_csv(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+class ControlPlaneSettings(BaseSettings):
+    """The four functions (enqueue, trigger, dispatch, reaper) and the dev stack."""
+
+    model_config = SettingsConfigDict(env_prefix="GPUQ_", extra="ignore")
+
+    # --- who may call -------------------------------------------------------------------------
+    api_keys: str = Field("", description="Comma-separated API keys for the jobs API (name:key or key).")
+    trigger_token: str = Field("", description="Bearer token accepted by /trigger (seed-compatible).")
+    reaper_token: str = Field("", description="Bearer token accepted by /reaper (dev; OIDC in production).")
+    task_secret: str = Field("", description="HMAC secret our queue client signs dispatch tasks with.")
+    agent_secret: str = Field("", description="Shared secret signing control plane <-> agent requests.")
+    job_token_secret: str = Field("", description="Secret for per-job, per-attempt agent report tokens.")
+    webhook_secret: str = Field("", description="Callback signing secret, whsec_ + base64.")
+    callback_allow_hosts: str = Field("", description="Hosts allowed as callback targets despite the "
+                                      "private-address rule (dev: 127.0.0.1,localhost).")
+    # --- where things are ---------------------------------------------------------------------
+    data_dir: Path = Field(Path(".gpuq"), description="SQLite file and logs of the embedded stack.")
+    public_url: str = Field("http://127.0.0.1:8080", description="Base URL of the functions (agents "
+                            "report here; tasks target PUBLIC_URL/dispatch).")
+    dispatch_url: str = Field("", description="URL Cloud Tasks calls; default PUBLIC_URL/dispatch.")
+    tasks_emulator_host: str = Field("", description="host:port of a Cloud Tasks emulator; empty = real "
+                                     "service.")
+    tasks_project: str = "gpuq-dev"
+    tasks_location: str = "us-central1"
+    job_queue: str = Field("gpuq-jobs", description="Queue of job dispatch tasks.")
+    callback_queue: str = Field("gpuq-callbacks", description="Queue of callback delivery tasks.")
+    tasks_service_account: str = Field("", description="Service account for OIDC tokens on tasks "
+                                       "(production).")
+    # --- the box ------------------------------------------------------------------------------
+    provider: Literal["local", "vast", "ovh"] = "local"
+    instance_id: str = Field("local-1", description="The GPU box this control plane drives.")
+    ollama_url: str = Field("http://127.0.0.1:11434", description="Model server the local provider's "
+                            "agent talks to.")
+    agent_preload_models: str = Field("llama3.2:1b", description="Models the agent loads before it "
+                                      "reports ready.")
+    agent_idle_grace_s: float = Field(60.0, description="Idle time after the last job before the local "
+                                      "agent stops its instance.")
+    # --- jobs ---------------------------------------------------------------------------------
+    default_max_queue_s: float = Field(3600.0, description="Default time a job may wait for a GPU.")
+    default_timeout_s: float = Field(600.0, description="Default execution time limit.")
+    max_attempts: int = Field(3, description="Attempts before a job fails for good.")
+    lease_s: float = Field(60.0, description="How long a job handed to an agent stays leased without "
+                           "a progress report.")
+    snooze_s: float = Field(2.0, description="Re-check period of a dispatch task while the box boots.")
+    max_body_bytes: int = Field(1_048_576, description="Largest request body accepted.")
+    callback_max_tries: int = Field(20, description="Delivery tries per callback event.")
+    callback_backoff_s: float = Field(2.0, description="First retry delay; doubles up to 1 hour.")
+    callback_timeout_s: float = Field(10.0, description="Per-try timeout of a callback POST.")
+    reaper_idle_limit_s: float = Field(300.0, description="Reaper stops a box with no job for this long "
+                                       "(backstop to the agent's own idle stop).")
+
+    def api_key_map(self) -> dict[str, str]:
+        """key → name. ``name:key`` entries are named; bare keys are named ``key1``, ``key2``…"""
+        out: dict[str, str] = {}
+        for index, entry in enumerate(split_csv(self.api_keys), start=1):
+            name, sep, key = entry.partition(":")
+            out[key if sep else name] = name if sep else f"key{index}"
+        return out
+
+    def dispatch_target(self) -> str:
+        return self.dispatch_url or self.public_url.rstrip("/") + "/dispatch"
+
+    def sqlite_path(self) -> Path:
+        return self.data_dir / "gpuq.db"
+
+
+class AgentSettings(BaseSettings):
+    """The agent on the GPU box."""
+
+    model_config = SettingsConfigDict(env_prefix="GPUQ_AGENT_", extra="ignore")
+
+    host: str = "0.0.0.0"
+    port: int = 8000
+    secret: str = Field("", description="Authenticates the control plane's calls (GPUQ_AGENT_SECRET).")
+    instance_id: str = Field("", description="This box's id at its provider.")
+    provider: Literal["local", "vast", "none"] = "local"
+    ollama_url: str = "http://127.0.0.1:11434"
+    preload_models: str = "llama3.2:1b"
+    idle_grace_s: float = 60.0
+    ready_url: str = Field("", description="Where to announce readiness (the trigger function).")
+    max_concurrent_jobs: int = 4
+    report_interval_s: float = 0.25
+    local_state_dir: Path = Field(Path(".gpuq/instances"), description="Local provider's state folder.")
+
+
+class ClientSettings(BaseSettings):
+    """The ``gpuq`` command line client."""
+
+    model_config = SettingsConfigDict(env_prefix="GPUQ_", extra="ignore")
+
+    url: str = "http://127.0.0.1:8080"
+    api_key: str = ""
+    data_dir: Path = Path(".gpuq")

@@ -1,0 +1,75 @@
+"""The job store interface every backend implements (SQLite here, Firestore in production).
+
+All writes are conditional: :meth:`JobStore.modify` reads a job, lets a function change a copy,
+and writes it back only if nobody wrote in between (a version compare-and-set), retrying the read
+on a lost race. The function decides from the fresh state, so a duplicate event re-checked
+against the newer state is refused instead of applied twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from shared.models import Job
+from shared.states import JobStatus
+
+__all__ = ["Chunk", "IdempotencyClaim", "JobStore", "Mutation"]
+
+Mutation = Callable[[Job], Job | None]
+"""Gets a copy of the job; returns the changed copy, or ``None`` to write nothing."""
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyClaim:
+    owner: str
+    key: str
+    request_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    attempt: int
+    seq: int
+    text: str
+
+
+class JobStore(Protocol):
+    def create(self, job: Job, claim: IdempotencyClaim | None) -> tuple[Job, bool]:
+        """Store a new job; with a claim, return the existing job instead when the owner's key was used.
+
+        Returns ``(job, created)``. Raises :class:`~shared.errors.Conflict` when the key was used
+        with a different request.
+        """
+        ...
+
+    def get(self, job_id: str) -> Job | None: ...
+
+    def modify(self, job_id: str, mutate: Mutation) -> Job | None:
+        """Apply ``mutate`` atomically (compare-and-set on ``version``). Returns the stored job.
+
+        Errors raised by ``mutate`` (e.g. :class:`~shared.errors.InvalidTransition`) propagate
+        and nothing is written. Returns ``None`` if the job does not exist.
+        """
+        ...
+
+    def delete(self, job_id: str) -> None: ...
+
+    def list_by_status(self, statuses: Iterable[JobStatus], *, limit: int = 1000) -> list[Job]:
+        """Oldest first."""
+        ...
+
+    def append_chunks(self, job_id: str, chunks: Iterable[Chunk]) -> int:
+        """Insert chunks, ignoring any (attempt, seq) already stored. Returns how many were new."""
+        ...
+
+    def read_chunks(self, job_id: str, attempt: int, after_seq: int = -1) -> list[Chunk]: ...
+
+    def get_record(self, kind: str, key: str) -> dict[str, Any] | None:
+        """Small documents (instances, counters) keyed by kind and key."""
+        ...
+
+    def put_record(self, kind: str, key: str, value: dict[str, Any]) -> None: ...
+
+    def close(self) -> None: ...

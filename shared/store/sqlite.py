@@ -1,0 +1,194 @@
+"""SQLite job store: one file, WAL mode, one connection per thread.
+
+Jobs are JSON documents with a few indexed columns; writes are compare-and-set on ``version``.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from shared.errors import Conflict, StaleWrite
+from shared.models import Job
+from shared.states import JobStatus
+from shared.store.base import Chunk, IdempotencyClaim, Mutation
+
+__all__ = ["SqliteJobStore"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    status TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    queued_at REAL NOT NULL,
+    idem_key TEXT,
+    request_hash TEXT,
+    doc TEXT NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_idem ON jobs(owner, idem_key) WHERE idem_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status, queued_at);
+CREATE TABLE IF NOT EXISTS chunks (
+    job_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    text TEXT NOT NULL,
+    PRIMARY KEY (job_id, attempt, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS records (
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL,
+    doc TEXT NOT NULL,
+    PRIMARY KEY (kind, key)
+) WITHOUT ROWID;
+"""
+
+_CAS_RETRIES = 20
+
+
+class SqliteJobStore:
+    def __init__(self, path: Path | str, *, busy_timeout_s: float = 10.0) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._busy_timeout_s = busy_timeout_s
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._conn().executescript(_SCHEMA)
+
+    # --- connections --------------------------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(
+                self.path, timeout=self._busy_timeout_s, isolation_level=None, check_same_thread=False
+            )
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        db = self._conn()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._all:
+                conn.close()
+            self._all.clear()
+        self._local = threading.local()
+
+    # --- jobs ---------------------------------------------------------------------------------
+    def create(self, job: Job, claim: IdempotencyClaim | None) -> tuple[Job, bool]:
+        with self._tx() as db:
+            if claim is not None:
+                row = db.execute(
+                    "SELECT request_hash, doc FROM jobs WHERE owner = ? AND idem_key = ?",
+                    (claim.owner, claim.key),
+                ).fetchone()
+                if row is not None:
+                    if row[0] != claim.request_hash:
+                        raise Conflict(
+                            "idempotency_key was already used with a different request",
+                            code="idempotency_conflict",
+                        )
+                    return Job.model_validate_json(row[1]), False
+            db.execute(
+                "INSERT INTO jobs (id, owner, status, version, queued_at, idem_key, request_hash, doc) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    job.id,
+                    job.owner,
+                    job.status.value,
+                    job.version,
+                    job.queued_at,
+                    claim.key if claim else None,
+                    claim.request_hash if claim else None,
+                    job.model_dump_json(),
+                ),
+            )
+        return job, True
+
+    def get(self, job_id: str) -> Job | None:
+        row = self._conn().execute("SELECT doc FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return Job.model_validate_json(row[0]) if row else None
+
+    def modify(self, job_id: str, mutate: Mutation) -> Job | None:
+        for _ in range(_CAS_RETRIES):
+            current = self.get(job_id)
+            if current is None:
+                return None
+            changed = mutate(current.model_copy(deep=True))
+            if changed is None:
+                return current
+            changed.version = current.version + 1
+            cursor = self._conn().execute(
+                "UPDATE jobs SET status = ?, version = ?, doc = ? WHERE id = ? AND version = ?",
+                (changed.status.value, changed.version, changed.model_dump_json(), job_id, current.version),
+            )
+            if cursor.rowcount == 1:
+                return changed
+        raise StaleWrite(f"job {job_id} kept changing under {_CAS_RETRIES} attempts to write it")
+
+    def delete(self, job_id: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+            db.execute("DELETE FROM chunks WHERE job_id = ?", (job_id,))
+
+    def list_by_status(self, statuses: Iterable[JobStatus], *, limit: int = 1000) -> list[Job]:
+        wanted = [s.value for s in statuses]
+        marks = ",".join("?" * len(wanted))
+        rows = self._conn().execute(
+            f"SELECT doc FROM jobs WHERE status IN ({marks}) ORDER BY queued_at LIMIT ?",
+            (*wanted, limit),
+        ).fetchall()
+        return [Job.model_validate_json(row[0]) for row in rows]
+
+    # --- output chunks ------------------------------------------------------------------------
+    def append_chunks(self, job_id: str, chunks: Iterable[Chunk]) -> int:
+        rows = [(job_id, c.attempt, c.seq, c.text) for c in chunks]
+        if not rows:
+            return 0
+        with self._tx() as db:
+            before = db.total_changes
+            db.executemany(
+                "INSERT OR IGNORE INTO chunks (job_id, attempt, seq, text) VALUES (?, ?, ?, ?)", rows
+            )
+            return db.total_changes - before
+
+    def read_chunks(self, job_id: str, attempt: int, after_seq: int = -1) -> list[Chunk]:
+        rows = self._conn().execute(
+            "SELECT attempt, seq, text FROM chunks WHERE job_id = ? AND attempt = ? AND seq > ? "
+            "ORDER BY seq",
+            (job_id, attempt, after_seq),
+        ).fetchall()
+        return [Chunk(attempt=r[0], seq=r[1], text=r[2]) for r in rows]
+
+    # --- small records ------------------------------------------------------------------------
+    def get_record(self, kind: str, key: str) -> dict[str, Any] | None:
+        row = self._conn().execute(
+            "SELECT doc FROM records WHERE kind = ? AND key = ?", (kind, key)
+        ).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def put_record(self, kind: str, key: str, value: dict[str, Any]) -> None:
+        self._conn().execute(
+            "INSERT INTO records (kind, key, doc) VALUES (?, ?, ?) "
+            "ON CONFLICT(kind, key) DO UPDATE SET doc = excluded.doc",
+            (kind, key, json.dumps(value)),
+        )

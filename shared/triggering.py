@@ -1,0 +1,38 @@
+"""trigger's core: start the box if work waits; once the agent is ready, run waiting jobs now."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from shared.controlplane import ControlPlane
+from shared.instances import note_ready, note_start_requested
+from shared.lifecycle import redispatch_now
+from shared.models import InstanceState
+from shared.states import JobStatus
+
+__all__ = ["trigger"]
+
+log = logging.getLogger("gpuq.trigger")
+
+
+def trigger(cp: ControlPlane, *, ready_instance: str | None = None) -> dict[str, Any]:
+    """An external ping (``ready_instance=None``) or an agent announcing it is ready."""
+    waiting = cp.store.list_by_status([JobStatus.QUEUED, JobStatus.STARTING])
+    instance_id = cp.settings.instance_id
+    if ready_instance is not None:
+        note_ready(cp, ready_instance)
+        log.info("instance %s ready; %d job(s) waiting", ready_instance, len(waiting))
+    if not waiting:
+        return {"waiting": 0, "started": False, "dispatched": 0}
+    started = False
+    instance = cp.run(cp.provider.get(instance_id))
+    if instance is None or instance.state in (InstanceState.STOPPED, InstanceState.GONE):
+        cp.run(cp.provider.start(instance_id))
+        note_start_requested(cp, instance_id)
+        started = True
+        log.info("trigger started instance %s for %d waiting job(s)", instance_id, len(waiting))
+    dispatched = 0
+    if ready_instance is not None or (instance is not None and instance.state is InstanceState.RUNNING):
+        dispatched = sum(1 for job in waiting if redispatch_now(cp, job))
+    return {"waiting": len(waiting), "started": started, "dispatched": dispatched}

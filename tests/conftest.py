@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from shared.client import JobsClient
+from shared.devstack import DevStack
+from shared.receiver import CallbackReceiver
+from tests.servers import start_stack
+
+
+@pytest.fixture(autouse=True)
+def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts without GPUQ_* / VAST* variables from the developer's shell."""
+    for name in list(os.environ):
+        if name.startswith(("GPUQ_", "VAST", "OLLAMA_")):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
+    """The whole local stack, started once per test run."""
+    data_dir: Path = tmp_path_factory.mktemp("stack")
+    running = start_stack(data_dir)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def client(stack: DevStack) -> Iterator[JobsClient]:
+    jobs = JobsClient(stack.url, stack.api_key)
+    yield jobs
+    jobs.close()
+
+
+@pytest.fixture
+def receiver(stack: DevStack) -> Iterator[CallbackReceiver]:
+    rec = CallbackReceiver(stack.settings.webhook_secret).start()
+    yield rec
+    rec.stop()

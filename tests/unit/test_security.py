@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from shared.errors import Unauthorized, ValidationFailed
+from shared.security import (
+    RequestSigner,
+    authenticate_api_key,
+    check_callback_url,
+    job_token,
+    sign_task,
+    sign_webhook,
+    verify_job_token,
+    verify_task,
+    verify_webhook,
+)
+
+SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
+
+
+def test_api_keys_name_the_caller_and_refuse_others() -> None:
+    keys = {"k-alice": "alice", "k-bob": "bob"}
+    assert authenticate_api_key({"Authorization": "Bearer k-bob"}, keys) == "bob"
+    with pytest.raises(Unauthorized, match="invalid API key"):
+        authenticate_api_key({"Authorization": "Bearer nope"}, keys)
+    with pytest.raises(Unauthorized, match="missing API key"):
+        authenticate_api_key({}, keys)
+
+
+def test_signed_request_is_refused_when_replayed_tampered_or_stale() -> None:
+    signer = RequestSigner("s3cret")
+    headers = signer.sign("POST", "/v1/jobs", b"{}", now=1000.0)
+    signer.verify("POST", "/v1/jobs", headers, b"{}", now=1001.0)
+    with pytest.raises(Unauthorized, match="replayed"):
+        signer.verify("POST", "/v1/jobs", headers, b"{}", now=1002.0)
+    fresh = signer.sign("POST", "/v1/jobs", b"{}", now=1000.0)
+    with pytest.raises(Unauthorized, match="bad signature"):
+        signer.verify("POST", "/v1/jobs", fresh, b'{"x":1}', now=1001.0)
+    with pytest.raises(Unauthorized, match="bad signature"):
+        signer.verify("POST", "/v1/other", fresh, b"{}", now=1001.0)
+    with pytest.raises(Unauthorized, match="window"):
+        signer.verify("POST", "/v1/jobs", fresh, b"{}", now=1000.0 + 301)
+    with pytest.raises(Unauthorized, match="bad signature"):
+        RequestSigner("other").verify("POST", "/v1/jobs", signer.sign("POST", "/v1/jobs", b""), b"")
+
+
+def test_job_tokens_are_scoped_to_one_job_and_attempt() -> None:
+    token = job_token("k", "job_1", 2)
+    assert verify_job_token("k", "job_1", token) == 2
+    with pytest.raises(Unauthorized):
+        verify_job_token("k", "job_2", token)
+    with pytest.raises(Unauthorized):
+        verify_job_token("k", "job_1", token.replace("2.", "3.", 1))
+
+
+def test_task_signature_covers_the_body() -> None:
+    header = sign_task("t", b'{"job_id":"a"}')
+    verify_task("t", header, b'{"job_id":"a"}')
+    with pytest.raises(Unauthorized):
+        verify_task("t", header, b'{"job_id":"b"}')
+    with pytest.raises(Unauthorized):
+        verify_task("t", "", b"{}")
+
+
+def test_standard_webhooks_signature_round_trip() -> None:
+    headers = sign_webhook(SECRET, "msg_1", 1_700_000_000, b'{"a":1}')
+    assert headers["webhook-signature"].startswith("v1,")
+    verify_webhook(SECRET, headers, b'{"a":1}', now=1_700_000_010)
+    with pytest.raises(Unauthorized):
+        verify_webhook(SECRET, headers, b'{"a":2}', now=1_700_000_010)
+
+
+def test_standard_webhooks_reference_vector() -> None:
+    # The example from the Standard Webhooks specification.
+    secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    body = b'{"test": 2432232314}'
+    headers = sign_webhook(secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body)
+    assert headers["webhook-signature"] == "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1/x", "http://10.1.2.3/", "http://169.254.169.254/latest",
+                                 "http://[::1]/", "http://192.168.0.1/"])
+def test_callback_urls_into_private_ranges_are_refused(url: str) -> None:
+    with pytest.raises(ValidationFailed):
+        check_callback_url(url, set(), resolve=False)
+
+
+def test_callback_allow_list_and_resolution() -> None:
+    check_callback_url("http://127.0.0.1:9/x", {"127.0.0.1"}, resolve=True)
+    with pytest.raises(ValidationFailed):
+        check_callback_url("http://localhost:9/x", set(), resolve=True)  # resolves to loopback
+    with pytest.raises(ValidationFailed):
+        check_callback_url("ftp://example.com/x", set(), resolve=False)
+    check_callback_url("https://hooks.example.com/x", set(), resolve=False)
