@@ -12,6 +12,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	# The emulator pins an old protobuf: install it beside the current client, without its deps.
 	$(BIN)/pip install --quiet --no-deps 'gcloud-tasks-emulator==0.6.2'
+	# The official Vast.ai CLI pins its own crypto stack: it gets a venv of its own (tests run it as a tool).
+	$(PYTHON) -m venv $(VENV)/vastai
+	$(VENV)/vastai/bin/pip install --quiet 'vastai==1.9.1'
 	touch $(STAMP)
 
 demo: $(STAMP)

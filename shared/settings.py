@@ -41,14 +41,14 @@ class ControlPlaneSettings(BaseSettings):
     dispatch_url: str = Field("", description="URL Cloud Tasks calls; default PUBLIC_URL/dispatch.")
     tasks_emulator_host: str = Field("", description="host:port of a Cloud Tasks emulator; empty = real "
                                      "service.")
-    tasks_project: str = "gpuq-dev"
-    tasks_location: str = "us-central1"
+    tasks_project: str = Field("gpuq-dev", description="GCP project of the queues.")
+    tasks_location: str = Field("us-central1", description="GCP region of the queues.")
     job_queue: str = Field("gpuq-jobs", description="Queue of job dispatch tasks.")
     callback_queue: str = Field("gpuq-callbacks", description="Queue of callback delivery tasks.")
     tasks_service_account: str = Field("", description="Service account for OIDC tokens on tasks "
                                        "(production).")
     # --- the box ------------------------------------------------------------------------------
-    provider: Literal["local", "vast", "ovh"] = "local"
+    provider: Literal["local", "vast", "ovh"] = Field("local", description="Compute provider driving the box.")
     instance_id: str = Field("local-1", description="The GPU box this control plane drives.")
     ollama_url: str = Field("http://127.0.0.1:11434", description="Model server the local provider's "
                             "agent talks to.")
@@ -90,17 +90,17 @@ class AgentSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="GPUQ_AGENT_", extra="ignore")
 
-    host: str = "0.0.0.0"
-    port: int = 8000
+    host: str = Field("0.0.0.0", description="Address the agent listens on.")
+    port: int = Field(8000, description="Port the agent listens on (the container port on Vast).")
     secret: str = Field("", description="Authenticates the control plane's calls (GPUQ_AGENT_SECRET).")
     instance_id: str = Field("", description="This box's id at its provider.")
-    provider: Literal["local", "vast", "none"] = "local"
-    ollama_url: str = "http://127.0.0.1:11434"
-    preload_models: str = "llama3.2:1b"
-    idle_grace_s: float = 60.0
+    provider: Literal["local", "vast", "none"] = Field("local", description="How the agent stops its own box.")
+    ollama_url: str = Field("http://127.0.0.1:11434", description="The model server on the box.")
+    preload_models: str = Field("llama3.2:1b", description="Models pulled if missing and loaded before ready.")
+    idle_grace_s: float = Field(60.0, description="Idle seconds after the last job before the box stops itself.")
     ready_url: str = Field("", description="Where to announce readiness (the trigger function).")
-    max_concurrent_jobs: int = 4
-    report_interval_s: float = 0.25
+    max_concurrent_jobs: int = Field(4, description="Jobs generating at once; more are refused (503 agent_busy).")
+    report_interval_s: float = Field(0.25, description="Batching period of progress reports.")
     local_state_dir: Path = Field(Path(".gpuq/instances"), description="Local provider's state folder.")
 
 
@@ -109,6 +109,6 @@ class ClientSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="GPUQ_", extra="ignore")
 
-    url: str = "http://127.0.0.1:8080"
-    api_key: str = ""
-    data_dir: Path = Path(".gpuq")
+    url: str = Field("http://127.0.0.1:8080", description="Where `gpuq submit/status/cancel` send requests.")
+    api_key: str = Field("", description="API key for the CLI (default: first of GPUQ_API_KEYS, then the dev key).")
+    data_dir: Path = Field(Path(".gpuq"), description="Where `gpuq dev` writes its dev API key.")

@@ -1,0 +1,25 @@
+"""The README documents every setting and shows the two commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic_settings import BaseSettings
+
+from shared.settings import AgentSettings, ClientSettings, ControlPlaneSettings
+
+README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+
+
+@pytest.mark.parametrize("model", [ControlPlaneSettings, AgentSettings, ClientSettings])
+def test_every_setting_is_in_the_readme_table(model: type[BaseSettings]) -> None:
+    prefix = model.model_config.get("env_prefix", "")
+    missing = [f"{prefix}{name}".upper() for name in model.model_fields
+               if f"| `{prefix}{name}`".upper() not in README.upper()]
+    assert missing == []
+
+
+def test_first_screen_has_the_two_commands() -> None:
+    first_screen = "\n".join(README.splitlines()[:20])
+    assert "make demo" in first_screen and "make test" in first_screen
