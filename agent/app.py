@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -70,34 +71,70 @@ def _finished(state: AgentState, run: JobRun) -> None:
     state.activity.set()
 
 
-async def accept_job(request: web.Request) -> web.Response:
+async def _intake(request: web.Request, *, stream: bool) -> tuple[JobRun | None, web.Response | None]:
+    """Verify, parse and start a job attempt: ``(run, None)`` when started, else ``(None, answer)``."""
     try:
         body = await _verified_body(request)
     except GpuqError as exc:
-        return web.json_response(exc.to_body(), status=exc.status)
+        return None, web.json_response(exc.to_body(), status=exc.status)
     try:
         spec = AgentJob.model_validate_json(body)
     except ValidationError as exc:
-        return _error(422, "invalid_job", str(exc.errors()[:3]))
+        return None, _error(422, "invalid_job", str(exc.errors()[:3]))
     app = request.app
     state, settings = app[STATE], app[SETTINGS]
     existing = state.runs.get(spec.job_id)
     if existing is not None and (not existing.done.is_set() or spec.attempt <= existing.spec.attempt):
         accepted = AgentJobAccepted(job_id=spec.job_id, attempt=existing.spec.attempt, duplicate=True)
-        return web.json_response(accepted.model_dump(), status=200)
+        return None, web.json_response(accepted.model_dump(), status=200)
     if state.phase is not Phase.READY:
-        return _error(503, state.phase.value, state.detail or f"agent is {state.phase.value}")
+        return None, _error(503, state.phase.value, state.detail or f"agent is {state.phase.value}")
     if state.active() >= settings.max_concurrent_jobs:
-        return _error(503, "agent_busy", f"{settings.max_concurrent_jobs} jobs already running")
-    run = JobRun(spec)
+        return None, _error(503, "agent_busy", f"{settings.max_concurrent_jobs} jobs already running")
+    run = JobRun(spec, listener=asyncio.Queue() if stream else None)
     state.runs[spec.job_id] = run
     run.task = asyncio.create_task(
         run_job(run, app[OLLAMA], app[HTTP], report_interval_s=settings.report_interval_s)
     )
     run.task.add_done_callback(lambda _t: _finished(state, run))
     state.activity.set()
-    log.info("job %s attempt %d accepted", spec.job_id, spec.attempt)
-    return web.json_response(AgentJobAccepted(job_id=spec.job_id, attempt=spec.attempt).model_dump(), status=202)
+    return run, None
+
+
+async def accept_job(request: web.Request) -> web.Response:
+    """The control plane hands over a job; it runs in the background and reports as it goes."""
+    run, answer = await _intake(request, stream=False)
+    if run is None:
+        assert answer is not None
+        return answer
+    log.info("job %s attempt %d accepted", run.spec.job_id, run.spec.attempt)
+    return web.json_response(AgentJobAccepted(job_id=run.spec.job_id, attempt=run.spec.attempt).model_dump(),
+                             status=202)
+
+
+async def stream_job(request: web.Request) -> web.StreamResponse:
+    """Like ``/v1/jobs``, and the output also streams back on this connection as NDJSON.
+
+    Lines: ``{"response": "<text>"}`` per piece, then ``{"done": true, "status": ...}``. Reports and
+    chunk storage at the control plane go on as for any job; if this client goes away the job
+    still completes.
+    """
+    run, answer = await _intake(request, stream=True)
+    if run is None:
+        assert answer is not None
+        return answer
+    assert run.listener is not None
+    response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+    await response.prepare(request)
+    listener = run.listener
+    try:
+        while (text := await listener.get()) is not None:
+            await response.write(b'{"response":' + json.dumps(text).encode() + b"}\n")
+        await response.write(json.dumps({"done": True, "status": run.outcome}).encode() + b"\n")
+    except ConnectionResetError:
+        run.listener = None  # the client left; the job goes on and reports as usual
+    await response.write_eof()
+    return response
 
 
 async def cancel_job(request: web.Request) -> web.Response:
@@ -154,6 +191,7 @@ def build_app(settings: AgentSettings) -> web.Application:
     app[HTTP] = httpx.AsyncClient(timeout=10.0, limits=httpx.Limits(max_keepalive_connections=16))
     app.router.add_get("/health", health)
     app.router.add_post("/v1/jobs", accept_job)
+    app.router.add_post("/v1/stream", stream_job)
     app.router.add_post("/v1/jobs/{job_id}/cancel", cancel_job)
     app.cleanup_ctx.append(_background)
     return app

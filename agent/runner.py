@@ -21,6 +21,7 @@ log = logging.getLogger("gpuq.agent.runner")
 @dataclass
 class JobRun:
     spec: AgentJob
+    listener: asyncio.Queue[str | None] | None = None  # a direct stream's reader, if any
     task: asyncio.Task[None] | None = None
     outcome: str | None = None
     cancel_requested: bool = False
@@ -39,7 +40,7 @@ async def run_job(run: JobRun, ollama: OllamaClient, http: httpx.AsyncClient, *,
     outcome, result, error = "failed", None, None
     try:
         async with asyncio.timeout(spec.timeout_s):
-            result = await _generate(ollama, spec, reporter)
+            result = await _generate(ollama, spec, reporter, run.listener)
         outcome = "succeeded"
     except TimeoutError:
         error = JobError(code="timeout", message=f"ran longer than timeout_s={spec.timeout_s:g}s")
@@ -55,16 +56,21 @@ async def run_job(run: JobRun, ollama: OllamaClient, http: httpx.AsyncClient, *,
     finally:
         run.outcome = outcome
         log.info("job %s attempt %d %s%s", spec.job_id, spec.attempt, outcome, f" ({error.code})" if error else "")
+        if run.listener is not None:
+            run.listener.put_nowait(None)
         try:
             await asyncio.shield(reporter.finish(outcome, result=result, error=error))
         finally:
             run.done.set()
 
 
-async def _generate(ollama: OllamaClient, spec: AgentJob, reporter: Reporter) -> JobResult | None:
+async def _generate(ollama: OllamaClient, spec: AgentJob, reporter: Reporter,
+                    listener: asyncio.Queue[str | None] | None) -> JobResult | None:
     async for piece in ollama.stream(spec):
         if piece.text:
             reporter.add(piece.text)
+            if listener is not None:
+                listener.put_nowait(piece.text)
         if piece.result is not None:
             return piece.result
     return None

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+
+from aiohttp import web
 
 from shared.devstack import DevStack, DevStackConfig, free_port
 from shared.models import InstanceState
 
-__all__ = ["MODEL", "start_stack", "wait_until"]
+__all__ = ["MODEL", "serve_app_in_thread", "start_stack", "wait_until"]
 
 MODEL = "llama3.2:1b"
 
@@ -35,3 +40,28 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str, poll_
 
 def instance_stopped(stack: DevStack, instance_id: str = "local-1") -> bool:
     return stack.provider().get_sync(instance_id).state is InstanceState.STOPPED
+
+
+@contextlib.contextmanager
+def serve_app_in_thread(app: web.Application) -> Iterator[str]:
+    """Serve an aiohttp app on 127.0.0.1 (free port) from its own event loop; yields its URL."""
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(app)
+
+    async def start() -> int:
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        return int(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+
+    thread = threading.Thread(target=loop.run_forever, daemon=True, name="aiohttp-app")
+    thread.start()
+    try:
+        port = asyncio.run_coroutine_threadsafe(start(), loop).result(30)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(30)
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()

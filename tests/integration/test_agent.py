@@ -1,0 +1,179 @@
+"""The agent over real sockets: a real Ollama stand-in behind it, a real report receiver in front."""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import httpx
+import pytest
+
+from agent.app import build_app
+from shared.events import AgentJob
+from shared.fakes.ollama import FakeOllamaConfig, fake_completion_text, prompt_key, serve_in_thread
+from shared.security import RequestSigner
+from shared.settings import AgentSettings
+from tests.servers import serve_app_in_thread, wait_until
+
+SECRET = "agent-test-secret"
+MODEL = "llama3.2:1b"
+
+
+class ReportSink:
+    """The control plane's report endpoint, reduced to recording and acknowledging."""
+
+    def __init__(self) -> None:
+        self.reports: list[dict[str, Any]] = []
+        self.cancel_after_chunks: int | None = None
+        self.cond = threading.Condition()
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with sink.cond:
+                    sink.reports.append({"auth": self.headers["Authorization"], **body})
+                    chunks = sum(len(r.get("chunks", [])) for r in sink.reports)
+                    cancel = sink.cancel_after_chunks is not None and chunks >= sink.cancel_after_chunks
+                    sink.cond.notify_all()
+                payload = json.dumps({"status": "running", "cancel": cancel}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1/jobs/x/events"
+
+    def final(self, job_id: str, timeout: float = 20) -> dict[str, Any]:
+        with self.cond:
+            assert self.cond.wait_for(lambda: any(r.get("outcome") for r in self.reports), timeout)
+            return next(r for r in self.reports if r.get("outcome"))
+
+    def text(self) -> str:
+        chunks = sorted({c["seq"]: c["text"] for r in self.reports for c in r.get("chunks", [])}.items())
+        return "".join(text for _, text in chunks)
+
+
+@pytest.fixture
+def ollama() -> Iterator[str]:
+    with serve_in_thread(FakeOllamaConfig(token_delay_s=0.002, load_delay_s=0.05)) as server:
+        yield server.url
+
+
+@pytest.fixture
+def sink() -> Iterator[ReportSink]:
+    s = ReportSink()
+    yield s
+    s.server.shutdown()
+    s.server.server_close()
+
+
+@pytest.fixture
+def agent(ollama: str) -> Iterator[str]:
+    settings = AgentSettings(secret=SECRET, instance_id="test-box", provider="none", ollama_url=ollama,
+                             preload_models=MODEL, idle_grace_s=3600, report_interval_s=0.05)
+    with serve_app_in_thread(build_app(settings)) as url:
+        yield url
+
+
+def ready(url: str) -> bool:
+    return httpx.get(url + "/health").status_code == 200
+
+
+def job(sink: ReportSink, prompt: str, **fields: Any) -> AgentJob:
+    return AgentJob.model_validate({"job_id": f"job_{uuid.uuid4().hex[:12]}", "attempt": 1, "model": MODEL,
+                                    "prompt": prompt, "timeout_s": 30, "report_url": sink.url,
+                                    "report_token": "1.tok", **fields})
+
+
+def signed_post(url: str, path: str, body: bytes, signer: RequestSigner | None = None) -> httpx.Response:
+    headers = (signer or RequestSigner(SECRET)).sign("POST", path, body)
+    return httpx.post(url + path, content=body, headers=headers, timeout=30)
+
+
+def test_health_turns_ready_once_the_model_is_loaded(agent: str) -> None:
+    wait_until(lambda: ready(agent), 10, "agent ready")
+    body = httpx.get(agent + "/health").json()
+    assert body["status"] == "ready" and body["running_jobs"] == 0
+
+
+def test_unsigned_forged_and_replayed_intake_is_refused(agent: str, sink: ReportSink) -> None:
+    wait_until(lambda: ready(agent), 10, "agent ready")
+    body = job(sink, "x").model_dump_json().encode()
+    assert httpx.post(agent + "/v1/jobs", content=body).status_code == 401
+    assert signed_post(agent, "/v1/jobs", body, RequestSigner("wrong")).status_code == 401
+    headers = RequestSigner(SECRET).sign("POST", "/v1/jobs", body)
+    assert httpx.post(agent + "/v1/jobs", content=body, headers=headers).status_code == 202
+    replay = httpx.post(agent + "/v1/jobs", content=body, headers=headers)
+    assert replay.status_code == 401 and replay.json()["error"]["code"] == "replayed_request"
+
+
+def test_a_job_handed_over_twice_runs_once_and_reports_its_exact_text(agent: str, sink: ReportSink,
+                                                                        ollama: str) -> None:
+    wait_until(lambda: ready(agent), 10, "agent ready")
+    prompt = f"once {uuid.uuid4()}"
+    spec = job(sink, prompt)
+    body = spec.model_dump_json().encode()
+    first = signed_post(agent, "/v1/jobs", body)
+    second = signed_post(agent, "/v1/jobs", body)
+    assert first.status_code == 202
+    assert second.status_code == 200 and second.json()["duplicate"] is True
+    final = sink.final(spec.job_id)
+    assert final["outcome"] == "succeeded" and final["result"]["eval_count"] == 24
+    assert sink.text() == fake_completion_text(MODEL, prompt, 24)
+    assert sink.reports[0]["started"] is True and sink.reports[0]["auth"] == "Bearer 1.tok"
+    stats = httpx.get(ollama + "/__fake__/stats").json()
+    assert stats["generations_by_prompt"][prompt_key(prompt)] == 1
+
+
+def test_direct_stream_returns_ndjson_and_still_reports(agent: str, sink: ReportSink) -> None:
+    wait_until(lambda: ready(agent), 10, "agent ready")
+    prompt = f"stream {uuid.uuid4()}"
+    spec = job(sink, prompt)
+    lines = [json.loads(line) for line in signed_post(agent, "/v1/stream", spec.model_dump_json().encode())
+             .text.splitlines()]
+    assert lines[-1] == {"done": True, "status": "succeeded"}
+    assert "".join(line["response"] for line in lines[:-1]) == fake_completion_text(MODEL, prompt, 24)
+    assert sink.final(spec.job_id)["outcome"] == "succeeded"
+    assert sink.text() == fake_completion_text(MODEL, prompt, 24)
+
+
+def test_cancel_from_the_control_plane_stops_generation_and_keeps_partial_output(agent: str,
+                                                                                 sink: ReportSink) -> None:
+    wait_until(lambda: ready(agent), 10, "agent ready")
+    sink.cancel_after_chunks = 1
+    spec = job(sink, "long one", options={"num_predict": 5000})
+    assert signed_post(agent, "/v1/jobs", spec.model_dump_json().encode()).status_code == 202
+    final = sink.final(spec.job_id)
+    assert final["outcome"] == "cancelled"
+    partial = sink.text()
+    assert partial and fake_completion_text(MODEL, "long one", 5000).startswith(partial)
+    assert len(partial) < len(fake_completion_text(MODEL, "long one", 5000))
+
+
+def test_timeout_fails_the_attempt_with_partial_output(agent: str, sink: ReportSink) -> None:
+    wait_until(lambda: ready(agent), 10, "agent ready")
+    spec = job(sink, "slow", options={"num_predict": 5000}, timeout_s=0.3)
+    signed_post(agent, "/v1/jobs", spec.model_dump_json().encode())
+    final = sink.final(spec.job_id)
+    assert final["outcome"] == "failed" and final["error"]["code"] == "timeout"
+    assert sink.text()
+
+
+def test_unknown_model_fails_with_the_model_servers_reason(agent: str, sink: ReportSink) -> None:
+    wait_until(lambda: ready(agent), 10, "agent ready")
+    spec = job(sink, "x", model="no-such-model:7b")
+    signed_post(agent, "/v1/jobs", spec.model_dump_json().encode())
+    final = sink.final(spec.job_id)
+    assert final["outcome"] == "failed" and final["error"]["code"] == "model_not_found"
+    assert "no-such-model" in final["error"]["message"]
