@@ -1,4 +1,4 @@
-"""dispatch: the Cloud Tasks target. One task = one job dispatch or one callback delivery try.
+"""dispatch: the Cloud Tasks target. One task = one job dispatch, one lease check, or one callback try.
 
 Answers 2xx once the task's work is done or re-scheduled (snoozed); 5xx only when it could not
 even re-schedule, so the queue redelivers the same task.
@@ -13,6 +13,7 @@ from functions.edge import control_plane, handle_errors, json_response, read_bod
 from shared.callbacks import deliver_callback
 from shared.dispatcher import dispatch_job
 from shared.errors import ValidationFailed
+from shared.lifecycle import check_lease
 from shared.security import TASK_SIGNATURE_HEADER, verify_task
 
 __all__ = ["dispatch"]
@@ -33,6 +34,8 @@ def dispatch(request: flask.Request) -> flask.Response:
         raise ValidationFailed("job_id: required")
     if kind == "job":
         outcome = dispatch_job(cp, job_id, int(body.get("seq", 0)))
+    elif kind == "lease":
+        outcome = check_lease(cp, job_id, int(body.get("attempt", 0)))
     elif kind == "callback":
         outcome = deliver_callback(cp, job_id, str(body["event_id"]), str(body["type"]), int(body.get("try", 1)))
     else:

@@ -1,7 +1,8 @@
 """enqueue: the public jobs API (and the seed-compatible ``POST /enqueue``).
 
 Routes: ``POST /v1/jobs``, ``GET /v1/jobs/{id}``, ``GET /v1/jobs/{id}/stream``,
-``POST /v1/jobs/{id}/cancel``; the agent's ``POST /v1/jobs/{id}/events`` (per-job token).
+``POST /v1/jobs/{id}/cancel``, ``POST /v1/jobs/{id}/callback/resend``; and the agent's
+``POST /v1/jobs/{id}/events`` (per-job token).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import flask
 import functions_framework
 
 from functions.edge import control_plane, handle_errors, json_response, read_json
+from shared.callbacks import resend_failed
 from shared.errors import InvalidRequest, NotFound, ValidationFailed
 from shared.events import Report
 from shared.intake import cancel_job, get_job, parse_job_create, submit_job, validation_message
@@ -22,7 +24,7 @@ from shared.views import job_output
 
 __all__ = ["enqueue"]
 
-_JOB = re.compile(r"^/v1/jobs/(?P<id>[A-Za-z0-9_\-]{1,64})(?P<rest>/stream|/cancel|/events)?/?$")
+_JOB = re.compile(r"^/v1/jobs/(?P<id>[A-Za-z0-9_\-]{1,64})(?P<rest>/stream|/cancel|/events|/callback/resend)?/?$")
 
 
 def _create(request: flask.Request, owner: str, body: object) -> flask.Response:
@@ -77,6 +79,9 @@ def _job_route(request: flask.Request, job_id: str, rest: str) -> flask.Response
     if rest == "/cancel" and request.method == "POST":
         job = cancel_job(cp, owner, job_id)
         return json_response(job.public(output=job_output(cp, job)))
+    if rest == "/callback/resend" and request.method == "POST":
+        job = get_job(cp, owner, job_id)
+        return json_response({"resent": resend_failed(cp, job)})
     raise NotFound(f"no route {request.method} {request.path}", code="no_route")
 
 

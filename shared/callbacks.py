@@ -19,7 +19,7 @@ from shared.models import CallbackDelivery, Job
 from shared.security import check_callback_url, sign_webhook
 from shared.views import job_output
 
-__all__ = ["deliver_callback", "event_id_for", "schedule_callback"]
+__all__ = ["deliver_callback", "event_id_for", "requeue_pending", "resend_failed", "schedule_callback"]
 
 log = logging.getLogger("gpuq.callbacks")
 
@@ -39,6 +39,38 @@ def schedule_callback(cp: ControlPlane, job: Job, subscription: str, event_type:
         {"kind": "callback", "job_id": job.id, "event_id": event_id_for(job, event_type, suffix),
          "type": event_type, "try": 1},
     )
+
+
+def _event_type_of(event_id: str) -> str:
+    return "job." + event_id.rsplit("_", 1)[1].split(".", 1)[0]
+
+
+def requeue_pending(cp: ControlPlane, job: Job) -> int:
+    """Backstop: queue again events recorded as pending that no delivery try ever reached."""
+    tried = {d.event_id for d in job.callback.deliveries}
+    count = 0
+    for event_id in job.callback.pending:
+        if event_id not in tried:
+            cp.queue.push(cp.settings.callback_queue, {"kind": "callback", "job_id": job.id, "event_id": event_id,
+                                                      "type": _event_type_of(event_id), "try": 1})
+            count += 1
+    return count
+
+
+def resend_failed(cp: ControlPlane, job: Job) -> list[str]:
+    """Take the job's dead-lettered events off the dead-letter list and deliver them again from try 1."""
+    events = list(job.callback.failed)
+
+    def mutate(current: Job) -> Job:
+        current.callback.failed = [e for e in current.callback.failed if e not in events]
+        current.callback.pending.extend(e for e in events if e not in current.callback.pending)
+        return current
+
+    cp.store.modify(job.id, mutate)
+    for event_id in events:
+        cp.queue.push(cp.settings.callback_queue, {"kind": "callback", "job_id": job.id, "event_id": event_id,
+                                                  "type": _event_type_of(event_id), "try": 1})
+    return events
 
 
 def _body(cp: ControlPlane, job: Job, event_type: str) -> bytes:

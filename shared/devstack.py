@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import httpx
 
@@ -72,6 +73,7 @@ class DevStackConfig:
     snooze_s: float = 0.5
     api_key: str | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
+    overrides: dict[str, Any] = field(default_factory=dict)  # ControlPlaneSettings fields (lease_s=2, …)
 
 
 @dataclass
@@ -114,6 +116,7 @@ class DevStack:
             agent_idle_grace_s=config.idle_grace_s,
             snooze_s=config.snooze_s,
             reaper_idle_limit_s=config.idle_grace_s + 30.0,
+            **config.overrides,
         )
 
     # --- environment ----------------------------------------------------------------------------
@@ -175,6 +178,17 @@ class DevStack:
             "--load-delay-ms", str(self.config.load_delay_s * 1000), "--models", self.config.models,
         ])
         self._wait_http("fake-ollama", self.ollama_url + "/", popen)
+
+    def kill_functions(self) -> None:
+        """SIGKILL the functions process (fault injection): in-flight requests die mid-way."""
+        for proc in [p for p in self._procs if p.name == "functions"]:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.popen.pid, signal.SIGKILL)
+            proc.popen.wait(timeout=10)
+            self._procs.remove(proc)
+
+    def start_functions(self) -> None:
+        self._start_functions()
 
     def _start_functions(self) -> None:
         env = self.env() | {"THREADS": "32", "PYTHONUNBUFFERED": "1"}

@@ -10,10 +10,10 @@ import logging
 
 from shared.controlplane import ControlPlane
 from shared.errors import AgentUnreachable, ProviderError, TryLater, ValidationFailed
-from shared.handover import cancel_on_agent, hand_over
+from shared.handover import hand_over
 from shared.instances import note_activity, note_start_requested
-from shared.lifecycle import finish, snooze
-from shared.models import InstanceState, Job, JobError
+from shared.lifecycle import finish, push_lease_check, snooze
+from shared.models import Instance, InstanceState, Job, JobError
 from shared.states import JobStatus
 
 __all__ = ["dispatch_job"]
@@ -40,44 +40,89 @@ def dispatch_job(cp: ControlPlane, job_id: str, seq: int) -> str:
 
     settings = cp.settings
     try:
-        instance = cp.run(cp.provider.get(settings.instance_id))
-        if instance is None or instance.state in (InstanceState.STOPPED, InstanceState.GONE):
-            instance = cp.run(cp.provider.start(settings.instance_id))
-            note_start_requested(cp, settings.instance_id)
-            log.info("job %s waits: started instance %s", job_id, settings.instance_id)
-            raise TryLater("instance starting", delay_s=settings.snooze_s, reason="provisioning_instance")
-        if instance.state is InstanceState.STOPPING:
-            raise TryLater("instance stopping", delay_s=settings.snooze_s, reason="instance_stopping")
-        if not instance.agent_url:
-            raise TryLater("agent not reachable yet", delay_s=settings.snooze_s, reason="starting_instance")
-        accepted = hand_over(cp, job, instance)
+        instance = _ready_box(cp, job_id)
     except TryLater as wait:
         snooze(cp, job, seq, reason=wait.reason, delay_s=wait.delay_s)
         return f"snoozed:{wait.reason}"
-    except (ProviderError, AgentUnreachable) as exc:
+    except ProviderError as exc:
         log.warning("job %s: %s; retrying in %.0fs", job_id, exc.message, settings.snooze_s)
         snooze(cp, job, seq, reason=exc.code, delay_s=settings.snooze_s)
         return f"snoozed:{exc.code}"
-    except ValidationFailed as exc:
-        finish(cp, job_id, JobStatus.FAILED, reason="refused_by_agent",
-               error=JobError(code=exc.code, message=exc.message))
-        return "refused_by_agent"
 
-    def mutate(current: Job) -> Job | None:
-        if not current.status.is_waiting():
+    # Reserve the attempt before the agent hears of it, so its first report always finds the job
+    # running with that attempt (the fencing token), whichever arrives first.
+    attempt = job.attempt + 1
+
+    def reserve(current: Job) -> Job | None:
+        if not current.status.is_waiting() or current.dispatch_seq != seq:
             return None
         current.status = JobStatus.RUNNING
         current.status_reason = "handed_to_agent"
-        current.attempt = accepted.attempt
+        current.attempt = attempt
         current.instance_id = instance.id
         current.lease_expires_at = now + settings.lease_s
         return current
 
-    updated = cp.store.modify(job_id, mutate)
-    if updated is not None and updated.status.is_terminal():
-        cancel_on_agent(cp, updated.model_copy(update={"instance_id": instance.id}))
-        return "cancelled_meanwhile"
+    reserved = cp.store.modify(job_id, reserve)
+    if reserved is None or reserved.status is not JobStatus.RUNNING or reserved.attempt != attempt:
+        return "raced"
+    try:
+        accepted = hand_over(cp, reserved, instance)
+    except TryLater as wait:
+        _unreserve(cp, job_id, attempt, keep_attempt=False)
+        snooze(cp, job, seq, reason=wait.reason, delay_s=wait.delay_s)
+        return f"snoozed:{wait.reason}"
+    except AgentUnreachable as exc:
+        # Ambiguous: the agent may have started it. The attempt stays used, so a late report of it is fenced.
+        _unreserve(cp, job_id, attempt, keep_attempt=True)
+        log.warning("job %s: %s; retrying in %.0fs", job_id, exc.message, settings.snooze_s)
+        snooze(cp, job, seq, reason=exc.code, delay_s=settings.snooze_s)
+        return f"snoozed:{exc.code}"
+    except ValidationFailed as exc:
+        finish(cp, job_id, JobStatus.FAILED, reason="refused_by_agent", attempt=attempt,
+               error=JobError(code=exc.code, message=exc.message))
+        return "refused_by_agent"
+
+    if accepted.attempt != attempt:  # the agent already runs an earlier attempt of this job: follow that one
+        def follow(current: Job) -> Job | None:
+            if current.status is not JobStatus.RUNNING or current.attempt != attempt:
+                return None
+            current.attempt = accepted.attempt
+            return current
+
+        cp.store.modify(job_id, follow)
+    push_lease_check(cp, job_id, accepted.attempt, delay_s=settings.lease_s + 0.5)
     note_activity(cp, instance.id)
     log.info("job %s handed to %s (attempt %d%s)", job_id, instance.id, accepted.attempt,
              ", duplicate" if accepted.duplicate else "")
     return "handed_over"
+
+
+def _ready_box(cp: ControlPlane, job_id: str) -> Instance:
+    """The box with a reachable agent URL, or :class:`TryLater` saying why not yet (starting it if stopped)."""
+    settings = cp.settings
+    instance = cp.run(cp.provider.get(settings.instance_id))
+    if instance is None or instance.state in (InstanceState.STOPPED, InstanceState.GONE):
+        cp.run(cp.provider.start(settings.instance_id))
+        note_start_requested(cp, settings.instance_id)
+        log.info("job %s waits: started instance %s", job_id, settings.instance_id)
+        raise TryLater("instance starting", delay_s=settings.snooze_s, reason="provisioning_instance")
+    if instance.state is InstanceState.STOPPING:
+        raise TryLater("instance stopping", delay_s=settings.snooze_s, reason="instance_stopping")
+    if not instance.agent_url:
+        raise TryLater("agent not reachable yet", delay_s=settings.snooze_s, reason="starting_instance")
+    return instance
+
+
+def _unreserve(cp: ControlPlane, job_id: str, attempt: int, *, keep_attempt: bool) -> None:
+    def mutate(current: Job) -> Job | None:
+        # Only while the agent has not reported this attempt (its first report replaces the reason).
+        if (current.status is not JobStatus.RUNNING or current.attempt != attempt
+                or current.status_reason != "handed_to_agent"):
+            return None
+        current.status = JobStatus.STARTING
+        current.attempt = attempt if keep_attempt else attempt - 1
+        current.lease_expires_at = None
+        return current
+
+    cp.store.modify(job_id, mutate)

@@ -28,9 +28,9 @@ def _signed_post(cp: ControlPlane, url: str, payload: bytes) -> httpx.Response:
 
 
 def hand_over(cp: ControlPlane, job: Job, instance: Instance) -> AgentJobAccepted:
-    """Give the agent the job's next attempt. Raises :class:`TryLater` while the box is not ready."""
+    """Give the agent the job's current (reserved) attempt. Raises :class:`TryLater` while the box is not ready."""
     assert instance.agent_url
-    attempt = job.attempt + 1
+    attempt = job.attempt
     spec = AgentJob(
         job_id=job.id,
         attempt=attempt,

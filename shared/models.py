@@ -156,6 +156,7 @@ class Job(BaseModel):
     max_attempts: int = 3
     attempt: int = 0
     dispatch_seq: int = 0
+    next_dispatch_at: float | None = None
     lease_expires_at: float | None = None
     instance_id: str | None = None
     queued_at: float

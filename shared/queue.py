@@ -66,7 +66,7 @@ class TaskQueue:
         s = self._settings
         parent = f"projects/{s.tasks_project}/locations/{s.tasks_location}"
         existing = {q.name for q in self.client.list_queues(parent=parent)}
-        for name in (s.job_queue, s.callback_queue):
+        for name in (s.job_queue, s.callback_queue, s.lease_queue):
             path = self.queue_path(name)
             if path not in existing:
                 self.client.create_queue(parent=parent, queue=Queue(name=path))

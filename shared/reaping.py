@@ -1,77 +1,98 @@
-"""reaper's core, run on a schedule: stop idle or leaked boxes, re-drive or expire stuck jobs.
+"""reaper's core, run on a schedule: the backstop for everything dispatch, the lease checks and the
+agent normally do themselves, so each check here holds even if the agent died without a word.
 
-It is the backstop for everything the agent and dispatch normally do themselves, so each check
-here must hold even if the agent died without a word.
+- waiting jobs past ``max_queue_s`` → expired; waiting jobs whose dispatch task was lost → re-dispatched;
+- running jobs past ``timeout_s`` → failed (timeout); running jobs whose lease expired → re-driven;
+- terminal jobs whose callback event was never tried → its delivery re-queued;
+- the box idle past ``reaper_idle_limit_s`` → stopped; any other running box of ours the store does
+  not know → stopped and logged.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from typing import Any
 
+from shared.callbacks import requeue_pending
 from shared.controlplane import ControlPlane
+from shared.handover import cancel_on_agent
 from shared.instances import instance_record
-from shared.lifecycle import finish, push_dispatch
-from shared.models import InstanceState, Job, JobError
+from shared.lifecycle import finish, redispatch_now, redrive
+from shared.models import InstanceState, JobError
 from shared.states import JobStatus
 
 __all__ = ["reap"]
 
 log = logging.getLogger("gpuq.reaper")
 
-
-def _redrive(cp: ControlPlane, job: Job, now: float) -> str:
-    if job.attempt >= job.max_attempts:
-        finish(cp, job.id, JobStatus.FAILED, reason="agent_lost", attempt=job.attempt,
-               error=JobError(code="agent_lost", message=f"the agent stopped reporting; {job.attempt} attempts"))
-        return "failed"
-    seq = job.dispatch_seq + 1
-    push_dispatch(cp, job.id, seq)
-
-    def mutate(current: Job) -> Job | None:
-        if current.status is not JobStatus.RUNNING or current.attempt != job.attempt:
-            return None
-        if current.lease_expires_at is None or current.lease_expires_at > now:
-            return None
-        current.status = JobStatus.QUEUED
-        current.status_reason = "retrying_after_agent_failure"
-        current.dispatch_seq = seq
-        current.lease_expires_at = None
-        return current
-
-    cp.store.modify(job.id, mutate)
-    return "redriven"
+CALLBACK_STUCK_S = 60.0
 
 
-def reap(cp: ControlPlane) -> dict[str, Any]:
-    now = cp.clock.now()
-    counts = {"expired": 0, "redriven": 0, "failed": 0, "timed_out": 0, "stopped": 0}
+def _waiting(cp: ControlPlane, now: float, counts: Counter[str]) -> int:
     waiting = cp.store.list_by_status([JobStatus.QUEUED, JobStatus.STARTING])
     for job in waiting:
         if now - job.queued_at > job.max_queue_s:
             finish(cp, job.id, JobStatus.EXPIRED, reason="max_queue_s_exceeded",
                    error=JobError(code="expired", message=f"no GPU within max_queue_s={job.max_queue_s:g}s"))
             counts["expired"] += 1
+        elif now - (job.next_dispatch_at or job.queued_at) > cp.settings.lost_task_after_s:
+            log.warning("job %s: no dispatch for %.0fs past due; re-dispatching", job.id,
+                        now - (job.next_dispatch_at or job.queued_at))
+            redispatch_now(cp, job)
+            counts["redispatched"] += 1
+    return len(waiting)
+
+
+def _running(cp: ControlPlane, now: float, counts: Counter[str]) -> int:
     running = cp.store.list_by_status([JobStatus.RUNNING])
     for job in running:
         started = job.started_at or job.queued_at
         if now - started > job.timeout_s + cp.settings.lease_s:
-            finish(cp, job.id, JobStatus.FAILED, reason="timeout", attempt=job.attempt,
-                   error=JobError(code="timeout", message=f"ran longer than timeout_s={job.timeout_s:g}s"))
+            done = finish(cp, job.id, JobStatus.FAILED, reason="timeout", attempt=job.attempt,
+                          error=JobError(code="timeout", message=f"ran longer than timeout_s={job.timeout_s:g}s"))
+            if done is not None and done.status is JobStatus.FAILED:
+                cancel_on_agent(cp, done)
             counts["timed_out"] += 1
         elif job.lease_expires_at is not None and job.lease_expires_at < now:
-            counts[_redrive(cp, job, now)] += 1
+            counts[redrive(cp, job)] += 1
+    return len(running)
 
-    busy = bool(running) or bool(waiting)
-    instance_id = cp.settings.instance_id
-    instance = cp.run(cp.provider.get(instance_id))
-    if instance is not None and instance.state is InstanceState.RUNNING and not busy:
-        record = instance_record(cp, instance_id)
+
+def _callbacks(cp: ControlPlane, now: float, counts: Counter[str]) -> None:
+    for job in cp.store.list_by_status([JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED,
+                                        JobStatus.EXPIRED], limit=500, finished_before=now - CALLBACK_STUCK_S,
+                                       with_pending_callbacks=True):
+        counts["callbacks_requeued"] += requeue_pending(cp, job)
+
+
+def _boxes(cp: ControlPlane, now: float, busy: bool, counts: Counter[str]) -> None:
+    ours = cp.settings.instance_id
+    for instance in cp.run(cp.provider.list()):
+        if instance.state is not InstanceState.RUNNING:
+            continue
+        if instance.id != ours:
+            log.warning("instance %s is running but no job uses it: stopping it", instance.id)
+            cp.run(cp.provider.stop(instance.id))
+            counts["stopped_unknown"] += 1
+            continue
+        if busy:
+            continue
+        record = instance_record(cp, instance.id)
         last = record.get("last_activity_at") or instance.started_at or now
         if now - last > cp.settings.reaper_idle_limit_s:
-            log.warning("instance %s idle for %.0fs and still running: the reaper stops it", instance_id, now - last)
-            cp.run(cp.provider.stop(instance_id))
-            counts["stopped"] += 1
-    if any(counts.values()):
-        log.info("reaper: %s", counts)
-    return counts
+            log.warning("instance %s idle for %.0fs and still running: the reaper stops it", instance.id, now - last)
+            cp.run(cp.provider.stop(instance.id))
+            counts["stopped_idle"] += 1
+
+
+def reap(cp: ControlPlane) -> dict[str, Any]:
+    now = cp.clock.now()
+    counts: Counter[str] = Counter()
+    waiting = _waiting(cp, now, counts)
+    running = _running(cp, now, counts)
+    _callbacks(cp, now, counts)
+    _boxes(cp, now, busy=bool(waiting or running), counts=counts)
+    if counts:
+        log.info("reaper: %s", dict(counts))
+    return {"waiting": waiting, "running": running, **counts}

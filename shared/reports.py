@@ -13,7 +13,7 @@ from shared.controlplane import ControlPlane
 from shared.errors import NotFound, Unauthorized
 from shared.events import Report, ReportAck
 from shared.instances import note_activity
-from shared.lifecycle import finish
+from shared.lifecycle import finish, redrive
 from shared.models import Job, JobError
 from shared.security import verify_job_token
 from shared.states import JobStatus
@@ -64,6 +64,13 @@ def apply_report(cp: ControlPlane, job_id: str, token: str, report: Report) -> R
     for subscription, event_type, suffix in events:
         schedule_callback(cp, updated, subscription, event_type, suffix)
 
+    if report.outcome == "cancelled":
+        # The agent stops only when told to (a cancelled job, a fenced attempt); a job still running here
+        # was not cancelled by anyone, so this attempt is lost, not the job: run it again.
+        job_now = cp.store.get(job_id)
+        if job_now is not None and job_now.status is JobStatus.RUNNING and job_now.attempt == attempt:
+            redrive(cp, job_now, force=True)
+        return ReportAck(status=job_now.status if job_now else JobStatus.CANCELLED, cancel=True)
     if report.outcome is not None:
         status = {"succeeded": JobStatus.SUCCEEDED, "failed": JobStatus.FAILED,
                   "cancelled": JobStatus.CANCELLED}[report.outcome]

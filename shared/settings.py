@@ -45,6 +45,7 @@ class ControlPlaneSettings(BaseSettings):
     tasks_location: str = Field("us-central1", description="GCP region of the queues.")
     job_queue: str = Field("gpuq-jobs", description="Queue of job dispatch tasks.")
     callback_queue: str = Field("gpuq-callbacks", description="Queue of callback delivery tasks.")
+    lease_queue: str = Field("gpuq-leases", description="Queue of lease checks of running jobs.")
     tasks_service_account: str = Field("", description="Service account for OIDC tokens on tasks "
                                        "(production).")
     # --- the box ------------------------------------------------------------------------------
@@ -69,6 +70,8 @@ class ControlPlaneSettings(BaseSettings):
     callback_timeout_s: float = Field(10.0, description="Per-try timeout of a callback POST.")
     reaper_idle_limit_s: float = Field(300.0, description="Reaper stops a box with no job for this long "
                                        "(backstop to the agent's own idle stop).")
+    lost_task_after_s: float = Field(120.0, description="A waiting job with no dispatch for this long past its "
+                                     "due time is re-dispatched by the reaper (its task was lost).")
 
     def api_key_map(self) -> dict[str, str]:
         """key → name. ``name:key`` entries are named; bare keys are named ``key1``, ``key2``…"""

@@ -56,8 +56,9 @@ class JobStore(Protocol):
 
     def delete(self, job_id: str) -> None: ...
 
-    def list_by_status(self, statuses: Iterable[JobStatus], *, limit: int = 1000) -> list[Job]:
-        """Oldest first."""
+    def list_by_status(self, statuses: Iterable[JobStatus], *, limit: int = 1000, finished_before: float | None = None,
+                       with_pending_callbacks: bool = False) -> list[Job]:
+        """Oldest first. Optionally only jobs finished before a time, or with callback events not yet tried."""
         ...
 
     def append_chunks(self, job_id: str, chunks: Iterable[Chunk]) -> int:

@@ -150,12 +150,19 @@ class SqliteJobStore:
             db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
             db.execute("DELETE FROM chunks WHERE job_id = ?", (job_id,))
 
-    def list_by_status(self, statuses: Iterable[JobStatus], *, limit: int = 1000) -> list[Job]:
+    def list_by_status(self, statuses: Iterable[JobStatus], *, limit: int = 1000, finished_before: float | None = None,
+                       with_pending_callbacks: bool = False) -> list[Job]:
         wanted = [s.value for s in statuses]
         marks = ",".join("?" * len(wanted))
+        where = f"status IN ({marks})"
+        args: list[object] = list(wanted)
+        if with_pending_callbacks:
+            where += " AND json_array_length(doc, '$.callback.pending') > 0"
+        if finished_before is not None:
+            where += " AND json_extract(doc, '$.finished_at') < ?"
+            args.append(finished_before)
         rows = self._conn().execute(
-            f"SELECT doc FROM jobs WHERE status IN ({marks}) ORDER BY queued_at LIMIT ?",
-            (*wanted, limit),
+            f"SELECT doc FROM jobs WHERE {where} ORDER BY queued_at LIMIT ?", (*args, limit)
         ).fetchall()
         return [Job.model_validate_json(row[0]) for row in rows]
 
