@@ -11,6 +11,7 @@ One connection per request (``Connection: close``), the same for every path meas
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 from dataclasses import dataclass, field
@@ -50,7 +51,7 @@ class StreamResult:
 
     def gaps_s(self) -> list[float]:
         t = self.line_times
-        return [b - a for a, b in zip(t, t[1:], strict=False)]
+        return [b - a for a, b in itertools.pairwise(t)]
 
     def text(self) -> str:
         """The streamed text: ``response`` (generate, gpuq) or ``message.content`` (chat) of each line."""

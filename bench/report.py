@@ -51,7 +51,7 @@ def ratio(value: float | None, baseline: float | None) -> float | None:
 
 def fmt(value: float | int | None, digits: int = 2, suffix: str = "") -> str:
     if value is None:
-        return "–"
+        return "-"
     if isinstance(value, int):
         return f"{value}{suffix}"
     return f"{value:.{digits}f}{suffix}"
@@ -97,7 +97,7 @@ def targets_table(targets: Sequence[Target]) -> str:
         verdict = {True: "pass", False: "**MISS**", None: "not measured"}[t.passed]
         sign = (">" if t.higher_is_better else "<") + ("" if t.strict else "=")
         limit = f"{sign.replace('>=', '≥').replace('<=', '≤')} {t.limit:g} {t.unit}"
-        measured = "–" if t.measured is None else f"{t.measured:.3g} {t.unit}"
+        measured = "-" if t.measured is None else f"{t.measured:.3g} {t.unit}"
         rows.append([t.name, measured, limit, verdict + (f" ({t.note})" if t.note else "")])
     return markdown_table(["target", "measured", "budget", "result"], rows)
 

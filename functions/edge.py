@@ -20,7 +20,14 @@ import flask
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from shared.controlplane import ControlPlane, build_control_plane
-from shared.errors import GpuqError, InvalidRequest, PayloadTooLarge, RateLimited, UnsupportedMediaType
+from shared.errors import (
+    GpuqError,
+    InvalidRequest,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    RateLimited,
+    UnsupportedMediaType,
+)
 from shared.settings import ControlPlaneSettings
 
 __all__ = ["control_plane", "handle_errors", "json_response", "read_body", "read_json"]
@@ -80,15 +87,46 @@ def read_json(request: flask.Request, max_bytes: int) -> Any:
         )
     raw = read_body(request, max_bytes)
     try:
-        return json.loads(raw)
+        value = json.loads(raw, parse_constant=_refuse_constant)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidRequest(f"body is not valid JSON: {exc}", code="invalid_json") from None
+    except RecursionError:
+        raise InvalidRequest("body is nested too deeply", code="invalid_json") from None
+    check_shape(value)
+    return value
+
+
+MAX_DEPTH = 32
+MAX_NODES = 100_000
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def check_shape(value: Any) -> None:
+    """Refuse JSON nested deeper than MAX_DEPTH or with more than MAX_NODES values (cheap, iterative)."""
+    stack = [(value, 1)]
+    nodes = 0
+    while stack:
+        item, depth = stack.pop()
+        nodes += 1
+        if depth > MAX_DEPTH:
+            raise InvalidRequest(f"body is nested deeper than {MAX_DEPTH} levels", code="invalid_json")
+        if nodes > MAX_NODES:
+            raise InvalidRequest(f"body has more than {MAX_NODES} values", code="invalid_json")
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
 
 
 def error_response(exc: GpuqError) -> flask.Response:
     headers = {}
     if isinstance(exc, RateLimited):
         headers["Retry-After"] = str(max(1, round(exc.retry_after_s)))
+    if isinstance(exc, MethodNotAllowed):
+        headers["Allow"] = ", ".join(exc.allow)
     return json_response(exc.to_body(), exc.status, headers)
 
 

@@ -7,6 +7,7 @@ Routes: ``POST /v1/jobs``, ``GET /v1/jobs/{id}``, ``GET /v1/jobs/{id}/stream``,
 
 from __future__ import annotations
 
+import functools
 import re
 
 import flask
@@ -14,7 +15,7 @@ import functions_framework
 
 from functions.edge import control_plane, handle_errors, json_response, read_json
 from shared.callbacks import resend_failed
-from shared.errors import InvalidRequest, NotFound, ValidationFailed
+from shared.errors import InvalidRequest, MethodNotAllowed, NotFound, ValidationFailed
 from shared.events import Report
 from shared.intake import cancel_job, get_job, parse_job_create, submit_job, validation_message
 from shared.reports import apply_report
@@ -85,17 +86,39 @@ def _job_route(request: flask.Request, job_id: str, rest: str) -> flask.Response
     raise NotFound(f"no route {request.method} {request.path}", code="no_route")
 
 
+_METHODS = {"": ["GET"], "/stream": ["GET"], "/cancel": ["POST"], "/events": ["POST"], "/callback/resend": ["POST"]}
+_FIXED = {"/v1/jobs": ["POST"], "/enqueue": ["POST"], "/v1/openapi.json": ["GET"]}
+
+
+def _check_method(request: flask.Request, allowed: list[str]) -> None:
+    if request.method not in allowed:
+        raise MethodNotAllowed(f"{request.method} is not allowed on {request.path}; use {', '.join(allowed)}",
+                               allow=allowed)
+
+
+@functools.cache
+def _openapi() -> dict[str, object]:
+    from shared.openapi import jobs_openapi
+
+    return jobs_openapi()
+
+
 @functions_framework.http
 @handle_errors
 def enqueue(request: flask.Request) -> flask.Response:
     path = request.path.rstrip("/") or "/"
+    if path in _FIXED:
+        _check_method(request, _FIXED[path])
     if path in ("/v1/jobs", "/") and request.method == "POST":
         cp = control_plane()
         owner = authenticate_api_key(request.headers, cp.settings.api_key_map())
         return _create(request, owner, read_json(request, cp.settings.max_body_bytes))
     if path == "/enqueue" and request.method == "POST":
         return _seed_enqueue(request)
+    if path == "/v1/openapi.json" and request.method == "GET":
+        return json_response(_openapi())
     match = _JOB.match(request.path)
     if match:
+        _check_method(request, _METHODS[match["rest"] or ""])
         return _job_route(request, match["id"], match["rest"] or "")
     raise NotFound(f"no route {request.method} {request.path}", code="no_route")

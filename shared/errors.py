@@ -11,6 +11,7 @@ The tree is split by who must act::
     │   ├── Unauthorized            401 missing or wrong credential
     │   ├── Forbidden               403 credential valid but not for this action
     │   ├── NotFound                404 unknown job
+    │   ├── MethodNotAllowed        405 known path, other method (carries ``allow``)
     │   ├── Conflict                409 idempotency key reused with another body; wrong state
     │   ├── PayloadTooLarge         413 body over the limit
     │   ├── UnsupportedMediaType    415 body is not application/json
@@ -36,6 +37,7 @@ __all__ = [
     "GpuqError",
     "InvalidRequest",
     "InvalidTransition",
+    "MethodNotAllowed",
     "NotFound",
     "PayloadTooLarge",
     "ProviderError",
@@ -158,6 +160,15 @@ class ProviderError(ServiceError):
 class AgentUnreachable(ServiceError):
     code = "agent_unreachable"
     status = 502
+
+
+class MethodNotAllowed(ClientError):
+    code = "method_not_allowed"
+    status = 405
+
+    def __init__(self, message: str, *, allow: list[str]) -> None:
+        super().__init__(message)
+        self.allow = allow
 
 
 class UnsupportedMediaType(ClientError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from typing import Any
 
 from pydantic import ValidationError
@@ -55,6 +56,9 @@ def submit_job(
 ) -> tuple[Job, bool]:
     """Store and queue a job. Returns ``(job, created)``; a repeated idempotency key returns the first job."""
     s = cp.settings
+    if idempotency_header is not None and not re.fullmatch(r"[\x21-\x7e]{1,255}", idempotency_header):
+        raise ValidationFailed("Idempotency-Key header: 1 to 255 printable ASCII characters, no spaces",
+                               code="invalid_idempotency_key")
     key = idempotency_header or request.idempotency_key
     if idempotency_header and request.idempotency_key and idempotency_header != request.idempotency_key:
         raise ValidationFailed("Idempotency-Key header and idempotency_key field differ")

@@ -29,7 +29,8 @@ __all__ = [
 CallbackEvent = Literal["started", "output", "completed"]
 
 MAX_METADATA_KEYS = 16
-MAX_METADATA_BYTES = 2048
+MetadataKey = Annotated[str, Field(min_length=1, max_length=64)]
+MetadataValue = Annotated[str, Field(max_length=256)] | int | float | bool | None
 
 
 def new_job_id(now: float) -> str:
@@ -53,25 +54,35 @@ class ChatMessage(BaseModel):
     images: list[str] | None = None
 
 
-NonEmpty = Annotated[str, Field(min_length=1)]
+NonEmpty = Annotated[str, Field(min_length=1, pattern=r"\S")]
+MODEL_NAME = r"^[A-Za-z0-9][A-Za-z0-9._:/\-]*$"
+PRINTABLE = r"^[\x21-\x7e]+$"
 
 
 class JobCreate(BaseModel):
     """Body of ``POST /v1/jobs``. Unknown fields are refused."""
 
-    model_config = ConfigDict(extra="forbid", protected_namespaces=(), str_strip_whitespace=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        protected_namespaces=(),
+        # "Exactly one of prompt or messages", as JSON Schema (null counts as absent), for the published contract.
+        json_schema_extra={"oneOf": [
+            {"required": ["prompt"], "properties": {"prompt": {"type": "string"}, "messages": {"type": "null"}}},
+            {"required": ["messages"], "properties": {"messages": {"type": "array"}, "prompt": {"type": "null"}}},
+        ]},
+    )
 
     type: Literal["llm"] = "llm"
-    model: Annotated[str, Field(min_length=1, max_length=200)]
+    model: Annotated[str, Field(min_length=1, max_length=200, pattern=MODEL_NAME)]
     prompt: NonEmpty | None = None
     messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=1000)] | None = None
     options: dict[str, Any] | None = None
-    callback_url: Annotated[str, Field(max_length=2048)] | None = None
+    callback_url: Annotated[str, Field(max_length=2048, pattern=r"^[Hh][Tt][Tt][Pp][Ss]?://[^\s/?#]+")] | None = None
     callback_events: list[CallbackEvent] = Field(default_factory=lambda: ["completed"])
-    idempotency_key: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+    idempotency_key: Annotated[str, Field(min_length=1, max_length=255, pattern=PRINTABLE)] | None = None
     max_queue_s: Annotated[float, Field(gt=0, le=7 * 86400)] | None = None
     timeout_s: Annotated[float, Field(gt=0, le=86400)] | None = None
-    metadata: dict[str, str | int | float | bool | None] | None = None
+    metadata: Annotated[dict[MetadataKey, MetadataValue], Field(max_length=MAX_METADATA_KEYS)] | None = None
 
     @model_validator(mode="after")
     def _one_input(self) -> JobCreate:
@@ -79,25 +90,13 @@ class JobCreate(BaseModel):
             raise ValueError("give exactly one of 'prompt' or 'messages'")
         return self
 
-    @field_validator("callback_url")
+    @field_validator("callback_url", mode="before")
     @classmethod
-    def _http_url(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        if not value.lower().startswith(("http://", "https://")):
+    def _http_url(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.lower().startswith(("http://", "https://")):
             raise ValueError("callback_url must be an http(s) URL")
         return value
 
-    @field_validator("metadata")
-    @classmethod
-    def _small_metadata(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value is None:
-            return None
-        if len(value) > MAX_METADATA_KEYS:
-            raise ValueError(f"metadata has at most {MAX_METADATA_KEYS} keys")
-        if len(repr(value).encode()) > MAX_METADATA_BYTES:
-            raise ValueError(f"metadata is at most {MAX_METADATA_BYTES} bytes")
-        return value
 
 
 class JobError(BaseModel):
