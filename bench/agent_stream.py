@@ -35,12 +35,13 @@ import base64
 import json
 import os
 import resource
+import secrets
 import shutil
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,7 @@ import httpx
 
 from bench.ndjson_client import StreamResult, build_request, stream
 from bench.procs import Proc, spawn, tree_cpu_s
+from bench.profiling import Profiler
 from bench.report import RESULTS_DIR, Target, fmt, markdown_table, percentile, ratio, targets_table, write_results
 from shared.devstack import DevStack, DevStackConfig, free_port
 from shared.events import AgentJob
@@ -107,11 +109,11 @@ class GpuqRoute(Route):
     name = "gpuq"
     path = "/v1/stream"
 
-    def __init__(self, port: int, proxy: Proc, stack: DevStack, functions_pid: int) -> None:
+    def __init__(self, port: int, proxy: Proc, secret: str, stack: DevStack, functions_pid: int) -> None:
         super().__init__(port, proxy)
         self._stack = stack
         self._store = SqliteJobStore(stack.settings.sqlite_path())
-        self._signer = RequestSigner(stack.settings.agent_secret)
+        self._signer = RequestSigner(secret)
         self._functions_pid = functions_pid
         self._pending: list[str] = []
         self.jobs: list[tuple[str, str, int]] = []  # (job id, prompt, tokens), checked after the run
@@ -290,7 +292,8 @@ async def _set_token_delay(ollama_url: str, delay_s: float) -> None:
         (await client.post(ollama_url + "/__fake__/faults", json={"token_delay_s": delay_s})).raise_for_status()
 
 
-async def run_phases(bench: Bench, args: argparse.Namespace, ollama_url: str) -> dict[str, float]:
+async def run_phases(bench: Bench, args: argparse.Namespace, ollama_url: str,
+                     on_measuring: Callable[[], None]) -> dict[str, float]:
     log("warm-up")
     for route in bench.routes:
         await bench.burst(route, 4, 8, None)
@@ -301,7 +304,21 @@ async def run_phases(bench: Bench, args: argparse.Namespace, ollama_url: str) ->
     await asyncio.sleep(args.idle_s)
     for r in bench.routes:
         idle[r.name] = (r.cpu_s() - cpu0[r.name]) * 1000 / args.idle_s
+    on_measuring()
+    if "latency" in args.phases:
+        await latency_phase(bench, args)
+    await _set_token_delay(ollama_url, 0.0)
+    try:
+        if "throughput" in args.phases:
+            await throughput_phase(bench, args)
+        if "cpu" in args.phases:
+            await cpu_phase(bench, args)
+    finally:
+        await _set_token_delay(ollama_url, args.token_delay_ms / 1000)
+    return idle
 
+
+async def latency_phase(bench: Bench, args: argparse.Namespace) -> None:
     log(f"latency: {args.rounds} rounds, {args.token_delay_ms:g} ms/token, {args.tokens} tokens, "
         f"streams {args.streams}")
     for round_no in range(args.rounds):
@@ -314,34 +331,31 @@ async def run_phases(bench: Bench, args: argparse.Namespace, ollama_url: str) ->
                     await bench.burst(route, n, args.tokens, sample)
         log(f"  round {round_no + 1}/{args.rounds} done")
 
-    log(f"throughput: token delay 0, {args.throughput_rounds} rounds, streams {args.throughput_streams}")
-    await _set_token_delay(ollama_url, 0.0)
-    try:
-        for round_no in range(args.throughput_rounds):
-            if bench.out_of_time():
-                break
-            for n in args.throughput_streams:
-                for route in bench.order(round_no):
-                    await bench.burst(route, n, args.tokens, bench.sample("throughput", n, route))
 
-        log(f"CPU per request: {args.cpu_requests} one-token streams per path, {args.cpu_concurrency} at a time")
-        blocks = max(1, args.cpu_requests // (args.cpu_concurrency * 5))
-        per_block = max(1, args.cpu_requests // (blocks * args.cpu_concurrency))
-        for block in range(blocks):
-            if bench.out_of_time():
-                break
-            for route in bench.order(block):
-                for _ in range(per_block):
-                    await bench.burst(route, args.cpu_concurrency, 1, bench.sample("cpu", args.cpu_concurrency, route))
-    finally:
-        await _set_token_delay(ollama_url, args.token_delay_ms / 1000)
-    return idle
+async def throughput_phase(bench: Bench, args: argparse.Namespace) -> None:
+    log(f"throughput: token delay 0, {args.throughput_rounds} rounds, streams {args.throughput_streams}")
+    for round_no in range(args.throughput_rounds):
+        if bench.out_of_time():
+            break
+        for n in args.throughput_streams:
+            for route in bench.order(round_no):
+                await bench.burst(route, n, args.tokens, bench.sample("throughput", n, route))
+
+
+async def cpu_phase(bench: Bench, args: argparse.Namespace) -> None:
+    log(f"CPU per request: {args.cpu_requests} one-token streams per path, {args.cpu_concurrency} at a time")
+    blocks = max(1, args.cpu_requests // (args.cpu_concurrency * 5))
+    per_block = max(1, args.cpu_requests // (blocks * args.cpu_concurrency))
+    for block in range(blocks):
+        if bench.out_of_time():
+            break
+        for route in bench.order(block):
+            for _ in range(per_block):
+                await bench.burst(route, args.cpu_concurrency, 1, bench.sample("cpu", args.cpu_concurrency, route))
 
 
 # --- set-up ---------------------------------------------------------------------------------------
-def _functions_pid() -> int:
-    """The functions-framework process DevStack started (a child of this process)."""
-    me = os.getpid()
+def _child(parent: int, marker: bytes = b"") -> int | None:
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -350,9 +364,22 @@ def _functions_pid() -> int:
             cmdline = (entry / "cmdline").read_bytes()
         except OSError:
             continue
-        if int(stat[1]) == me and b"functions_framework" in cmdline:
+        if int(stat[1]) == parent and marker in cmdline:
             return int(entry.name)
-    raise RuntimeError("the functions process of the dev stack was not found")
+    return None
+
+
+def _functions_pid() -> int:
+    """The functions-framework process DevStack started (a child of this process)."""
+    pid = _child(os.getpid(), b"functions_framework")
+    if pid is None:
+        raise RuntimeError("the functions process of the dev stack was not found")
+    return pid
+
+
+def _gunicorn_worker(arbiter: int) -> int:
+    """gunicorn serves from a worker process under its arbiter: that is the one to profile."""
+    return _child(arbiter) or arbiter
 
 
 def _rsa_key_and_signature(url: str) -> tuple[bytes, str]:
@@ -398,9 +425,9 @@ def start_pyworker(work: Path, ollama_port: int, ollama_log: Path, secured: bool
     return PyWorkerRoute(port, worker, signature, f"http://{HOST}:{scaler_port}")
 
 
-def start_agent(work: Path, stack: DevStack, ollama_url: str, procs: list[Proc]) -> tuple[Proc, int]:
+def start_agent(work: Path, secret: str, ollama_url: str, procs: list[Proc]) -> tuple[Proc, int]:
     port = free_port()
-    env = {"GPUQ_AGENT_SECRET": stack.settings.agent_secret, "GPUQ_AGENT_HOST": HOST,
+    env = {"GPUQ_AGENT_SECRET": secret, "GPUQ_AGENT_HOST": HOST,
            "GPUQ_AGENT_PORT": str(port), "GPUQ_AGENT_INSTANCE_ID": "bench-agent", "GPUQ_AGENT_PROVIDER": "none",
            "GPUQ_AGENT_OLLAMA_URL": ollama_url, "GPUQ_AGENT_PRELOAD_MODELS": MODEL,
            "GPUQ_AGENT_IDLE_GRACE_S": "86400", "GPUQ_AGENT_MAX_CONCURRENT_JOBS": "64"}
@@ -516,6 +543,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-pyworker", action="store_true", help="skip Vast's PyWorker (no vastai venv)")
     p.add_argument("--pyworker-auth", action="store_true",
                    help="run PyWorker secured (UNSECURED=false): it verifies an RSA signature per request")
+    p.add_argument("--phases", type=lambda t: [x.strip() for x in t.split(",")],
+                   default=["latency", "throughput", "cpu"], help="which phases to run")
+    p.add_argument("--profile", type=Path, default=None, metavar="DIR",
+                   help="record py-spy profiles of the agent, PyWorker and the functions worker into DIR "
+                        "(perturbs the numbers: for finding causes only)")
     p.add_argument("--max-s", type=float, default=480.0, help="stop starting new rounds after this long")
     p.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     p.add_argument("--keep-logs", action="store_true", help="keep the work folder (logs of every process)")
@@ -544,15 +576,32 @@ def main(argv: list[str] | None = None) -> int:
         log("starting the control plane (emulator + functions) and the agent")
         stack = DevStack(DevStackConfig(port=free_port(), data_dir=work / "stack", ollama_url=ollama_url,
                                         reaper_period_s=3600.0, idle_grace_s=3600.0)).start()
-        agent, agent_port = start_agent(work, stack, ollama_url, procs)
-        routes: list[Route] = [Route(ollama_port), GpuqRoute(agent_port, agent, stack, _functions_pid())]
+        secret = secrets.token_urlsafe(32)  # what the control plane and this agent share (GPUQ_AGENT_SECRET)
+        agent, agent_port = start_agent(work, secret, ollama_url, procs)
+        functions_pid = _functions_pid()
+        routes: list[Route] = [Route(ollama_port), GpuqRoute(agent_port, agent, secret, stack, functions_pid)]
         if not args.no_pyworker:
             log("starting PyWorker (vastai 1.9.1) and its fake autoscaler")
             routes.append(start_pyworker(work, ollama_port, ollama_log, args.pyworker_auth, procs))
         bench = Bench(routes, deadline=started + args.max_s)
+        profiler = Profiler(args.profile) if args.profile else None
+
+        def on_measuring() -> None:
+            if profiler is not None:
+                for route in routes:
+                    if route.proxy is not None:
+                        profiler.attach(route.name, route.proxy.pid)
+                profiler.attach("functions-worker", _gunicorn_worker(functions_pid))
+
         usage0 = resource.getrusage(resource.RUSAGE_SELF)
-        idle = asyncio.run(run_phases(bench, args, ollama_url))
+        idle = asyncio.run(run_phases(bench, args, ollama_url, on_measuring))
         usage1 = resource.getrusage(resource.RUSAGE_SELF)
+        profiles = profiler.stop() if profiler is not None else {}
+        for name, summary in profiles.items():
+            print(f"\n## Profile: {name} (share of samples; self = on top of the stack)\n")
+            print(markdown_table(["self", "function", "inclusive", "function "],
+                                 [[f"{a[1]:.1%}", a[0], f"{b[1]:.1%}", b[0]]
+                                  for a, b in zip(summary["self"], summary["inclusive"], strict=False)]))
 
         latency, throughput = build_rows(bench, "latency"), build_rows(bench, "throughput")
         cpu = build_rows(bench, "cpu")
@@ -585,6 +634,7 @@ def main(argv: list[str] | None = None) -> int:
             "idle_cpu_ms_per_s": idle,
             "targets": [t.as_dict() for t in targets],
             "checks": checks,
+            "profiles": profiles,
             "truncated": bench.truncated,
             "duration_s": time.monotonic() - started,
             "samples": {f"{ph}/{n}/{name}": asdict(s) | {"ttfc_s": None, "gaps_s": None}

@@ -14,6 +14,7 @@ from shared.callbacks import deliver_callback
 from shared.dispatcher import dispatch_job
 from shared.errors import ValidationFailed
 from shared.lifecycle import check_lease
+from shared.oidc import verify_oidc
 from shared.security import TASK_SIGNATURE_HEADER, verify_task
 
 __all__ = ["dispatch"]
@@ -24,7 +25,12 @@ __all__ = ["dispatch"]
 def dispatch(request: flask.Request) -> flask.Response:
     cp = control_plane()
     raw = read_body(request, 65536)
-    verify_task(cp.settings.task_secret, request.headers.get(TASK_SIGNATURE_HEADER, ""), raw)
+    s = cp.settings
+    if s.tasks_service_account:  # production: the OIDC token Cloud Tasks attaches
+        verify_oidc(request.headers, audience=s.dispatch_target(), service_account=s.tasks_service_account,
+                    certs_url=s.oidc_certs_url)
+    else:  # dev: the emulator sends no auth; our queue client signs each task
+        verify_task(s.task_secret, request.headers.get(TASK_SIGNATURE_HEADER, ""), raw)
     body = read_json(request, 65536)
     if not isinstance(body, dict):
         raise ValidationFailed("task body must be a JSON object")

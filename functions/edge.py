@@ -17,7 +17,8 @@ from collections.abc import Callable
 from typing import Any
 
 import flask
-from werkzeug.exceptions import RequestEntityTooLarge
+import functions_framework
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from shared.controlplane import ControlPlane, build_control_plane
 from shared.errors import (
@@ -28,6 +29,8 @@ from shared.errors import (
     RateLimited,
     UnsupportedMediaType,
 )
+from shared.ratelimit import RateLimiter
+from shared.security import authenticate_api_key, printable
 from shared.settings import ControlPlaneSettings
 
 __all__ = ["control_plane", "handle_errors", "json_response", "read_body", "read_json"]
@@ -49,6 +52,19 @@ def _configure_logging() -> None:
         root.addHandler(handler)
         root.setLevel(os.environ.get("GPUQ_LOG_LEVEL", "INFO"))
         logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise here
+
+
+@functools.cache
+def rate_limiter() -> RateLimiter:
+    return RateLimiter(control_plane().settings.rate_limit_per_min)
+
+
+def caller(request: flask.Request) -> str:
+    """Authenticate the jobs API caller by API key and take one token of its rate limit. Returns its name."""
+    cp = control_plane()
+    name = authenticate_api_key(request.headers, cp.settings.api_key_map())
+    rate_limiter().check(name)
+    return name
 
 
 def control_plane() -> ControlPlane:
@@ -130,6 +146,16 @@ def error_response(exc: GpuqError) -> flask.Response:
     return json_response(exc.to_body(), exc.status, headers)
 
 
+def _framework_error(exc: HTTPException) -> flask.Response:
+    """Errors raised before our function runs (a path Flask cannot route, a malformed request) as JSON too."""
+    code = (exc.name or "error").lower().replace(" ", "_")
+    return json_response({"error": {"code": code, "message": exc.description or exc.name}}, exc.code or 400)
+
+
+# functions-framework exposes its Flask app's errorhandler while it imports the function's module.
+functions_framework.errorhandler(HTTPException)(_framework_error)
+
+
 def handle_errors(fn: Handler) -> Handler:
     @functools.wraps(fn)
     def wrapper(request: flask.Request) -> flask.Response:
@@ -137,10 +163,11 @@ def handle_errors(fn: Handler) -> Handler:
             return fn(request)
         except GpuqError as exc:
             level = logging.WARNING if exc.status >= 500 or request.path.startswith("/dispatch") else logging.INFO
-            log.log(level, "%s %s → %d %s: %s", request.method, request.path, exc.status, exc.code, exc.message)
+            log.log(level, "%s %s → %d %s: %s", request.method, printable(request.path), exc.status, exc.code,
+                    printable(exc.message))
             return error_response(exc)
         except Exception:
-            log.exception("%s %s failed", request.method, request.path)
+            log.exception("%s %s failed", request.method, printable(request.path))
             return json_response({"error": {"code": "internal", "message": "internal error"}}, 500)
 
     return wrapper

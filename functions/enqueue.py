@@ -13,13 +13,13 @@ import re
 import flask
 import functions_framework
 
-from functions.edge import control_plane, handle_errors, json_response, read_json
+from functions.edge import caller, control_plane, handle_errors, json_response, read_json
 from shared.callbacks import resend_failed
 from shared.errors import InvalidRequest, MethodNotAllowed, NotFound, ValidationFailed
 from shared.events import Report
 from shared.intake import cancel_job, get_job, parse_job_create, submit_job, validation_message
 from shared.reports import apply_report
-from shared.security import authenticate_api_key, bearer
+from shared.security import bearer
 from shared.streaming import sse_events
 from shared.views import job_output
 
@@ -38,7 +38,7 @@ def _create(request: flask.Request, owner: str, body: object) -> flask.Response:
 def _seed_enqueue(request: flask.Request) -> flask.Response:
     """The design this project grew from: ``x-task-type: llm`` and ``{prompt, callbackUrl, model}``."""
     cp = control_plane()
-    owner = authenticate_api_key(request.headers, cp.settings.api_key_map())
+    owner = caller(request)
     task_type = request.headers.get("x-task-type", "")
     if task_type != "llm":
         raise InvalidRequest(f"unsupported x-task-type {task_type!r}: only 'llm' is accepted",
@@ -66,7 +66,7 @@ def _job_route(request: flask.Request, job_id: str, rest: str) -> flask.Response
             raise ValidationFailed(validation_message(exc) if hasattr(exc, "errors") else str(exc)) from None
         ack = apply_report(cp, job_id, bearer(request.headers), report)
         return json_response(ack.model_dump(mode="json"))
-    owner = authenticate_api_key(request.headers, cp.settings.api_key_map())
+    owner = caller(request)
     if rest == "" and request.method == "GET":
         job = get_job(cp, owner, job_id)
         return json_response(job.public(output=job_output(cp, job)))
@@ -111,7 +111,7 @@ def enqueue(request: flask.Request) -> flask.Response:
         _check_method(request, _FIXED[path])
     if path in ("/v1/jobs", "/") and request.method == "POST":
         cp = control_plane()
-        owner = authenticate_api_key(request.headers, cp.settings.api_key_map())
+        owner = caller(request)
         return _create(request, owner, read_json(request, cp.settings.max_body_bytes))
     if path == "/enqueue" and request.method == "POST":
         return _seed_enqueue(request)

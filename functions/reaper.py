@@ -6,6 +6,7 @@ import flask
 import functions_framework
 
 from functions.edge import control_plane, handle_errors, json_response
+from shared.oidc import verify_oidc
 from shared.reaping import reap
 from shared.security import verify_bearer
 
@@ -16,5 +17,10 @@ __all__ = ["reaper"]
 @handle_errors
 def reaper(request: flask.Request) -> flask.Response:
     cp = control_plane()
-    verify_bearer(request.headers, cp.settings.reaper_token, what="reaper token")
+    s = cp.settings
+    if s.scheduler_service_account:  # production: Cloud Scheduler's OIDC token
+        verify_oidc(request.headers, audience=s.reaper_audience(), service_account=s.scheduler_service_account,
+                    certs_url=s.oidc_certs_url)
+    else:
+        verify_bearer(request.headers, s.reaper_token, what="reaper token")
     return json_response(reap(cp))

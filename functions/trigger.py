@@ -6,7 +6,7 @@ from __future__ import annotations
 import flask
 import functions_framework
 
-from functions.edge import control_plane, handle_errors, json_response, read_body, read_json
+from functions.edge import control_plane, handle_errors, json_response, rate_limiter, read_body, read_json
 from shared.errors import Unauthorized, ValidationFailed
 from shared.security import verify_bearer
 from shared.triggering import trigger as run_trigger
@@ -21,14 +21,15 @@ def trigger(request: flask.Request) -> flask.Response:
     if request.method != "POST":
         raise ValidationFailed("use POST", code="method_not_allowed")
     if "X-Gpuq-Signature" in request.headers:
-        raw = read_body(request, 4096)
-        cp.agent_signer().verify("POST", request.path, request.headers, raw)
-        body = read_json(request, 4096) if raw else {}
+        # An agent announcing it is ready: signed with that box's own secret, so it can speak only for itself.
+        body = read_json(request, 4096)
         instance_id = body.get("instance_id") if isinstance(body, dict) else None
-        if not isinstance(instance_id, str) or not instance_id:
+        if not isinstance(instance_id, str) or not instance_id or len(instance_id) > 128:
             raise ValidationFailed("instance_id: required")
+        cp.agent_signer(instance_id).verify("POST", request.path, request.headers, read_body(request, 4096))
         return json_response(run_trigger(cp, ready_instance=instance_id))
     if not request.headers.get("Authorization"):
         raise Unauthorized("missing trigger token: send 'Authorization: Bearer <token>'")
     verify_bearer(request.headers, cp.settings.trigger_token, what="trigger token")
+    rate_limiter().check("trigger")
     return json_response(run_trigger(cp))

@@ -73,6 +73,19 @@ def resend_failed(cp: ControlPlane, job: Job) -> list[str]:
     return events
 
 
+def _post(cp: ControlPlane, url: str, pinned: str | None, body: bytes, headers: dict[str, str]) -> httpx.Response:
+    """POST, connecting to the address that was checked (``pinned``), never following redirects."""
+    timeout = cp.settings.callback_timeout_s
+    if pinned is None:
+        return cp.http.post(url, content=body, headers=headers, timeout=timeout)
+    parts = httpx.URL(url)
+    host = f"[{pinned}]" if ":" in pinned else pinned
+    target = parts.copy_with(host=host.strip("[]"))
+    headers = {**headers, "Host": parts.netloc.decode()}
+    return cp.http.post(target, content=body, headers=headers, timeout=timeout,
+                        extensions={"sni_hostname": parts.host})
+
+
 def _body(cp: ControlPlane, job: Job, event_type: str) -> bytes:
     data = job.public(output=job_output(cp, job))
     return json.dumps({"type": event_type, "data": data}, separators=(",", ":")).encode()
@@ -89,12 +102,13 @@ def deliver_callback(cp: ControlPlane, job_id: str, event_id: str, event_type: s
     status_code: int | None = None
     error: str | None = None
     try:
-        check_callback_url(job.callback_url, cp.allow_hosts(), resolve=True)
+        pinned = check_callback_url(job.callback_url, cp.allow_hosts(), resolve=True,
+                                    allow_http=s.callback_allow_http)
         body = _body(cp, job, event_type)
         headers = sign_webhook(s.webhook_secret, event_id, int(cp.clock.now()), body) if s.webhook_secret else {}
         headers["Content-Type"] = "application/json"
         headers["User-Agent"] = "gpuq-webhooks/1"
-        response = cp.http.post(job.callback_url, content=body, headers=headers, timeout=s.callback_timeout_s)
+        response = _post(cp, job.callback_url, pinned, body, headers)
         status_code = response.status_code
         if not 200 <= status_code < 300:
             error = f"receiver answered {status_code}"

@@ -140,6 +140,18 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys_new(args: argparse.Namespace) -> int:
+    """Make an API key; print it once, and the hashed GPUQ_API_KEYS entry to configure."""
+    import secrets
+
+    from shared.security import hash_key
+
+    key = "gpuq_" + secrets.token_urlsafe(32)
+    print(f"API key for {args.name} (shown once; give it to the client): {key}")
+    print(f"Add to GPUQ_API_KEYS (comma-separated):                   {args.name}:sha256:{hash_key(key)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gpuq", description="Run LLM jobs on rented GPUs, paying only for work.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -171,6 +183,11 @@ def build_parser() -> argparse.ArgumentParser:
     cancel = sub.add_parser("cancel", help="cancel a queued or running job")
     cancel.add_argument("job_id")
     cancel.set_defaults(func=cmd_cancel)
+
+    keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="keys_command", required=True)
+    new_key = keys.add_parser("new", help="make a key and its hashed GPUQ_API_KEYS entry")
+    new_key.add_argument("name", help="who the key is for (appears in logs and as the job owner)")
+    new_key.set_defaults(func=cmd_keys_new)
 
     fake = sub.add_parser("fake-ollama", help="run the Ollama stand-in alone", add_help=False)
     fake.set_defaults(func=None, delegate="shared.fakes.ollama")

@@ -12,6 +12,8 @@ from shared.sse import SseEvent, iter_sse
 
 __all__ = ["ApiError", "JobsClient"]
 
+MAX_RATE_LIMIT_RETRIES = 5
+
 
 class ApiError(Exception):
     def __init__(self, status: int, body: Any) -> None:
@@ -29,6 +31,21 @@ class JobsClient:
     def close(self) -> None:
         self._http.close()
 
+    def __enter__(self) -> JobsClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One request; a 429 is retried after its Retry-After, a few times, as a polite client does."""
+        for _ in range(MAX_RATE_LIMIT_RETRIES):
+            response = self._http.request(method, path, **kwargs)
+            if response.status_code != 429:
+                return response
+            time.sleep(min(float(response.headers.get("Retry-After", "1")), 60.0))
+        return response
+
     def _json(self, response: httpx.Response) -> dict[str, Any]:
         try:
             body = response.json()
@@ -41,13 +58,13 @@ class JobsClient:
 
     def submit(self, body: dict[str, Any], *, idempotency_key: str | None = None) -> dict[str, Any]:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-        return self._json(self._http.post("/v1/jobs", json=body, headers=headers))
+        return self._json(self._send("POST", "/v1/jobs", json=body, headers=headers))
 
     def get(self, job_id: str) -> dict[str, Any]:
-        return self._json(self._http.get(f"/v1/jobs/{job_id}"))
+        return self._json(self._send("GET", f"/v1/jobs/{job_id}"))
 
     def cancel(self, job_id: str) -> dict[str, Any]:
-        return self._json(self._http.post(f"/v1/jobs/{job_id}/cancel"))
+        return self._json(self._send("POST", f"/v1/jobs/{job_id}/cancel"))
 
     def stream(self, job_id: str, last_event_id: str | None = None) -> Iterator[SseEvent]:
         headers = {"Last-Event-ID": last_event_id} if last_event_id else {}

@@ -13,7 +13,7 @@ import httpx
 from shared.clock import Clock, SystemClock
 from shared.providers.base import ComputeProvider
 from shared.queue import TaskQueue
-from shared.security import NonceCache, RequestSigner
+from shared.security import NonceCache, RequestSigner, derive_agent_secret
 from shared.settings import ControlPlaneSettings, split_csv
 from shared.store.base import JobStore
 
@@ -33,8 +33,9 @@ class ControlPlane:
     http: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=10.0, follow_redirects=False))
     nonces: NonceCache = field(default_factory=NonceCache)
 
-    def agent_signer(self) -> RequestSigner:
-        return RequestSigner(self.settings.agent_secret, nonces=self.nonces)
+    def agent_signer(self, instance_id: str) -> RequestSigner:
+        """Signs and verifies the traffic of one box, with that box's own secret."""
+        return RequestSigner(derive_agent_secret(self.settings.agent_master_secret, instance_id), nonces=self.nonces)
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run one provider call from sync code (functions are sync; providers are async)."""
@@ -49,8 +50,8 @@ def build_provider(settings: ControlPlaneSettings) -> ComputeProvider:
         from shared.providers.local import LocalLaunch, LocalProvider
 
         launch = LocalLaunch(
+            agent_master_secret=settings.agent_master_secret,
             env={
-                "GPUQ_AGENT_SECRET": settings.agent_secret,
                 "GPUQ_AGENT_OLLAMA_URL": settings.ollama_url,
                 "GPUQ_AGENT_PRELOAD_MODELS": settings.agent_preload_models,
                 "GPUQ_AGENT_IDLE_GRACE_S": str(settings.agent_idle_grace_s),

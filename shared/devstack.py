@@ -98,26 +98,28 @@ class DevStack:
         self.url = f"http://127.0.0.1:{config.port}"
         self.tasks_port = free_port()
         self.ollama_url = config.ollama_url or f"http://127.0.0.1:{free_port()}"
-        self.settings = ControlPlaneSettings(
-            api_keys=keys,
-            trigger_token=secrets.token_urlsafe(24),
-            reaper_token=secrets.token_urlsafe(24),
-            task_secret=secrets.token_urlsafe(32),
-            agent_secret=secrets.token_urlsafe(32),
-            job_token_secret=secrets.token_urlsafe(32),
-            webhook_secret="whsec_" + base64.b64encode(secrets.token_bytes(24)).decode(),
-            callback_allow_hosts="127.0.0.1,localhost",
-            data_dir=self.data_dir,
-            public_url=self.url,
-            tasks_emulator_host=f"127.0.0.1:{self.tasks_port}",
-            provider=config.provider,  # type: ignore[arg-type]
-            ollama_url=self.ollama_url,
-            agent_preload_models=split_csv(config.models)[0],
-            agent_idle_grace_s=config.idle_grace_s,
-            snooze_s=config.snooze_s,
-            reaper_idle_limit_s=config.idle_grace_s + 30.0,
-            **config.overrides,
-        )
+        defaults: dict[str, Any] = {
+            "api_keys": keys,
+            "trigger_token": secrets.token_urlsafe(24),
+            "reaper_token": secrets.token_urlsafe(24),
+            "task_secret": secrets.token_urlsafe(32),
+            "agent_master_secret": secrets.token_urlsafe(32),
+            "job_token_secret": secrets.token_urlsafe(32),
+            "webhook_secret": "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode(),
+            "callback_allow_hosts": "127.0.0.1,localhost",
+            "callback_allow_http": True,
+            "rate_limit_per_min": 100_000.0,
+            "data_dir": self.data_dir,
+            "public_url": self.url,
+            "tasks_emulator_host": f"127.0.0.1:{self.tasks_port}",
+            "provider": config.provider,
+            "ollama_url": self.ollama_url,
+            "agent_preload_models": split_csv(config.models)[0],
+            "agent_idle_grace_s": config.idle_grace_s,
+            "snooze_s": config.snooze_s,
+            "reaper_idle_limit_s": config.idle_grace_s + 30.0,
+        }
+        self.settings = ControlPlaneSettings(**(defaults | config.overrides))
 
     # --- environment ----------------------------------------------------------------------------
     def env(self) -> dict[str, str]:

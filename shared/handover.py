@@ -21,8 +21,8 @@ log = logging.getLogger("gpuq.handover")
 HANDOVER_TIMEOUT = httpx.Timeout(5.0, connect=2.0)
 
 
-def _signed_post(cp: ControlPlane, url: str, payload: bytes) -> httpx.Response:
-    headers = cp.agent_signer().sign("POST", urlsplit(url).path, payload)
+def _signed_post(cp: ControlPlane, instance_id: str, url: str, payload: bytes) -> httpx.Response:
+    headers = cp.agent_signer(instance_id).sign("POST", urlsplit(url).path, payload)
     headers["Content-Type"] = "application/json"
     return cp.http.post(url, content=payload, headers=headers, timeout=HANDOVER_TIMEOUT)
 
@@ -44,7 +44,7 @@ def hand_over(cp: ControlPlane, job: Job, instance: Instance) -> AgentJobAccepte
     )
     snooze_s = cp.settings.snooze_s
     try:
-        response = _signed_post(cp, f"{instance.agent_url}/v1/jobs", spec.model_dump_json().encode())
+        response = _signed_post(cp, instance.id, f"{instance.agent_url}/v1/jobs", spec.model_dump_json().encode())
     except httpx.ConnectError:
         raise TryLater("agent not listening yet", delay_s=snooze_s, reason="starting_instance") from None
     except httpx.HTTPError as exc:
@@ -69,7 +69,7 @@ def cancel_on_agent(cp: ControlPlane, job: Job) -> None:
     if instance is None or not instance.agent_url:
         return
     try:
-        _signed_post(cp, f"{instance.agent_url}/v1/jobs/{job.id}/cancel", b"{}")
+        _signed_post(cp, instance.id, f"{instance.agent_url}/v1/jobs/{job.id}/cancel", b"{}")
     except httpx.HTTPError as exc:
         log.info("cancel of job %s not delivered to the agent now (%s); it learns at its next report",
                  job.id, type(exc).__name__)

@@ -63,7 +63,8 @@ def submit_job(
     if idempotency_header and request.idempotency_key and idempotency_header != request.idempotency_key:
         raise ValidationFailed("Idempotency-Key header and idempotency_key field differ")
     if request.callback_url:
-        check_callback_url(request.callback_url, cp.allow_hosts(), resolve=False)
+        check_callback_url(request.callback_url, cp.allow_hosts(), resolve=False,
+                           allow_http=s.callback_allow_http)
     now = cp.clock.now()
     request_hash = _request_hash(request)
     job = Job(

@@ -112,6 +112,7 @@ def _errors(*codes: int) -> dict[str, Any]:
     return {str(c): {"description": reasons[c], "content": _json("ErrorBody")} for c in codes}
 
 
+NDJSON_DOC = "NDJSON: {response} lines, then {done, status}"
 JOB_ID = {"name": "job_id", "in": "path", "required": True,
           "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}}
 
@@ -207,7 +208,7 @@ def agent_openapi() -> dict[str, Any]:
                                                     "content": _json("ErrorBody")}}}},
             "/v1/stream": {"post": {"operationId": "streamJob", "requestBody": {"required": True,
                                                                                 "content": _json("AgentJob")},
-                                    "responses": {"200": {"description": "NDJSON: {response} lines, then {done, status}",
+                                    "responses": {"200": {"description": NDJSON_DOC,
                                                           "content": {"application/x-ndjson": {
                                                               "schema": {"type": "string"}}}},
                                                   **_errors(401, 422)}}},

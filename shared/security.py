@@ -30,8 +30,11 @@ __all__ = [
     "RequestSigner",
     "authenticate_api_key",
     "check_callback_url",
+    "derive_agent_secret",
     "generate_secret",
+    "hash_key",
     "job_token",
+    "printable",
     "sign_task",
     "sign_webhook",
     "verify_bearer",
@@ -45,6 +48,20 @@ SIGNATURE_WINDOW_S = 300.0
 
 def generate_secret(prefix: str = "") -> str:
     return prefix + secrets.token_urlsafe(32)
+
+
+def derive_agent_secret(master: str, instance_id: str) -> str:
+    """The one secret a box holds: it signs for that box only, so a rented machine's owner who reads it
+    cannot speak for the control plane to any other box."""
+    return _b64(_hmac(master.encode(), f"agent:{instance_id}".encode()))
+
+
+_CONTROL = dict.fromkeys([*range(0, 32), 127], "?")
+
+
+def printable(text: str, limit: int = 200) -> str:
+    """Text from outside made safe for a log line or a header: no control characters, bounded length."""
+    return text.translate(_CONTROL)[:limit]
 
 
 def _hmac(key: bytes, message: bytes) -> bytes:
@@ -61,14 +78,20 @@ def bearer(headers: Mapping[str, str]) -> str:
     return token.strip() if scheme.lower() == "bearer" else ""
 
 
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
 def authenticate_api_key(headers: Mapping[str, str], keys: Mapping[str, str]) -> str:
-    """Return the key's name, or raise :class:`Unauthorized`. Constant-time over every key."""
+    """Return the key's name, or raise :class:`Unauthorized`. ``keys`` maps sha256 hex → name;
+    every entry is compared in constant time."""
     presented = bearer(headers)
     if not presented:
         raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'", code="missing_api_key")
+    digest = hash_key(presented).encode()
     found = ""
-    for key, name in keys.items():
-        if hmac.compare_digest(presented.encode(), key.encode()):
+    for key_hash, name in keys.items():
+        if hmac.compare_digest(digest, key_hash.encode()):
             found = name
     if not found:
         raise Unauthorized("invalid API key", code="invalid_api_key")
@@ -217,18 +240,36 @@ def _forbidden(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     )
 
 
-def check_callback_url(url: str, allow_hosts: set[str], *, resolve: bool) -> None:
+def _literal_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def check_callback_url(url: str, allow_hosts: set[str], *, resolve: bool, allow_http: bool = True) -> str | None:
     """Refuse callback targets inside our network (SSRF), unless the host is allow-listed.
 
-    At submit time (``resolve=False``) only literal addresses are checked; at delivery time
-    every address the name resolves to is checked, so DNS rebinding cannot slip through.
+    At submit time (``resolve=False``) only literal addresses are checked. At delivery time every
+    address the name resolves to is checked and one of them is returned: the caller connects to that
+    address (not to a second lookup), so DNS rebinding cannot slip through between check and use.
+    Returns ``None`` for an allow-listed host (connect by name).
     """
-    parts = urlsplit(url)
-    host = (parts.hostname or "").lower()
+    try:
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
+        port = parts.port
+        if not _literal_ip(host):
+            host.encode("idna")  # a name DNS could carry: labels of 1-63 characters
+    except (ValueError, UnicodeError):
+        raise ValidationFailed("callback_url is not a valid URL", code="invalid_callback_url") from None
     if parts.scheme not in ("http", "https") or not host:
         raise ValidationFailed("callback_url must be an absolute http(s) URL", code="invalid_callback_url")
     if host in allow_hosts:
-        return
+        return None
+    if parts.scheme == "http" and not allow_http:
+        raise ValidationFailed("callback_url must use https", code="insecure_callback_url")
     try:
         literal = ipaddress.ip_address(host)
     except ValueError:
@@ -237,8 +278,8 @@ def check_callback_url(url: str, allow_hosts: set[str], *, resolve: bool) -> Non
         addresses = [literal]
     elif resolve:
         try:
-            infos = socket.getaddrinfo(host, parts.port or 443, proto=socket.IPPROTO_TCP)
-        except OSError as exc:
+            infos = socket.getaddrinfo(host, port or 443, proto=socket.IPPROTO_TCP)
+        except (OSError, UnicodeError, ValueError) as exc:
             raise ValidationFailed(f"callback host {host!r} does not resolve", code="invalid_callback_url") \
                 from exc
         addresses = [ipaddress.ip_address(info[4][0]) for info in infos]
@@ -249,3 +290,4 @@ def check_callback_url(url: str, allow_hosts: set[str], *, resolve: bool) -> Non
             f"callback_url host {host!r} is a private, loopback or reserved address",
             code="forbidden_callback_url",
         )
+    return str(addresses[0]) if addresses else None

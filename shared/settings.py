@@ -6,6 +6,7 @@ them in; nothing else reads ``os.environ``. Every field is listed in the README'
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Literal
 
@@ -29,11 +30,21 @@ class ControlPlaneSettings(BaseSettings):
     trigger_token: str = Field("", description="Bearer token accepted by /trigger (seed-compatible).")
     reaper_token: str = Field("", description="Bearer token accepted by /reaper (dev; OIDC in production).")
     task_secret: str = Field("", description="HMAC secret our queue client signs dispatch tasks with.")
-    agent_secret: str = Field("", description="Shared secret signing control plane <-> agent requests.")
+    agent_master_secret: str = Field("", description="Master secret of control plane <-> agent signing; each box "
+                                     "gets only HMAC(master, its instance id) as its GPUQ_AGENT_SECRET.")
     job_token_secret: str = Field("", description="Secret for per-job, per-attempt agent report tokens.")
     webhook_secret: str = Field("", description="Callback signing secret, whsec_ + base64.")
     callback_allow_hosts: str = Field("", description="Hosts allowed as callback targets despite the "
                                       "private-address rule (dev: 127.0.0.1,localhost).")
+    callback_allow_http: bool = Field(False, description="Allow plain-http callback URLs (dev); production "
+                                      "needs https.")
+    rate_limit_per_min: float = Field(100.0, description="Requests per minute per API key (and for the trigger "
+                                      "token), per function instance; over it: 429 with Retry-After.")
+    oidc_certs_url: str = Field("https://www.googleapis.com/oauth2/v1/certs", description="Where Google's OIDC "
+                                "token signing certificates are fetched.")
+    scheduler_service_account: str = Field("", description="Service account whose OIDC token Cloud Scheduler sends "
+                                           "to the reaper (production; empty = reaper token).")
+    reaper_url: str = Field("", description="Audience of the scheduler's OIDC token; default PUBLIC_URL/reaper.")
     # --- where things are ---------------------------------------------------------------------
     data_dir: Path = Field(Path(".gpuq"), description="SQLite file and logs of the embedded stack.")
     public_url: str = Field("http://127.0.0.1:8080", description="Base URL of the functions (agents "
@@ -74,12 +85,22 @@ class ControlPlaneSettings(BaseSettings):
                                      "due time is re-dispatched by the reaper (its task was lost).")
 
     def api_key_map(self) -> dict[str, str]:
-        """key → name. ``name:key`` entries are named; bare keys are named ``key1``, ``key2``…"""
+        """sha256 hex of each key → its name.
+
+        Entries: ``name:sha256:<hex>`` (only the hash is stored: the way to configure production),
+        ``name:key``, or a bare ``key`` (named ``key1``, ``key2``…). Remove an entry to revoke it.
+        """
         out: dict[str, str] = {}
         for index, entry in enumerate(split_csv(self.api_keys), start=1):
-            name, sep, key = entry.partition(":")
-            out[key if sep else name] = name if sep else f"key{index}"
+            name, sep, rest = entry.partition(":")
+            if not sep:
+                name, rest = f"key{index}", entry
+            kind, sep2, digest = rest.partition(":")
+            out[digest.lower() if sep2 and kind == "sha256" else hashlib.sha256(rest.encode()).hexdigest()] = name
         return out
+
+    def reaper_audience(self) -> str:
+        return self.reaper_url or self.public_url.rstrip("/") + "/reaper"
 
     def dispatch_target(self) -> str:
         return self.dispatch_url or self.public_url.rstrip("/") + "/dispatch"

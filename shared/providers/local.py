@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.models import Instance, InstanceState
+from shared.security import derive_agent_secret
 
 __all__ = ["LocalLaunch", "LocalProvider", "process_alive"]
 
@@ -42,6 +43,7 @@ class LocalLaunch:
     """How to start an agent process: the environment it gets besides port and instance id."""
 
     env: dict[str, str] = field(default_factory=dict)
+    agent_master_secret: str = ""  # each box gets its own secret derived from it
     log_dir: Path | None = None
     command: tuple[str, ...] = (sys.executable, "-m", "agent")
     price_per_hour: float = 0.0
@@ -129,7 +131,8 @@ class LocalProvider:
             env = {**os.environ, **self._launch.env,
                    "GPUQ_AGENT_PORT": str(port), "GPUQ_AGENT_HOST": "127.0.0.1",
                    "GPUQ_AGENT_INSTANCE_ID": instance_id, "GPUQ_AGENT_PROVIDER": "local",
-                   "GPUQ_AGENT_LOCAL_STATE_DIR": str(self.state_dir)}
+                   "GPUQ_AGENT_LOCAL_STATE_DIR": str(self.state_dir),
+                   "GPUQ_AGENT_SECRET": derive_agent_secret(self._launch.agent_master_secret, instance_id)}
             out: int | Any = subprocess.DEVNULL
             if self._launch.log_dir is not None:
                 self._launch.log_dir.mkdir(parents=True, exist_ok=True)

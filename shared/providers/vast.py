@@ -879,7 +879,7 @@ class VastProvider:
     async def destroy(self, instance_id: str) -> Instance:
         """Destroy the instance (all billing ends); confirmed with a GET."""
         async with self.client.bound():
-            vid, logical = self._resolve(instance_id)
+            vid, _logical = self._resolve(instance_id)
             if vid is None:
                 return self._to_instance(None, instance_id, None)
             await self._destroy(vid)
@@ -1150,7 +1150,7 @@ class VastProvider:
 def build_vast_provider(settings: VastSettings | None = None, *, logical_id: str = "vast-1",
                         state_dir: Path | None = None, agent_env: Mapping[str, str] | None = None,
                         retry: RetryPolicy | None = None, http: httpx.AsyncClient | None = None,
-                        clock: Clock | None = None) -> VastProvider:
+                        clock: Clock | None = None, observe_ttl_s: float = 1.0) -> VastProvider:
     """The provider the control plane and ``gpuq offers/instances`` use.
 
     ``agent_env`` is what a rented box's agent needs (``GPUQ_AGENT_SECRET``, ``GPUQ_AGENT_READY_URL``,
@@ -1161,4 +1161,4 @@ def build_vast_provider(settings: VastSettings | None = None, *, logical_id: str
     policy = retry or RetryPolicy(max_attempts=settings.max_attempts, timeout_s=settings.request_timeout_s)
     client = VastClient(settings.api_key.get_secret_value(), settings.url, retry=policy, http=http)
     return VastProvider(settings, logical_id=logical_id, state_dir=directory, client=client, agent_env=agent_env,
-                        clock=clock)
+                        clock=clock, observe_ttl_s=observe_ttl_s)

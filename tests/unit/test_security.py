@@ -4,24 +4,30 @@ import base64
 
 import pytest
 
-from shared.errors import Unauthorized, ValidationFailed
+from shared.errors import RateLimited, Unauthorized, ValidationFailed
+from shared.ratelimit import RateLimiter
 from shared.security import (
     RequestSigner,
     authenticate_api_key,
     check_callback_url,
+    derive_agent_secret,
+    hash_key,
     job_token,
+    printable,
     sign_task,
     sign_webhook,
     verify_job_token,
     verify_task,
     verify_webhook,
 )
+from shared.settings import ControlPlaneSettings
 
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 
 
 def test_api_keys_name_the_caller_and_refuse_others() -> None:
-    keys = {"k-alice": "alice", "k-bob": "bob"}
+    keys = ControlPlaneSettings(api_keys=f"alice:k-alice,bob:sha256:{hash_key('k-bob')}").api_key_map()
+    assert "k-bob" not in str(keys)
     assert authenticate_api_key({"Authorization": "Bearer k-bob"}, keys) == "bob"
     with pytest.raises(Unauthorized, match="invalid API key"):
         authenticate_api_key({"Authorization": "Bearer nope"}, keys)
@@ -94,3 +100,34 @@ def test_callback_allow_list_and_resolution() -> None:
     with pytest.raises(ValidationFailed):
         check_callback_url("ftp://example.com/x", set(), resolve=False)
     check_callback_url("https://hooks.example.com/x", set(), resolve=False)
+
+
+def test_each_box_gets_its_own_signing_secret() -> None:
+    a, b = derive_agent_secret("master", "box-a"), derive_agent_secret("master", "box-b")
+    assert a != b and "master" not in a
+    headers = RequestSigner(a).sign("POST", "/v1/jobs", b"{}")
+    with pytest.raises(Unauthorized):
+        RequestSigner(b).verify("POST", "/v1/jobs", headers, b"{}")
+
+
+def test_rate_limit_refuses_then_recovers() -> None:
+    now = [0.0]
+    limiter = RateLimiter(60, burst=2, clock=lambda: now[0])
+    limiter.check("alice")
+    limiter.check("alice")
+    with pytest.raises(RateLimited) as exc:
+        limiter.check("alice")
+    assert 0 < exc.value.retry_after_s <= 1.0
+    limiter.check("bob")  # another key has its own bucket
+    now[0] += 1.0
+    limiter.check("alice")
+
+
+def test_https_required_unless_dev_allows_http() -> None:
+    with pytest.raises(ValidationFailed, match="https"):
+        check_callback_url("http://hooks.example.com/x", set(), resolve=False, allow_http=False)
+    check_callback_url("https://hooks.example.com/x", set(), resolve=False, allow_http=False)
+
+
+def test_log_text_loses_control_characters() -> None:
+    assert printable("/v1/jobs\nFAKE LOG LINE\x1b[31m") == "/v1/jobs?FAKE LOG LINE?[31m"

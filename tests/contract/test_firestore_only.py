@@ -1,0 +1,78 @@
+"""What only the Firestore store has: a document size limit, vendor errors to translate, its own layout."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from shared.errors import GpuqError, PayloadTooLarge, ServiceError
+from shared.models import Job
+from shared.states import JobStatus
+from shared.store.base import Chunk, IdempotencyClaim
+from shared.store.firestore import CLAIMS, JOBS, MAX_DOC_BYTES, FirestoreJobStore
+from tests.contract.conftest import PROJECT
+from tests.contract.emulator import FirestoreEmulator, free_port
+
+
+def make_job(job_id: str = "job_1", **fields: object) -> Job:
+    base: dict[str, object] = {"id": job_id, "owner": "alice", "model": "m", "prompt": "p", "max_queue_s": 60,
+                               "timeout_s": 60, "queued_at": 1000.0}
+    base.update(fields)
+    return Job.model_validate(base)
+
+
+@pytest.fixture
+def fs_store(firestore_emulator: FirestoreEmulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[FirestoreJobStore]:
+    monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", firestore_emulator.host)
+    firestore_emulator.reset(PROJECT)
+    store = FirestoreJobStore.connect(project=PROJECT)
+    yield store
+    store.close()
+
+
+def test_a_job_too_large_for_one_document_is_refused_and_nothing_is_kept(fs_store: FirestoreJobStore) -> None:
+    with pytest.raises(PayloadTooLarge) as refused:
+        fs_store.create(make_job(prompt="x" * MAX_DOC_BYTES), IdempotencyClaim("alice", "k", "h"))
+    assert refused.value.code == "job_too_large"
+    assert fs_store.get("job_1") is None
+    created, ok = fs_store.create(make_job("job_2"), IdempotencyClaim("alice", "k", "h2"))
+    assert ok and created.id == "job_2"
+
+
+def test_the_job_and_its_claim_are_one_document_each_with_the_queried_fields(fs_store: FirestoreJobStore) -> None:
+    fs_store.create(make_job(), IdempotencyClaim("alice", "k", "h"))
+    fs_store.modify("job_1", lambda j: j.model_copy(update={"status": JobStatus.RUNNING}))
+    doc = fs_store.client.collection(JOBS).document("job_1").get().to_dict()
+    assert doc is not None
+    assert {k: doc[k] for k in ("owner", "status", "version", "queued_at", "pending_callbacks")} == {
+        "owner": "alice", "status": "running", "version": 1, "queued_at": 1000.0, "pending_callbacks": False}
+    claims = [snap.to_dict() for snap in fs_store.client.collection(CLAIMS).stream()]
+    assert claims == [{"owner": "alice", "key": "k", "request_hash": "h", "job_id": "job_1"}]
+    fs_store.append_chunks("job_1", [Chunk(1, 0, "a")])
+    assert list(fs_store.iter_chunk_ids("job_1")) == ["1-0"]
+
+
+def test_no_vendor_exception_slips_through_when_firestore_is_unreachable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", f"127.0.0.1:{free_port()}")  # nothing listens there
+    store = FirestoreJobStore.connect(project=PROJECT, timeout_s=0.5)
+    calls = {
+        "create": lambda: store.create(make_job(), None),
+        "create with claim": lambda: store.create(make_job(), IdempotencyClaim("alice", "k", "h")),
+        "get": lambda: store.get("job_1"),
+        "modify": lambda: store.modify("job_1", lambda j: j),
+        "list_by_status": lambda: store.list_by_status([JobStatus.QUEUED]),
+        "append_chunks": lambda: store.append_chunks("job_1", [Chunk(1, 0, "a")]),
+        "read_chunks": lambda: store.read_chunks("job_1", 1),
+        "get_record": lambda: store.get_record("instance", "x"),
+        "put_record": lambda: store.put_record("instance", "x", {}),
+    }
+    try:
+        for name, call in calls.items():
+            with pytest.raises(GpuqError) as caught:
+                call()
+            assert isinstance(caught.value, ServiceError), name
+            assert caught.value.code == "store_unavailable", name
+            assert caught.value.__cause__ is not None, name
+    finally:
+        store.close()
