@@ -48,19 +48,20 @@ class VastSelfStopSettings(BaseSettings):
 
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
 
-    container_id: str = Field("", validation_alias="CONTAINER_ID", description="This instance's Vast id.")
-    container_api_key: SecretStr = Field(SecretStr(""), validation_alias="CONTAINER_API_KEY",
+    container_id: str = Field(default="", validation_alias="CONTAINER_ID", description="This instance's Vast id.")
+    container_api_key: SecretStr = Field(default=SecretStr(""), validation_alias="CONTAINER_API_KEY",
                                          description="Key that can manage only this instance.")
-    vast_url: str = Field("https://console.vast.ai", validation_alias="VAST_URL", description="Vast API base URL.")
-    cli_path: str = Field("vastai", validation_alias=AliasChoices("GPUQ_AGENT_VASTAI_CLI", "VASTAI_CLI"),
+    vast_url: str = Field(default="https://console.vast.ai", validation_alias="VAST_URL",
+                          description="Vast API base URL.")
+    cli_path: str = Field(default="vastai", validation_alias=AliasChoices("GPUQ_AGENT_VASTAI_CLI", "VASTAI_CLI"),
                           description="The vastai CLI (a name on PATH or a path); missing = REST only.")
-    cli_timeout_s: float = Field(60.0, validation_alias="GPUQ_AGENT_VASTAI_CLI_TIMEOUT_S",
+    cli_timeout_s: float = Field(default=60.0, validation_alias="GPUQ_AGENT_VASTAI_CLI_TIMEOUT_S",
                                  description="The CLI is killed after this long.")
-    confirm_s: float = Field(5.0, validation_alias="GPUQ_AGENT_VAST_CONFIRM_S",
+    confirm_s: float = Field(default=5.0, validation_alias="GPUQ_AGENT_VAST_CONFIRM_S",
                              description="How long a GET may take to show the stop before it counts as failed.")
-    rest_attempts: int = Field(4, validation_alias="GPUQ_AGENT_VAST_REST_ATTEMPTS",
+    rest_attempts: int = Field(default=4, validation_alias="GPUQ_AGENT_VAST_REST_ATTEMPTS",
                                description="REST stop tries after the CLI (each confirmed with a GET).")
-    backoff_s: float = Field(1.0, validation_alias="GPUQ_AGENT_VAST_BACKOFF_S",
+    backoff_s: float = Field(default=1.0, validation_alias="GPUQ_AGENT_VAST_BACKOFF_S",
                              description="First delay between REST tries; doubles.")
 
 
@@ -112,7 +113,7 @@ class VastSelfStop:
         """Stop this instance and confirm it; raises :class:`ProviderError` if it cannot be confirmed."""
         client, cid = self._require()
         if instance_id and instance_id != str(cid):
-            log.info("self-stop: asked to stop %r; this box is Vast instance %s (the container key can only "
+            log.debug("self-stop: asked to stop %r; this box is Vast instance %s (the container key can only "
                      "stop that one)", instance_id, cid)
         public_id = instance_id or str(cid)
         async with client.bound():

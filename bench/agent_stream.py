@@ -49,8 +49,8 @@ from typing import Any
 import httpx
 
 from bench.ndjson_client import StreamResult, build_request, stream
-from bench.procs import Proc, spawn, tree_cpu_s
-from bench.profiling import Profiler
+from bench.procs import Proc, find_child, spawn, tree_cpu_s
+from bench.profiling import Profiler, print_profiles
 from bench.report import RESULTS_DIR, Target, fmt, markdown_table, percentile, ratio, targets_table, write_results
 from shared.devstack import DevStack, DevStackConfig, free_port
 from shared.events import AgentJob
@@ -355,23 +355,9 @@ async def cpu_phase(bench: Bench, args: argparse.Namespace) -> None:
 
 
 # --- set-up ---------------------------------------------------------------------------------------
-def _child(parent: int, marker: bytes = b"") -> int | None:
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if int(stat[1]) == parent and marker in cmdline:
-            return int(entry.name)
-    return None
-
-
 def _functions_pid() -> int:
     """The functions-framework process DevStack started (a child of this process)."""
-    pid = _child(os.getpid(), b"functions_framework")
+    pid = find_child(os.getpid(), b"functions_framework")
     if pid is None:
         raise RuntimeError("the functions process of the dev stack was not found")
     return pid
@@ -379,7 +365,7 @@ def _functions_pid() -> int:
 
 def _gunicorn_worker(arbiter: int) -> int:
     """gunicorn serves from a worker process under its arbiter: that is the one to profile."""
-    return _child(arbiter) or arbiter
+    return find_child(arbiter) or arbiter
 
 
 def _rsa_key_and_signature(url: str) -> tuple[bytes, str]:
@@ -597,11 +583,7 @@ def main(argv: list[str] | None = None) -> int:
         idle = asyncio.run(run_phases(bench, args, ollama_url, on_measuring))
         usage1 = resource.getrusage(resource.RUSAGE_SELF)
         profiles = profiler.stop() if profiler is not None else {}
-        for name, summary in profiles.items():
-            print(f"\n## Profile: {name} (share of samples; self = on top of the stack)\n")
-            print(markdown_table(["self", "function", "inclusive", "function "],
-                                 [[f"{a[1]:.1%}", a[0], f"{b[1]:.1%}", b[0]]
-                                  for a, b in zip(summary["self"], summary["inclusive"], strict=False)]))
+        print_profiles(profiles)
 
         latency, throughput = build_rows(bench, "latency"), build_rows(bench, "throughput")
         cpu = build_rows(bench, "cpu")

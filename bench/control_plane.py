@@ -48,6 +48,8 @@ import aiohttp
 from aiohttp import web
 
 from bench.ndjson_client import build_request, stream
+from bench.procs import find_child, tree_cpu_s
+from bench.profiling import Profiler, print_profiles
 from bench.report import RESULTS_DIR, Target, fmt, markdown_table, percentile, targets_table, write_results
 from shared.client import JobsClient
 from shared.devstack import DevStack, DevStackConfig, free_port
@@ -95,12 +97,40 @@ def bench_store(work: Path, jobs: int, threads: int) -> dict[str, Any]:
         with lock:
             latencies.extend(mine)
 
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     with ThreadPoolExecutor(threads) as pool:
         list(pool.map(run, [todo[i::threads] for i in range(threads)]))
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     store.close()
-    return {"threads": threads, "jobs": jobs, "creates_per_s": jobs / wall, **_ms(latencies)}
+    return {"threads": threads, "jobs": jobs, "creates_per_s": jobs / wall, "cpu_ms_per_create": cpu * 1000 / jobs,
+            **_ms(latencies)}
+
+
+BENCH_QUEUE = "gpuq-bench"  # a queue of our own, paused for good: its tasks are never dispatched
+
+
+def bench_queue(stack: DevStack, pushes: int) -> dict[str, Any]:
+    """``TaskQueue.push`` alone, one at a time, to a paused queue: this process's and the emulator's CPU."""
+    from google.cloud.tasks_v2 import Queue
+
+    queue = TaskQueue(stack.settings)
+    s = stack.settings
+    queue.client.create_queue(parent=f"projects/{s.tasks_project}/locations/{s.tasks_location}",
+                              queue=Queue(name=queue.queue_path(BENCH_QUEUE)))
+    queue.pause(BENCH_QUEUE)
+    emulator = find_child(os.getpid(), b"gcloud_tasks_emulator")
+    queue.push(BENCH_QUEUE, {"kind": "bench"})  # connect outside the clock
+    latencies = []
+    cpu0, emu0 = time.process_time(), tree_cpu_s(emulator) if emulator else 0.0
+    t0 = time.perf_counter()
+    for i in range(pushes):
+        t1 = time.perf_counter()
+        queue.push(BENCH_QUEUE, {"kind": "job", "job_id": f"job_{i}", "seq": 0})
+        latencies.append(time.perf_counter() - t1)
+    wall = time.perf_counter() - t0
+    cpu, emu = time.process_time() - cpu0, (tree_cpu_s(emulator) if emulator else 0.0) - emu0
+    return {"pushes": pushes, "pushes_per_s": pushes / wall, "client_cpu_ms_per_push": cpu * 1000 / pushes,
+            "emulator_cpu_ms_per_push": emu * 1000 / pushes, **_ms(latencies)}
 
 
 # --- 2. warm enqueue -> first token ---------------------------------------------------------------
@@ -317,12 +347,21 @@ async def _enqueue_level(port: int, api_key: str, requests: int, concurrency: in
     return latencies, errors, time.perf_counter() - t0
 
 
-def bench_enqueue(stack: DevStack, requests: int, levels: list[int], deadline: float) -> list[dict[str, Any]]:
+def bench_enqueue(stack: DevStack, requests: int, levels: list[int], deadline: float,
+                  profile_dir: Path | None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     queue = TaskQueue(stack.settings)
     store = SqliteJobStore(stack.settings.sqlite_path())
     if _box_running(stack):
         stack.provider().stop_sync(INSTANCE)
     queue.pause(stack.settings.job_queue)
+    functions = find_child(os.getpid(), b"functions_framework")
+    emulator = find_child(os.getpid(), b"gcloud_tasks_emulator")
+    profiler = Profiler(profile_dir, gil_only=True) if profile_dir is not None else None
+    if profiler is not None:
+        if functions is not None:
+            profiler.attach("functions-worker", find_child(functions) or functions)
+        if emulator is not None:
+            profiler.attach("tasks-emulator", emulator)
     rows = []
     for level in levels:
         if time.monotonic() > deadline:
@@ -331,16 +370,22 @@ def bench_enqueue(stack: DevStack, requests: int, levels: list[int], deadline: f
         before_tasks = queue.count_tasks(stack.settings.job_queue)
         n = requests if level > 1 else max(50, requests // 3)
         log(f"enqueue: {n} jobs at concurrency {level}")
+        cpu0 = {name: tree_cpu_s(pid) if pid else 0.0 for name, pid in (("functions", functions),
+                                                                          ("emulator", emulator))}
         latencies, errors, wall = asyncio.run(_enqueue_level(stack.config.port, stack.api_key, n, level,
                                                              uuid.uuid4().hex[:6]))
         accepted = len(latencies) - errors
+        cpu = {name: (tree_cpu_s(pid) - cpu0[name]) * 1000 / max(1, accepted) if pid else None
+               for name, pid in (("functions", functions), ("emulator", emulator))}
         stored = len(store.list_by_status([JobStatus.QUEUED], limit=10**7)) - before_jobs
         tasks = queue.count_tasks(stack.settings.job_queue) - before_tasks
         rows.append({"concurrency": level, "requests": n, "accepted": accepted, "errors": errors,
                      "enqueues_per_s": accepted / wall, "stored_jobs": stored, "queued_tasks": tasks,
-                     "durable": stored == accepted and tasks == accepted, **_ms(latencies)})
+                     "durable": stored == accepted and tasks == accepted,
+                     "functions_cpu_ms_per_enqueue": cpu["functions"], "emulator_cpu_ms_per_enqueue": cpu["emulator"],
+                     **_ms(latencies)})
     store.close()
-    return rows
+    return rows, (profiler.stop() if profiler is not None else {})
 
 
 # --- report -----------------------------------------------------------------------------------------
@@ -361,18 +406,24 @@ def build_targets(enqueue: list[dict[str, Any]], warm: dict[str, Any], ready: di
     ]
 
 
-def print_report(store: list[dict[str, Any]], enqueue: list[dict[str, Any]], warm: dict[str, Any],
-                 ready: list[dict[str, Any]], targets: list[Target]) -> None:
+def print_report(store: list[dict[str, Any]], queue: dict[str, Any], enqueue: list[dict[str, Any]],
+                 warm: dict[str, Any], ready: list[dict[str, Any]], targets: list[Target]) -> None:
     print("\n## Durable enqueues through the jobs API (job queue paused; store + task per job)\n")
     print(markdown_table(
-        ["concurrency", "jobs", "enqueues/s", "p50 ms", "p99 ms", "max ms", "errors", "stored & queued"],
+        ["concurrency", "jobs", "enqueues/s", "p50 ms", "p99 ms", "max ms", "functions CPU ms/job",
+         "emulator CPU ms/job", "errors", "stored & queued"],
         [[str(r["concurrency"]), str(r["requests"]), fmt(r["enqueues_per_s"], 0), fmt(r["p50_ms"]),
-          fmt(r["p99_ms"]), fmt(r["max_ms"]), str(r["errors"]), "yes" if r["durable"] else "**NO**"]
+          fmt(r["p99_ms"]), fmt(r["max_ms"]), fmt(r["functions_cpu_ms_per_enqueue"]),
+          fmt(r["emulator_cpu_ms_per_enqueue"]), str(r["errors"]), "yes" if r["durable"] else "**NO**"]
          for r in enqueue]))
-    print("\n## The store alone (SqliteJobStore.create, in process)\n")
-    print(markdown_table(["threads", "jobs", "creates/s", "p50 ms", "p99 ms"],
-                         [[str(r["threads"]), str(r["jobs"]), fmt(r["creates_per_s"], 0), fmt(r["p50_ms"], 3),
-                           fmt(r["p99_ms"], 3)] for r in store]))
+    print("\n## Its parts alone: the store (SqliteJobStore.create) and the queue (TaskQueue.push), in process\n")
+    print(markdown_table(
+        ["part", "calls", "calls/s", "p50 ms", "p99 ms", "caller CPU ms/call", "emulator CPU ms/call"],
+        [*[[f"store, {r['threads']} thread(s)", str(r["jobs"]), fmt(r["creates_per_s"], 0), fmt(r["p50_ms"], 3),
+            fmt(r["p99_ms"], 3), fmt(r["cpu_ms_per_create"], 3), "-"] for r in store],
+         ["queue, 1 thread (emulator)", str(queue["pushes"]), fmt(queue["pushes_per_s"], 0),
+          fmt(queue["p50_ms"], 3), fmt(queue["p99_ms"], 3), fmt(queue["client_cpu_ms_per_push"], 3),
+          fmt(queue["emulator_cpu_ms_per_push"], 3)]]))
     print("\n## Warm box: enqueue -> first token (public API, SSE)\n")
     e2e, model, over = warm["enqueue_to_first_token"], warm["model_ttft"], warm["overhead"]
     print(markdown_table(["measure", "p50 ms", "p99 ms", "n"], [
@@ -398,12 +449,17 @@ def _ints(text: str) -> list[int]:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="bench.control_plane", description=__doc__.split("\n")[0])
     p.add_argument("--store-jobs", type=int, default=2000, help="creates per thread count (store alone)")
+    p.add_argument("--queue-pushes", type=int, default=500, help="TaskQueue.push calls (queue alone)")
     p.add_argument("--enqueue-requests", type=int, default=1000, help="jobs per concurrency level")
     p.add_argument("--concurrency", type=_ints, default=[1, 4, 16, 64])
     p.add_argument("--warm-jobs", type=int, default=20)
     p.add_argument("--cycles", type=int, default=5, help="cold starts per ready -> running variant")
     p.add_argument("--snooze-s", type=float, default=2.0, help="dispatch snooze while the box boots (GPUQ_SNOOZE_S)")
     p.add_argument("--token-delay-ms", type=float, default=5.0)
+    p.add_argument("--profile", type=Path, default=None, metavar="DIR",
+                   help="py-spy profiles of the functions worker and the emulator during the enqueue phase")
+    p.add_argument("--functions-env", action="append", default=[], metavar="NAME=VALUE",
+                   help="extra environment of the functions process, e.g. WORKERS=2 (to try a setting)")
     p.add_argument("--max-s", type=float, default=300.0, help="skip remaining enqueue levels after this long")
     p.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     p.add_argument("--keep-logs", action="store_true")
@@ -412,9 +468,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def _stack(work: Path, name: str, args: argparse.Namespace, port: int | None = None,
            extra_env: dict[str, str] | None = None) -> DevStack:
+    env = dict(item.split("=", 1) for item in args.functions_env) | (extra_env or {})
     config = DevStackConfig(port=port or free_port(), data_dir=work / name, token_delay_s=args.token_delay_ms / 1000,
                             load_delay_s=0.2, idle_grace_s=600.0, reaper_period_s=3600.0, snooze_s=args.snooze_s,
-                            extra_env=extra_env or {})
+                            extra_env=env)
     return DevStack(config)
 
 
@@ -434,7 +491,10 @@ def main(argv: list[str] | None = None) -> int:
             client = JobsClient(stack.url, stack.api_key)
             warm = bench_warm_first_token(stack, client, args.warm_jobs)
             ready = [bench_ready_to_running(stack, client, args.cycles, "with ready announcement")]
-            enqueue = bench_enqueue(stack, args.enqueue_requests, args.concurrency, started + args.max_s)
+            log(f"queue alone: {args.queue_pushes} pushes")
+            queue_alone = bench_queue(stack, args.queue_pushes)
+            enqueue, profiles = bench_enqueue(stack, args.enqueue_requests, args.concurrency, started + args.max_s,
+                                              args.profile)
             client.close()
 
         log("stack whose agents cannot announce themselves")
@@ -449,11 +509,12 @@ def main(argv: list[str] | None = None) -> int:
             client.close()
 
         targets = build_targets(enqueue, warm, ready[0])
-        print_report(store, enqueue, warm, ready, targets)
+        print_report(store, queue_alone, enqueue, warm, ready, targets)
+        print_profiles(profiles)
         settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
         path = write_results(args.results_dir, "control_plane", {
-            "settings": settings, "store": store, "enqueue": enqueue, "warm_first_token": warm,
-            "ready_to_running": ready, "targets": [t.as_dict() for t in targets],
+            "settings": settings, "store": store, "queue": queue_alone, "enqueue": enqueue, "warm_first_token": warm,
+            "ready_to_running": ready, "targets": [t.as_dict() for t in targets], "profiles": profiles,
             "duration_s": time.monotonic() - started,
         })
         print(f"\nresults: {path}")

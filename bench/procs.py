@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 
-__all__ = ["Proc", "cpu_s", "spawn", "tree_cpu_s"]
+__all__ = ["Proc", "cpu_s", "find_child", "spawn", "tree_cpu_s"]
 
 _TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 
@@ -55,6 +55,17 @@ def _children(pid: int) -> list[int]:
             if fields is not None and int(fields[1]) == pid:
                 out.append(int(entry.name))
     return out
+
+
+def find_child(parent: int, marker: bytes = b"") -> int | None:
+    """A live child of ``parent`` whose command line contains ``marker`` (e.g. a process DevStack started)."""
+    for pid in _children(parent):
+        try:
+            if marker in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return pid
+        except OSError:
+            continue
+    return None
 
 
 def tree_cpu_s(pid: int) -> float:

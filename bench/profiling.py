@@ -16,7 +16,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Profiler", "summarize"]
+__all__ = ["Profiler", "print_profiles", "summarize"]
 
 
 def _py_spy() -> str:
@@ -57,6 +57,16 @@ def summarize(raw: Path, top: int = 15) -> dict[str, list[tuple[str, float]]]:
             "samples": [("total", float(total))]}
 
 
+def print_profiles(profiles: dict[str, dict[str, list[tuple[str, float]]]]) -> None:
+    from bench.report import markdown_table
+
+    for name, summary in profiles.items():
+        print(f"\n## Profile: {name} (share of samples; self = on top of the stack)\n")
+        print(markdown_table(["self", "function", "inclusive", "function "],
+                             [[f"{a[1]:.1%}", a[0], f"{b[1]:.1%}", b[0]]
+                              for a, b in zip(summary["self"], summary["inclusive"], strict=False)]))
+
+
 @dataclass
 class _Recording:
     name: str
@@ -65,9 +75,10 @@ class _Recording:
 
 
 class Profiler:
-    def __init__(self, out_dir: Path, rate_hz: int = 250) -> None:
+    def __init__(self, out_dir: Path, rate_hz: int = 250, *, gil_only: bool = False) -> None:
         self.out_dir = out_dir
         self.rate_hz = rate_hz
+        self.gil_only = gil_only  # sample only the thread holding the GIL: where Python CPU goes
         self._recordings: list[_Recording] = []
         out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -75,7 +86,7 @@ class Profiler:
         output = self.out_dir / f"{name}.txt"
         popen = subprocess.Popen(
             [_py_spy(), "record", "--format", "raw", "--rate", str(self.rate_hz), "--nonblocking",
-             "--output", str(output), "--pid", str(pid)],
+             *(["--gil"] if self.gil_only else []), "--output", str(output), "--pid", str(pid)],
             stdout=subprocess.DEVNULL, stderr=open(self.out_dir / f"{name}.py-spy.log", "wb"),  # noqa: SIM115
         )
         self._recordings.append(_Recording(name, popen, output))

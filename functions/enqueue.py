@@ -15,6 +15,7 @@ import functions_framework
 
 from functions.edge import caller, control_plane, handle_errors, json_response, read_json
 from shared.callbacks import resend_failed
+from shared.costreport import cost_report, parse_since
 from shared.errors import InvalidRequest, MethodNotAllowed, NotFound, ValidationFailed
 from shared.events import Report
 from shared.intake import cancel_job, get_job, parse_job_create, submit_job, validation_message
@@ -87,7 +88,7 @@ def _job_route(request: flask.Request, job_id: str, rest: str) -> flask.Response
 
 
 _METHODS = {"": ["GET"], "/stream": ["GET"], "/cancel": ["POST"], "/events": ["POST"], "/callback/resend": ["POST"]}
-_FIXED = {"/v1/jobs": ["POST"], "/enqueue": ["POST"], "/v1/openapi.json": ["GET"]}
+_FIXED = {"/v1/jobs": ["POST"], "/enqueue": ["POST"], "/v1/openapi.json": ["GET"], "/v1/cost": ["GET"]}
 
 
 def _check_method(request: flask.Request, allowed: list[str]) -> None:
@@ -117,6 +118,9 @@ def enqueue(request: flask.Request) -> flask.Response:
         return _seed_enqueue(request)
     if path == "/v1/openapi.json" and request.method == "GET":
         return json_response(_openapi())
+    if path == "/v1/cost" and request.method == "GET":
+        caller(request)
+        return json_response(cost_report(control_plane(), parse_since(request.args.get("since", "24h"))))
     match = _JOB.match(request.path)
     if match:
         _check_method(request, _METHODS[match["rest"] or ""])

@@ -152,6 +152,21 @@ def cmd_keys_new(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cost(args: argparse.Namespace) -> int:
+    try:
+        report = _client().cost(args.since)
+    except ApiError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"last {args.since}: ${report['billed_usd']:.4f} for {report['billed_gpu_hours']:.3f} GPU-hours, "
+          f"{report['cold_starts']} cold start(s), idle {100 * report['idle_fraction']:.1f}% of billed time")
+    for name, row in sorted(report["per_instance"].items()):
+        print(f"  instance {name:<20} ${row['usd']:.4f}  {row['hours']:.3f} h  {int(row['sessions'])} session(s)")
+    for name, row in sorted(report["per_model"].items()):
+        print(f"  model    {name:<20} ${row['usd']:.4f}  {int(row['jobs'])} job(s)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gpuq", description="Run LLM jobs on rented GPUs, paying only for work.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -183,6 +198,10 @@ def build_parser() -> argparse.ArgumentParser:
     cancel = sub.add_parser("cancel", help="cancel a queued or running job")
     cancel.add_argument("job_id")
     cancel.set_defaults(func=cmd_cancel)
+
+    cost = sub.add_parser("cost", help="what the boxes cost, per instance and per model")
+    cost.add_argument("--since", default="24h", help="window: 30m, 24h, 7d…")
+    cost.set_defaults(func=cmd_cost)
 
     keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="keys_command", required=True)
     new_key = keys.add_parser("new", help="make a key and its hashed GPUQ_API_KEYS entry")

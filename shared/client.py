@@ -66,6 +66,9 @@ class JobsClient:
     def cancel(self, job_id: str) -> dict[str, Any]:
         return self._json(self._send("POST", f"/v1/jobs/{job_id}/cancel"))
 
+    def cost(self, since: str = "24h") -> dict[str, Any]:
+        return self._json(self._send("GET", "/v1/cost", params={"since": since}))
+
     def stream(self, job_id: str, last_event_id: str | None = None) -> Iterator[SseEvent]:
         headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
         with self._http.stream("GET", f"/v1/jobs/{job_id}/stream", headers=headers,

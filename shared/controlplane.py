@@ -58,6 +58,7 @@ def build_provider(settings: ControlPlaneSettings) -> ComputeProvider:
                 "GPUQ_AGENT_READY_URL": settings.public_url.rstrip("/") + "/trigger",
             },
             log_dir=settings.data_dir / "logs",
+            price_per_hour=settings.local_price_per_hour,
         )
         return LocalProvider(settings.data_dir / "instances", launch)
     raise NotImplementedError(f"provider {settings.provider!r} is not available in this build")

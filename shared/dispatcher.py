@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import logging
 
+from shared.budget import budget_exceeded, check_budget
 from shared.controlplane import ControlPlane
 from shared.errors import AgentUnreachable, ProviderError, TryLater, ValidationFailed
 from shared.handover import hand_over
-from shared.instances import note_activity, note_start_requested
+from shared.instances import note_handover, start_box
 from shared.lifecycle import finish, push_lease_check, snooze
 from shared.models import Instance, InstanceState, Job, JobError
 from shared.states import JobStatus
@@ -39,6 +40,9 @@ def dispatch_job(cp: ControlPlane, job_id: str, seq: int) -> str:
         return "expired"
 
     settings = cp.settings
+    if budget_exceeded(cp):  # the queue is paused too; this catches deliveries already in flight
+        snooze(cp, job, seq, reason="budget_exceeded", delay_s=max(settings.snooze_s, 30.0))
+        return "snoozed:budget_exceeded"
     try:
         instance = _ready_box(cp, job_id)
     except TryLater as wait:
@@ -60,6 +64,7 @@ def dispatch_job(cp: ControlPlane, job_id: str, seq: int) -> str:
         current.status_reason = "handed_to_agent"
         current.attempt = attempt
         current.instance_id = instance.id
+        current.handed_at = now
         current.lease_expires_at = now + settings.lease_s
         return current
 
@@ -92,7 +97,7 @@ def dispatch_job(cp: ControlPlane, job_id: str, seq: int) -> str:
 
         cp.store.modify(job_id, follow)
     push_lease_check(cp, job_id, accepted.attempt, delay_s=settings.lease_s + 0.5)
-    note_activity(cp, instance.id)
+    note_handover(cp, instance, job_id)
     log.info("job %s handed to %s (attempt %d%s)", job_id, instance.id, accepted.attempt,
              ", duplicate" if accepted.duplicate else "")
     return "handed_over"
@@ -103,8 +108,9 @@ def _ready_box(cp: ControlPlane, job_id: str) -> Instance:
     settings = cp.settings
     instance = cp.run(cp.provider.get(settings.instance_id))
     if instance is None or instance.state in (InstanceState.STOPPED, InstanceState.GONE):
-        cp.run(cp.provider.start(settings.instance_id))
-        note_start_requested(cp, settings.instance_id)
+        if check_budget(cp).get("budget_exceeded"):  # measured now: never start a box past the cap
+            raise TryLater("over budget", delay_s=max(settings.snooze_s, 30.0), reason="budget_exceeded")
+        start_box(cp, settings.instance_id, instance)
         log.info("job %s waits: started instance %s", job_id, settings.instance_id)
         raise TryLater("instance starting", delay_s=settings.snooze_s, reason="provisioning_instance")
     if instance.state is InstanceState.STOPPING:

@@ -28,8 +28,8 @@ Policies (``make_policy`` picks one by ``IdlePolicyConfig.policy``)
 -------------------------------------------------------------------
 * ``immediate``  -- ``T = 0``: stop as soon as the queue is empty. Unbounded competitive ratio: on gaps
   ``g -> 0`` it pays ``B`` where the optimum pays ``g``.
-* ``fixed``      -- ``T = fixed_keep_warm_s``.
-* ``break-even`` -- ``T = B``: the deterministic rule, 2-competitive (pays at most ``g <= min(g,B)`` when
+* ``fixed``      -- ``T = fixed_keep_warm_s``; competitive ratio ``1 + max(B/T, T/B)``.
+* ``break-even`` -- ``T = B``: the deterministic rule, 2-competitive (it pays ``g = min(g, B)`` when
   ``g <= B`` and ``2B`` when ``g > B``); no deterministic rule does better.
 * ``randomized`` -- ``T`` drawn afresh at every idle moment from the density ``e^(x/B) / (B (e - 1))`` on
   ``[0, B]`` (inverse CDF: ``T = B ln(1 + u (e - 1))``, ``u ~ U[0,1)``); its expected cost is exactly

@@ -14,6 +14,7 @@ from shared.callbacks import event_id_for, schedule_callback
 from shared.controlplane import ControlPlane
 from shared.errors import InvalidTransition
 from shared.events import callback_event_type
+from shared.instances import provisional_cost
 from shared.models import Job, JobError
 from shared.states import JobStatus, check_transition
 
@@ -93,6 +94,8 @@ def finish(
         current.error = error
         current.finished_at = now
         current.lease_expires_at = None
+        if current.cost_usd is None:
+            current.cost_usd = provisional_cost(cp, current)
         if current.callback_url and "completed" in current.callback_events:
             current.callback.pending.append(event_id_for(current, callback_event_type(status)))
         moved = True

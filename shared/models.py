@@ -159,6 +159,7 @@ class Job(BaseModel):
     lease_expires_at: float | None = None
     instance_id: str | None = None
     queued_at: float
+    handed_at: float | None = None
     started_at: float | None = None
     finished_at: float | None = None
     error: JobError | None = None

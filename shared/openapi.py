@@ -173,6 +173,15 @@ def jobs_openapi() -> dict[str, Any]:
                               "200": {"description": "Existing job", "content": _json("JobView")},
                               **_errors(400, 409, 413, 415, 422, 503, *common)},
             }},
+            "/v1/cost": {"get": {
+                "operationId": "cost", "summary": "What the boxes cost over a window, per instance and model",
+                "parameters": [{"name": "since", "in": "query", "required": False,
+                                "schema": {"type": "string", "pattern": r"^\d+(\.\d+)?[smhd]$"}}],
+                "responses": {"200": {"description": "Totals", "content": {"application/json": {
+                    "schema": {"type": "object", "required": ["billed_usd", "billed_gpu_hours", "cold_starts",
+                                                              "idle_fraction"]}}}},
+                              **_errors(422, *common)},
+            }},
             "/v1/openapi.json": {"get": {
                 "operationId": "openapi", "summary": "This document", "security": [],
                 "responses": {"200": {"description": "OpenAPI 3.1",

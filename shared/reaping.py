@@ -14,12 +14,13 @@ import logging
 from collections import Counter
 from typing import Any
 
+from shared.budget import check_budget
 from shared.callbacks import requeue_pending
 from shared.controlplane import ControlPlane
 from shared.handover import cancel_on_agent
-from shared.instances import instance_record
+from shared.instances import close_session, instance_record
 from shared.lifecycle import finish, redispatch_now, redrive
-from shared.models import InstanceState, JobError
+from shared.models import InstanceState, Job, JobError
 from shared.states import JobStatus
 
 __all__ = ["reap"]
@@ -69,6 +70,11 @@ def _callbacks(cp: ControlPlane, now: float, counts: Counter[str]) -> None:
 def _boxes(cp: ControlPlane, now: float, busy: bool, counts: Counter[str]) -> None:
     ours = cp.settings.instance_id
     for instance in cp.run(cp.provider.list()):
+        if instance.state in (InstanceState.STOPPED, InstanceState.GONE):
+            if instance_record(cp, instance.id).get("session"):
+                close_session(cp, instance.id, stopped_at=instance.stopped_at or now)
+                counts["sessions_closed"] += 1
+            continue
         if instance.state is not InstanceState.RUNNING:
             continue
         if instance.id != ours:
@@ -93,6 +99,24 @@ def reap(cp: ControlPlane) -> dict[str, Any]:
     running = _running(cp, now, counts)
     _callbacks(cp, now, counts)
     _boxes(cp, now, busy=bool(waiting or running), counts=counts)
+    budget = check_budget(cp)
+    if budget.get("budget_exceeded"):
+        counts["waiting_for_budget"] = _mark_budget_wait(cp)
     if counts:
         log.info("reaper: %s", dict(counts))
-    return {"waiting": waiting, "running": running, **counts}
+    return {"waiting": waiting, "running": running, **counts, **budget}
+
+
+def _mark_budget_wait(cp: ControlPlane) -> int:
+    """Say why waiting jobs do not move while the job queue is paused for the budget."""
+    marked = 0
+    for job in cp.store.list_by_status([JobStatus.QUEUED, JobStatus.STARTING]):
+        def mutate(current: Job) -> Job | None:
+            if not current.status.is_waiting() or current.status_reason == "budget_exceeded":
+                return None
+            current.status_reason = "budget_exceeded"
+            return current
+
+        cp.store.modify(job.id, mutate)
+        marked += 1
+    return marked

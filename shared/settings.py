@@ -81,6 +81,12 @@ class ControlPlaneSettings(BaseSettings):
     callback_timeout_s: float = Field(10.0, description="Per-try timeout of a callback POST.")
     reaper_idle_limit_s: float = Field(300.0, description="Reaper stops a box with no job for this long "
                                        "(backstop to the agent's own idle stop).")
+    budget_daily_usd: float = Field(0.0, description="Daily (UTC) spending cap in $; 0 = none. At the cap the job "
+                                    "queue pauses and new jobs wait (status reason budget_exceeded).")
+    budget_monthly_usd: float = Field(0.0, description="Monthly (UTC) spending cap in $; 0 = none.")
+    budget_warn_fraction: float = Field(0.8, description="Fraction of a cap at which a warning is logged.")
+    local_price_per_hour: float = Field(0.0, description="What the local provider's boxes 'cost' ($/h), to "
+                                        "exercise cost accounting and budgets in dev.")
     lost_task_after_s: float = Field(120.0, description="A waiting job with no dispatch for this long past its "
                                      "due time is re-dispatched by the reaper (its task was lost).")
 

@@ -33,10 +33,11 @@ Offline reference ("optimum")
 -----------------------------
 Computed on the always-warm schedule (busy periods and the idle gaps ``g`` between them): a clairvoyant that
 pays ``min(g, B)`` per gap -- stays warm through ``g <= B``, otherwise stops at once and is back exactly when
-needed -- plus the first cold start ``B`` and the busy time, and no tail (it knows no job follows). ``optimum_gpu_hours`` is its billed
-time (``C`` per stop, the rest of ``B`` being the valued wait of the job that triggers the restart, as in
-ski rental); ``cost_ratio`` = policy cost / reference cost, both in the same units. When ``w = 0`` this is
-exactly the billed time of the just-in-time pre-warming schedule (``min(g, C)`` per gap, nobody waits).
+needed -- plus the first cold start ``B`` and the busy time, and no tail (it knows no job follows).
+``optimum_gpu_hours`` is its billed time (``C`` per stop, the rest of ``B`` being the valued wait of the job
+that triggers the restart, as in ski rental); ``cost_ratio`` = policy cost / reference cost, both in the same
+units. When ``w = 0`` this is exactly the billed time of the just-in-time pre-warming schedule (``min(g, C)``
+per gap, nobody waits).
 ``prewarm_gpu_hours`` / ``prewarm_cost_ratio`` (extra JSON keys) always give that pre-warming floor.
 
 Two caveats, both visible only on real (bursty) traces:

@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from shared.controlplane import ControlPlane
-from shared.instances import note_ready, note_start_requested
+from shared.instances import note_ready, start_box
 from shared.lifecycle import redispatch_now
 from shared.models import InstanceState
 from shared.states import JobStatus
@@ -28,8 +28,7 @@ def trigger(cp: ControlPlane, *, ready_instance: str | None = None) -> dict[str,
     started = False
     instance = cp.run(cp.provider.get(instance_id))
     if instance is None or instance.state in (InstanceState.STOPPED, InstanceState.GONE):
-        cp.run(cp.provider.start(instance_id))
-        note_start_requested(cp, instance_id)
+        start_box(cp, instance_id, instance)
         started = True
         log.info("trigger started instance %s for %d waiting job(s)", instance_id, len(waiting))
     dispatched = 0

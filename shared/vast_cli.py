@@ -102,7 +102,9 @@ def _uptime(instance: Instance, now: float) -> str:
     if instance.state.value != "running" or instance.started_at is None:
         return "-"
     seconds = max(0, int(now - instance.started_at))
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s"
 
 
 def cmd_offers(provider: VastProvider, args: argparse.Namespace) -> int:

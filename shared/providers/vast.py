@@ -44,6 +44,7 @@ Errors (one boundary: :meth:`VastClient._request`)
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import contextvars
 import fcntl
@@ -100,6 +101,7 @@ _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 _MAX_RECORDS = 200
 _MAX_TRANSITIONS = 100
 _SEARCHING_STALE_S = 60.0
+STOP_CONFIRM_S = 5.0
 
 
 # ------------------------------------------------------------------------------------------------
@@ -117,55 +119,55 @@ class VastSettings(BaseSettings):
 
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
 
-    api_key: SecretStr = Field(SecretStr(""), validation_alias=_alias("VASTAI_API_KEY", "VAST_API_KEY"),
+    api_key: SecretStr = Field(default=SecretStr(""), validation_alias=_alias("VASTAI_API_KEY", "VAST_API_KEY"),
                                description="Vast.ai API key (VASTAI_API_KEY; VAST_API_KEY, the CLI's name, also "
                                "works). Sent only as a Bearer header.")
-    url: str = Field("https://console.vast.ai", validation_alias=_alias("VAST_URL"),
+    url: str = Field(default="https://console.vast.ai", validation_alias=_alias("VAST_URL"),
                      description="Vast.ai API base URL (a fake Vast in dev/tests).")
-    instance_id: str = Field("", validation_alias=_alias("VASTAI_INSTANCE_ID"),
+    instance_id: str = Field(default="", validation_alias=_alias("VASTAI_INSTANCE_ID"),
                              description="An existing Vast instance to drive; empty = rent one from offers.")
-    preferred_gpus: str = Field("", validation_alias=_alias("VASTAI_PREFERRED_GPUS"),
+    preferred_gpus: str = Field(default="", validation_alias=_alias("VASTAI_PREFERRED_GPUS"),
                                 description="Comma-separated GPU names to rent (\"RTX 4090,RTX_3090\"); empty = any.")
-    min_vram_gb: float | None = Field(None, validation_alias=_alias("VASTAI_MIN_VRAM_GB"),
+    min_vram_gb: float | None = Field(default=None, validation_alias=_alias("VASTAI_MIN_VRAM_GB"),
                                       description="Minimum VRAM per GPU in GB.")
-    max_bid_per_hour: float | None = Field(None, validation_alias=_alias("VASTAI_MAX_BID_PER_HOUR"),
+    max_bid_per_hour: float | None = Field(default=None, validation_alias=_alias("VASTAI_MAX_BID_PER_HOUR"),
                                            description="Most $/h (dph_total, on-demand) a rented box may cost.")
-    default_disk_gb: float = Field(40.0, validation_alias=_alias("VASTAI_DEFAULT_DISK_GB"),
+    default_disk_gb: float = Field(default=40.0, validation_alias=_alias("VASTAI_DEFAULT_DISK_GB"),
                                    description="Disk of a rented box in GB (model weights live here).")
-    default_image: str = Field("gpuq/agent:latest", validation_alias=_alias("VASTAI_DEFAULT_IMAGE"),
+    default_image: str = Field(default="gpuq/agent:latest", validation_alias=_alias("VASTAI_DEFAULT_IMAGE"),
                                description="Docker image of a rented box: Ollama + the gpuq agent.")
-    template_ids: str = Field("", validation_alias=_alias("VASTAI_TEMPLATE_IDS"),
+    template_ids: str = Field(default="", validation_alias=_alias("VASTAI_TEMPLATE_IDS"),
                               description="Comma-separated Vast template hash ids; the first one is the base "
                               "of every create (image optional then).")
-    onstart: str = Field(DEFAULT_ONSTART, validation_alias=_alias("VASTAI_ONSTART"),
+    onstart: str = Field(default=DEFAULT_ONSTART, validation_alias=_alias("VASTAI_ONSTART"),
                          description="On-start command of a rented box (starts Ollama and the agent).")
-    runtype: str = Field("ssh", validation_alias=_alias("VASTAI_RUNTYPE"),
+    runtype: str = Field(default="ssh", validation_alias=_alias("VASTAI_RUNTYPE"),
                          description="Vast launch mode: ssh (runs the on-start command) or args (image entrypoint).")
-    agent_port: int = Field(8000, validation_alias=_alias("VASTAI_AGENT_PORT"),
+    agent_port: int = Field(default=8000, validation_alias=_alias("VASTAI_AGENT_PORT"),
                             description="The agent's container port; its public port is read from the instance.")
-    restart_deadline_s: float = Field(120.0, validation_alias=_alias("VASTAI_RESTART_DEADLINE_S"),
+    restart_deadline_s: float = Field(default=120.0, validation_alias=_alias("VASTAI_RESTART_DEADLINE_S"),
                                       description="A start not running by then (stuck scheduling) is replaced.")
-    load_deadline_s: float = Field(900.0, validation_alias=_alias("VASTAI_LOAD_DEADLINE_S"),
+    load_deadline_s: float = Field(default=900.0, validation_alias=_alias("VASTAI_LOAD_DEADLINE_S"),
                                    description="A box still loading (image pull) after this long is replaced.")
-    max_replacements_per_hour: int = Field(3, validation_alias=_alias("VASTAI_MAX_REPLACEMENTS_PER_HOUR"),
+    max_replacements_per_hour: int = Field(default=3, validation_alias=_alias("VASTAI_MAX_REPLACEMENTS_PER_HOUR"),
                                            description="Replacement rentals allowed per hour before giving up.")
-    stop_mode: Literal["stop", "destroy"] = Field("stop", validation_alias=_alias("VASTAI_STOP_MODE"),
+    stop_mode: Literal["stop", "destroy"] = Field(default="stop", validation_alias=_alias("VASTAI_STOP_MODE"),
                                                   description="stop keeps weights on disk (storage still billed); "
                                                   "destroy ends all billing.")
-    destroy_stopped_after_s: float = Field(86400.0, validation_alias=_alias("VASTAI_DESTROY_STOPPED_AFTER_S"),
+    destroy_stopped_after_s: float = Field(default=86400.0, validation_alias=_alias("VASTAI_DESTROY_STOPPED_AFTER_S"),
                                            description="reap_stopped destroys boxes stopped longer than this.")
-    label: str = Field("gpuq", validation_alias=_alias("VASTAI_LABEL"),
+    label: str = Field(default="gpuq", validation_alias=_alias("VASTAI_LABEL"),
                        description="Label marking the instances this deployment owns.")
-    min_reliability: float | None = Field(0.95, validation_alias=_alias("VASTAI_MIN_RELIABILITY"),
+    min_reliability: float | None = Field(default=0.95, validation_alias=_alias("VASTAI_MIN_RELIABILITY"),
                                           description="Minimum machine reliability (0..1) of a rented box.")
-    num_gpus: int = Field(1, validation_alias=_alias("VASTAI_NUM_GPUS"), description="GPUs per rented box.")
-    verified_only: bool = Field(True, validation_alias=_alias("VASTAI_VERIFIED_ONLY"),
+    num_gpus: int = Field(default=1, validation_alias=_alias("VASTAI_NUM_GPUS"), description="GPUs per rented box.")
+    verified_only: bool = Field(default=True, validation_alias=_alias("VASTAI_VERIFIED_ONLY"),
                                 description="Rent verified machines only.")
-    max_attempts: int = Field(5, validation_alias=_alias("VASTAI_MAX_ATTEMPTS"),
+    max_attempts: int = Field(default=5, validation_alias=_alias("VASTAI_MAX_ATTEMPTS"),
                               description="Calls per request at most (429/5xx/timeouts are retried).")
-    request_timeout_s: float = Field(20.0, validation_alias=_alias("VASTAI_REQUEST_TIMEOUT_S"),
+    request_timeout_s: float = Field(default=20.0, validation_alias=_alias("VASTAI_REQUEST_TIMEOUT_S"),
                                      description="Timeout of one call to the Vast API.")
-    state_dir: Path | None = Field(None, validation_alias=_alias("VASTAI_STATE_DIR"),
+    state_dir: Path | None = Field(default=None, validation_alias=_alias("VASTAI_STATE_DIR"),
                                    description="Where the logical box's state file lives (default GPUQ_DATA_DIR/vast).")
 
     def gpu_list(self) -> list[str]:
@@ -305,6 +307,10 @@ class RetryPolicy:
     max_delay_s: float = 8.0
     timeout_s: float = 20.0
     min_interval_s: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_MIN_INTERVALS_S))
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError("max_attempts counts calls: at least 1")
 
     def backoff_s(self, attempt: int, rng: random.Random) -> float:
         """Exponential with jitter: uniform in [cap/4, cap], cap = min(max, base * 2**(attempt-1))
@@ -663,7 +669,8 @@ class VastProvider:
         state.setdefault("replacements", [])
         state.setdefault("creates_sent", 0)
         if "vast_id" not in state or (configured and state.get("seeded_from") != configured):
-            state["vast_id"] = int(configured) if configured.isdigit() else None
+            digits = configured.removeprefix("C.")  # Vast also writes instance ids as "C.1234567"
+            state["vast_id"] = int(digits) if digits.isdigit() else None
             state["seeded_from"] = configured
 
     def current_vast_id(self) -> int | None:
@@ -734,6 +741,8 @@ class VastProvider:
                                 detail="a rental is being created"), None, state
             return self._to_instance(None, self.logical_id, None), None, state
         row = await self._show(vid)
+        if row is None and not await self._really_gone(vid):
+            raise VastUnavailable(f"Vast says instance {vid} does not exist but still lists it")
         now = self._clock.now()
         observed = instance_state(row)
 
@@ -751,6 +760,11 @@ class VastProvider:
 
         record, state["waiting_since"] = await self._mutate(note)
         return self._to_instance(row, self.logical_id, vid, record), row, state
+
+    async def _really_gone(self, vid: int) -> bool:
+        """Before forgetting the box, ask the (authenticated) list too: a 404 is not proof enough."""
+        rows = await self.client.list_instances({"id": {"eq": vid}})
+        return all(_vast_id(r) != vid for r in rows)
 
     def _deadline_passed(self, row: Mapping[str, Any] | None, state: Mapping[str, Any]) -> bool:
         since = state.get("waiting_since")
@@ -860,8 +874,7 @@ class VastProvider:
                     raise ProviderError(f"Vast refused to stop {vid}: {str(body.get('msg') or body)[:200]}",
                                         code="provider_stop_failed")
                 await asyncio.sleep(self.client.backoff_s(attempt))
-            row = await self._show(vid, fresh=True)
-            observed = instance_state(row)
+            row, observed = await self._confirm_stop(vid)
             now = self._clock.now()
 
             def note(s: dict[str, Any]) -> dict[str, Any]:
@@ -875,6 +888,16 @@ class VastProvider:
                 raise ProviderError(f"stop of {vid} not confirmed: {instance.detail}", code="provider_stop_failed")
             log.info("stop of %s (vast %s) confirmed: %s", instance_id, vid, observed.value)
             return instance
+
+    async def _confirm_stop(self, vid: int) -> tuple[dict[str, Any] | None, InstanceState]:
+        """GET until Vast shows the stop (``intended_status: stopped``), for up to ``STOP_CONFIRM_S``."""
+        deadline = time.monotonic() + STOP_CONFIRM_S
+        while True:
+            row = await self._show(vid, fresh=True)
+            observed = instance_state(row)
+            if observed not in (InstanceState.RUNNING, InstanceState.STARTING) or time.monotonic() >= deadline:
+                return row, observed
+            await asyncio.sleep(0.5)
 
     async def destroy(self, instance_id: str) -> Instance:
         """Destroy the instance (all billing ends); confirmed with a GET."""
@@ -908,6 +931,9 @@ class VastProvider:
     async def list(self) -> list[Instance]:
         """Our instances (label ``VASTAI_LABEL``) plus the logical box; the logical one under its logical id."""
         async with self.client.bound():
+            state = await self._mutate(lambda s: json.loads(json.dumps(s)))
+            if state.get("intent"):  # adopt a rental whose answer was lost before anyone calls it unknown
+                await self._reconcile_intent(state)
             rows = await self.client.list_instances({"label": {"in": [self.settings.label]}})
             current = self.current_vast_id()
             if current is not None and all(_vast_id(r) != current for r in rows):
@@ -930,11 +956,11 @@ class VastProvider:
             return [self._to_instance(row, self.logical_id if _vast_id(row) == current else str(_vast_id(row)),
                                       _vast_id(row), record) for row, record in zip(rows, records, strict=True)]
 
-    async def reap_stopped(self, older_than_s: float | None = None) -> list[str]:
+    async def reap_stopped(self, older_than_s: float | None = None) -> builtins.list[str]:
         """Destroy our instances stopped for longer than ``older_than_s`` (default
         ``VASTAI_DESTROY_STOPPED_AFTER_S``) and any replaced box still waiting to be destroyed."""
         limit = self.settings.destroy_stopped_after_s if older_than_s is None else older_than_s
-        destroyed: list[str] = []
+        destroyed: builtins.list[str] = []
         async with self.client.bound():
             for vid in await self._mutate(lambda s: list(s["to_destroy"])):
                 with contextlib.suppress(ProviderError):
@@ -956,7 +982,7 @@ class VastProvider:
         return destroyed
 
     # --- offers and rentals -----------------------------------------------------------------------
-    async def search_offers(self, query: OfferQuery | None = None) -> list[VastOffer]:
+    async def search_offers(self, query: OfferQuery | None = None) -> builtins.list[VastOffer]:
         """Offers matching ``query`` (default: from the settings), cheapest first."""
         query = query or self.settings.offer_query()
         rows = await self.client.search_offers(query.bundles_body())
@@ -1069,7 +1095,9 @@ class VastProvider:
             log.warning("create for %s: %s; reconciling by label", self.logical_id, exc.message)
             state = await self._reconcile_intent(await self._mutate(lambda s: json.loads(json.dumps(s))))
             if state.get("vast_id") is not None and state.get("vast_id") != replaces:
-                return await self.get(self.logical_id)
+                adopted = await self.get(self.logical_id)
+                if adopted is not None:
+                    return adopted
             return Instance(id=self.logical_id, provider=self.name, state=InstanceState.STARTING,
                             detail="create sent, answer lost: reconciling")
         except BaseException:

@@ -270,7 +270,8 @@ class FirestoreJobStore:
             changed.version = current.version + 1
             batch = self._client.batch()
             # Compare-and-set: the write applies only if the document is still the one we read.
-            batch.update(ref, self._job_fields(changed, self._checked_doc(changed)))
+            batch.update(ref, self._job_fields(changed, self._checked_doc(changed)),
+                         option=self._client.write_option(last_update_time=snapshot.update_time))
             try:
                 self._commit(batch)
             except (gexc.FailedPrecondition, gexc.NotFound):
@@ -363,7 +364,7 @@ class FirestoreJobStore:
                     if ref.id not in present:
                         batch.create(ref, {"attempt": chunk.attempt, "seq": chunk.seq, "text": chunk.text})
                         new += 1
-                if False:
+                if new == 0:
                     break
                 try:
                     self._commit(batch)  # all-or-nothing: fails if any of them appeared meanwhile

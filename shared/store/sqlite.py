@@ -193,6 +193,10 @@ class SqliteJobStore:
         ).fetchone()
         return json.loads(row[0]) if row else None
 
+    def list_records(self, kind: str) -> list[dict[str, Any]]:
+        rows = self._conn().execute("SELECT key, doc FROM records WHERE kind = ?", (kind,)).fetchall()
+        return [{**json.loads(doc), "id": key} for key, doc in rows]
+
     def put_record(self, kind: str, key: str, value: dict[str, Any]) -> None:
         self._conn().execute(
             "INSERT INTO records (kind, key, doc) VALUES (?, ?, ?) "
