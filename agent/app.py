@@ -18,6 +18,7 @@ import httpx
 from aiohttp import web
 from pydantic import ValidationError
 
+from agent.keepwarm import KeepWarm
 from agent.ollama import OllamaClient
 from agent.runner import JobRun, run_job
 from agent.selfstop import watch_idle
@@ -25,6 +26,7 @@ from agent.startup import become_ready
 from agent.state import AgentState, Phase
 from shared.errors import GpuqError
 from shared.events import AgentJob, AgentJobAccepted
+from shared.idle import IdlePolicyConfig
 from shared.providers.base import ComputeProvider
 from shared.security import RequestSigner
 from shared.settings import AgentSettings
@@ -34,6 +36,7 @@ __all__ = ["build_app"]
 log = logging.getLogger("gpuq.agent")
 
 SETTINGS = web.AppKey("settings", AgentSettings)
+KEEP_WARM = web.AppKey("keep_warm", KeepWarm)
 STATE = web.AppKey("state", AgentState)
 SIGNER = web.AppKey("signer", RequestSigner)
 OLLAMA = web.AppKey("ollama", OllamaClient)
@@ -91,6 +94,10 @@ async def _intake(request: web.Request, *, stream: bool) -> tuple[JobRun | None,
         return None, _error(503, state.phase.value, state.detail or f"agent is {state.phase.value}")
     if state.active() >= settings.max_concurrent_jobs:
         return None, _error(503, "agent_busy", f"{settings.max_concurrent_jobs} jobs already running")
+    keep_warm = app[KEEP_WARM]
+    keep_warm.update(spec.cold_start_s, spec.price_per_hour)
+    if not state.active():  # this job ends an idle gap: the policy learns from it
+        keep_warm.observe_gap(time.monotonic() - state.idle_since)
     run = JobRun(spec, listener=asyncio.Queue() if stream else None)
     state.runs[spec.job_id] = run
     run.task = asyncio.create_task(
@@ -162,7 +169,7 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
     tasks = [
         asyncio.create_task(become_ready(settings, state, app[OLLAMA], app[HTTP])),
         asyncio.create_task(
-            watch_idle(state, _provider(settings), settings.instance_id, lambda: settings.idle_grace_s)
+            watch_idle(state, _provider(settings), settings.instance_id, app[KEEP_WARM].keep_warm_s)
         ),
     ]
     yield
@@ -185,6 +192,10 @@ def build_app(settings: AgentSettings) -> web.Application:
         raise ValueError("GPUQ_AGENT_SECRET is required: the agent refuses to run unauthenticated")
     app = web.Application(client_max_size=4 * 1024 * 1024)
     app[SETTINGS] = settings
+    app[KEEP_WARM] = KeepWarm(IdlePolicyConfig(
+        policy=settings.idle_policy, fixed_keep_warm_s=settings.idle_grace_s, cold_start_s=settings.idle_cold_start_s,
+        price_per_hour=settings.idle_price_per_hour, wait_value_per_hour=settings.idle_wait_value_per_hour,
+        max_keep_warm_s=max(settings.idle_max_keep_warm_s, settings.idle_grace_s)))
     app[STATE] = AgentState()
     app[SIGNER] = RequestSigner(settings.secret)
     app[OLLAMA] = OllamaClient(settings.ollama_url)

@@ -39,7 +39,7 @@ async def watch_idle(state: AgentState, provider: ComputeProvider | None, instan
         if state.active():
             continue
         state.phase = Phase.STOPPING
-        log.info("idle for %.1fs (keep-warm %.1fs) after %d job(s): stopping instance %s",
+        log.info("idle for %.1fs (keep-warm %.1fs by the idle policy) after %d job(s): stopping instance %s",
                  time.monotonic() - state.idle_since, keep, state.jobs_done, instance_id)
         if await _stop(provider, instance_id):
             return

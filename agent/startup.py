@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from urllib.parse import urlsplit
 
 import httpx
@@ -35,10 +36,14 @@ async def _wait_for_model_server(ollama: OllamaClient) -> list[str]:
             delay = min(delay * 2, 2.0)
 
 
-async def announce_ready(settings: AgentSettings, http: httpx.AsyncClient) -> None:
+PROCESS_START = time.monotonic()  # this module is imported at agent start-up
+
+
+async def announce_ready(settings: AgentSettings, http: httpx.AsyncClient, phases: dict[str, float]) -> None:
+    """Tell the control plane (trigger) this box is ready, with how long its own start-up phases took."""
     if not settings.ready_url:
         return
-    body = json.dumps({"instance_id": settings.instance_id, "event": "ready"}).encode()
+    body = json.dumps({"instance_id": settings.instance_id, "event": "ready", **phases}).encode()
     signer = RequestSigner(settings.secret)
     for attempt in range(5):
         headers = signer.sign("POST", urlsplit(settings.ready_url).path, body)
@@ -56,6 +61,7 @@ async def announce_ready(settings: AgentSettings, http: httpx.AsyncClient) -> No
 
 async def become_ready(settings: AgentSettings, state: AgentState, ollama: OllamaClient,
                        http: httpx.AsyncClient) -> None:
+    up_at = time.monotonic()
     try:
         available = await _wait_for_model_server(ollama)
         state.phase = Phase.LOADING_MODEL
@@ -74,4 +80,6 @@ async def become_ready(settings: AgentSettings, state: AgentState, ollama: Ollam
     state.phase = Phase.READY
     state.activity.set()
     log.info("ready: models %s loaded", settings.preload_models)
-    await announce_ready(settings, http)
+    done_at = time.monotonic()
+    await announce_ready(settings, http, {"agent_up_s": round(up_at - PROCESS_START, 3),
+                                          "model_loaded_s": round(done_at - up_at, 3)})

@@ -411,15 +411,21 @@ def start_pyworker(work: Path, ollama_port: int, ollama_log: Path, secured: bool
     return PyWorkerRoute(port, worker, signature, f"http://{HOST}:{scaler_port}")
 
 
-def start_agent(work: Path, secret: str, ollama_url: str, procs: list[Proc]) -> tuple[Proc, int]:
+def start_agent(work: Path, secret: str, ollama_url: str, procs: list[Proc],
+                agent_path: Path | None = None) -> tuple[Proc, int]:
     port = free_port()
     env = {"GPUQ_AGENT_SECRET": secret, "GPUQ_AGENT_HOST": HOST,
            "GPUQ_AGENT_PORT": str(port), "GPUQ_AGENT_INSTANCE_ID": "bench-agent", "GPUQ_AGENT_PROVIDER": "none",
            "GPUQ_AGENT_OLLAMA_URL": ollama_url, "GPUQ_AGENT_PRELOAD_MODELS": MODEL,
            "GPUQ_AGENT_IDLE_GRACE_S": "86400", "GPUQ_AGENT_MAX_CONCURRENT_JOBS": "64"}
-    agent = spawn("agent", [sys.executable, "-m", "agent"], work / "logs" / "agent.log", env=env, cwd=REPO)
+    if agent_path is not None:  # a proposed change, measured before it lands (`-m` puts the cwd first on sys.path)
+        env["PYTHONPATH"] = os.pathsep.join([str(agent_path), str(REPO), os.environ.get("PYTHONPATH", "")])
+    agent = spawn("agent", [sys.executable, "-m", "agent"], work / "logs" / "agent.log", env=env,
+                  cwd=agent_path or REPO)
     procs.append(agent)
     agent.wait_http(f"http://{HOST}:{port}/health", ok=300)  # 200 once the model is loaded
+    if agent_path is not None:
+        log(f"agent runs from {agent_path}")
     return agent, port
 
 
@@ -462,8 +468,11 @@ def build_targets(latency: list[dict[str, Any]], throughput: list[dict[str, Any]
         return targets
 
     def versus(label: str, rows: list[dict[str, Any]], streams: int | None, key: str, higher: bool = False) -> None:
-        pick = (lambda p: _find(rows, streams, p)) if streams is not None else (
-            lambda p: next((r for r in rows if r["path"] == p), {}))
+        def pick(path: str) -> dict[str, Any]:
+            if streams is None:
+                return next((r for r in rows if r["path"] == path), {})
+            return _find(rows, streams, path)
+
         value = ratio(pick("gpuq").get(key), pick("pyworker").get(key))
         targets.append(Target(f"better than PyWorker: {label} (gpuq ÷ PyWorker)", value, 1.0, "x",
                               higher_is_better=higher, strict=True))
@@ -534,6 +543,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--profile", type=Path, default=None, metavar="DIR",
                    help="record py-spy profiles of the agent, PyWorker and the functions worker into DIR "
                         "(perturbs the numbers: for finding causes only)")
+    p.add_argument("--agent-path", type=Path, default=None, metavar="DIR",
+                   help="put DIR first on the agent's PYTHONPATH: measure a proposed agent (or dependency) change")
     p.add_argument("--max-s", type=float, default=480.0, help="stop starting new rounds after this long")
     p.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     p.add_argument("--keep-logs", action="store_true", help="keep the work folder (logs of every process)")
@@ -563,7 +574,7 @@ def main(argv: list[str] | None = None) -> int:
         stack = DevStack(DevStackConfig(port=free_port(), data_dir=work / "stack", ollama_url=ollama_url,
                                         reaper_period_s=3600.0, idle_grace_s=3600.0)).start()
         secret = secrets.token_urlsafe(32)  # what the control plane and this agent share (GPUQ_AGENT_SECRET)
-        agent, agent_port = start_agent(work, secret, ollama_url, procs)
+        agent, agent_port = start_agent(work, secret, ollama_url, procs, args.agent_path)
         functions_pid = _functions_pid()
         routes: list[Route] = [Route(ollama_port), GpuqRoute(agent_port, agent, secret, stack, functions_pid)]
         if not args.no_pyworker:

@@ -136,7 +136,7 @@ def bench_queue(stack: DevStack, pushes: int) -> dict[str, Any]:
 # --- 2. warm enqueue -> first token ---------------------------------------------------------------
 def _log_times(path: Path, offset: int = 0) -> list[tuple[float, str]]:
     """(epoch seconds, message) of each line of a gpuq log (``%(asctime)s`` is local time, ms)."""
-    out = []
+    out: list[tuple[float, str]] = []
     try:
         with open(path, "rb") as f:
             f.seek(offset)

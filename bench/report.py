@@ -112,6 +112,14 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def _loadavg() -> list[float] | None:
+    """Other work on the machine shows here: benchmarks on a shared box are only as good as this."""
+    try:
+        return [float(x) for x in Path("/proc/loadavg").read_text().split()[:2]]
+    except OSError:
+        return None
+
+
 def machine() -> dict[str, Any]:
     return {
         "nproc": os.cpu_count(),
@@ -119,6 +127,7 @@ def machine() -> dict[str, Any]:
         "python": sys.version.split()[0],
         "implementation": platform.python_implementation(),
         "kernel": platform.release(),
+        "loadavg_1m_5m": _loadavg(),
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from bench.report import RESULTS_DIR, Target, machine, targets_table
 
-__all__ = ["main"]
+__all__ = ["BENCHMARKS", "QUICK", "main"]
 
 REPO = Path(__file__).resolve().parents[1]
 # (module, share of the remaining budget it may use); the longest goes last and takes what is left
@@ -29,6 +29,15 @@ BENCHMARKS: tuple[tuple[str, float], ...] = (
     ("bench.control_plane", 0.35),
     ("bench.agent_stream", 1.0),
 )
+# Tiny settings: a few seconds each, so a smoke test can run every benchmark (numbers meaningless).
+QUICK: dict[str, list[str]] = {
+    "bench.import_time": ["--runs", "1"],
+    "bench.control_plane": ["--store-jobs", "50", "--queue-pushes", "20", "--enqueue-requests", "30",
+                            "--concurrency", "1,4", "--warm-jobs", "2", "--cycles", "1", "--snooze-s", "0.5"],
+    "bench.agent_stream": ["--rounds", "1", "--streams", "1,4", "--singles", "1", "--tokens", "10",
+                           "--throughput-rounds", "1", "--throughput-streams", "1,4", "--cpu-requests", "8",
+                           "--cpu-concurrency", "4", "--idle-s", "0.2"],
+}
 SHUTDOWN_MARGIN_S = 45.0  # a benchmark stops starting rounds at --max-s; stopping its servers takes a while
 
 
@@ -41,17 +50,22 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="bench.run_all", description=__doc__.split("\n")[0])
     p.add_argument("--budget-s", type=float, default=900.0, help="the whole run's time limit")
     p.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    p.add_argument("--quick", action="store_true", help="tiny settings (a smoke run: numbers mean nothing)")
+    p.add_argument("--only", default="", help="comma-separated modules to run (default: all)")
     args = p.parse_args(argv)
+    only = {m.strip() for m in args.only.split(",") if m.strip()}
+    selected = [(m, share) for m, share in BENCHMARKS if not only or m in only]
     started = time.monotonic()
     outputs: list[str] = []
     failures: list[str] = []
-    for module, share in BENCHMARKS:
+    for module, share in selected:
         remaining = args.budget_s - (time.monotonic() - started)
         if remaining < 60:
             failures.append(f"{module}: skipped, out of time")
             continue
         allowed = remaining * share
         cmd = [sys.executable, "-m", module, "--results-dir", str(args.results_dir)]
+        cmd += QUICK[module] if args.quick else []
         if module != "bench.import_time":
             cmd += ["--max-s", f"{max(30.0, allowed - SHUTDOWN_MARGIN_S):.0f}"]
         print(f"\n# {module}\n", flush=True)
@@ -66,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             failures.append(f"{module}: exit {done.returncode}")
 
     targets: list[Target] = []
-    for module, _ in BENCHMARKS:
+    for module, _ in selected:
         path = args.results_dir / f"{module.split('.')[-1]}.json"
         if path.exists():
             targets += _targets(json.loads(path.read_text()))

@@ -20,7 +20,7 @@ from shared.errors import InvalidRequest, MethodNotAllowed, NotFound, Validation
 from shared.events import Report
 from shared.intake import cancel_job, get_job, parse_job_create, submit_job, validation_message
 from shared.reports import apply_report
-from shared.security import bearer
+from shared.security import bearer, printable
 from shared.streaming import sse_events
 from shared.views import job_output
 
@@ -120,6 +120,9 @@ def enqueue(request: flask.Request) -> flask.Response:
         return json_response(_openapi())
     if path == "/v1/cost" and request.method == "GET":
         caller(request)
+        unknown = sorted(set(request.args) - {"since"})
+        if unknown:
+            raise ValidationFailed(f"{', '.join(printable(u, 40) for u in unknown)}: unknown query parameter")
         return json_response(cost_report(control_plane(), parse_since(request.args.get("since", "24h"))))
     match = _JOB.match(request.path)
     if match:

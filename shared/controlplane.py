@@ -55,6 +55,7 @@ def build_provider(settings: ControlPlaneSettings) -> ComputeProvider:
                 "GPUQ_AGENT_OLLAMA_URL": settings.ollama_url,
                 "GPUQ_AGENT_PRELOAD_MODELS": settings.agent_preload_models,
                 "GPUQ_AGENT_IDLE_GRACE_S": str(settings.agent_idle_grace_s),
+                "GPUQ_AGENT_IDLE_POLICY": settings.agent_idle_policy,
                 "GPUQ_AGENT_READY_URL": settings.public_url.rstrip("/") + "/trigger",
             },
             log_dir=settings.data_dir / "logs",

@@ -17,7 +17,7 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 def parse_since(text: str) -> float:
     """``90s``, ``30m``, ``24h``, ``7d`` → seconds."""
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd])", text.strip())
+    match = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)([smhd])", text)
     if not match:
         raise ValidationFailed("since: a duration such as 30m, 24h or 7d", code="invalid_since")
     return float(match[1]) * _UNITS[match[2]]

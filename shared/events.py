@@ -39,6 +39,8 @@ class AgentJob(BaseModel):
     timeout_s: float
     report_url: str
     report_token: str
+    cold_start_s: float | None = Field(None, description="The control plane's measured cold-start estimate.")
+    price_per_hour: float | None = Field(None, description="What this box costs, from the provider.")
 
 
 class AgentJobAccepted(BaseModel):

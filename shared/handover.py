@@ -11,6 +11,7 @@ import httpx
 from shared.controlplane import ControlPlane
 from shared.errors import AgentUnreachable, TryLater, ValidationFailed
 from shared.events import AgentJob, AgentJobAccepted
+from shared.instances import cold_start_estimate_s
 from shared.models import Instance, Job
 from shared.security import job_token
 
@@ -41,6 +42,8 @@ def hand_over(cp: ControlPlane, job: Job, instance: Instance) -> AgentJobAccepte
         timeout_s=job.timeout_s,
         report_url=f"{cp.settings.public_url.rstrip('/')}/v1/jobs/{job.id}/events",
         report_token=job_token(cp.settings.job_token_secret, job.id, attempt),
+        cold_start_s=cold_start_estimate_s(cp),
+        price_per_hour=instance.price_per_hour or None,
     )
     snooze_s = cp.settings.snooze_s
     try:

@@ -6,12 +6,15 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from shared.coldstart import ColdStartEstimator, ColdStartPhases
 from shared.controlplane import ControlPlane
 from shared.cost import Session, Span, allocate_seconds, session_cost_usd
 from shared.models import Instance, Job
 
 __all__ = [
     "close_session",
+    "cold_start_estimate_s",
+    "cold_start_estimator",
     "instance_record",
     "note_activity",
     "note_handover",
@@ -26,6 +29,7 @@ __all__ = [
 log = logging.getLogger("gpuq.instances")
 
 KIND = "instance"
+COLDSTART_KIND = "coldstart"
 SESSION_KIND = "session"
 
 
@@ -69,15 +73,38 @@ def note_start_requested(cp: ControlPlane, instance_id: str, price_per_hour: flo
     cp.store.put_record(KIND, instance_id, record)
 
 
-def note_ready(cp: ControlPlane, instance_id: str) -> None:
+def note_ready(cp: ControlPlane, instance_id: str, phases: dict[str, float] | None = None) -> None:
+    """The box is ready: close its cold start and add the measurement to the running estimate."""
     record = instance_record(cp, instance_id)
     now = cp.clock.now()
     record["ready_at"] = now
     session = record.get("session")
     if session is not None and session.get("ready_s") is None:
         session["ready_s"] = now
-        log.info("instance %s ready %.1fs after its start was requested", instance_id, now - session["start_s"])
+        total = now - session["start_s"]
+        agent_up = min(total, (phases or {}).get("agent_up_s", 0.0))
+        loaded = min(total - agent_up, (phases or {}).get("model_loaded_s", 0.0))
+        measured = ColdStartPhases(instance_start_s=total - agent_up - loaded, agent_up_s=agent_up,
+                                   model_loaded_s=loaded)
+        estimator = cold_start_estimator(cp)
+        estimator.record(measured, key=cp.settings.provider)
+        cp.store.put_record(COLDSTART_KIND, "estimator", estimator.to_dict())
+        log.info("instance %s ready %.1fs after its start was requested (box %.1fs, agent %.1fs, model %.1fs); "
+                 "cold-start estimate now %.1fs", instance_id, total, measured.instance_start_s, agent_up, loaded,
+                 estimator.estimate_s(total, key=cp.settings.provider))
     cp.store.put_record(KIND, instance_id, record)
+
+
+def cold_start_estimator(cp: ControlPlane) -> ColdStartEstimator:
+    raw = cp.store.get_record(COLDSTART_KIND, "estimator")
+    return ColdStartEstimator.from_dict(raw) if raw else ColdStartEstimator()
+
+
+def cold_start_estimate_s(cp: ControlPlane) -> float | None:
+    """Median of the recent measured cold starts of this provider, ``None`` before the first."""
+    estimator = cold_start_estimator(cp)
+    key = cp.settings.provider
+    return estimator.estimate_s(0.0, key=key) if estimator.count(key) else None
 
 
 def note_activity(cp: ControlPlane, instance_id: str) -> None:

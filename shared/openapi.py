@@ -176,7 +176,7 @@ def jobs_openapi() -> dict[str, Any]:
             "/v1/cost": {"get": {
                 "operationId": "cost", "summary": "What the boxes cost over a window, per instance and model",
                 "parameters": [{"name": "since", "in": "query", "required": False,
-                                "schema": {"type": "string", "pattern": r"^\d+(\.\d+)?[smhd]$"}}],
+                                "schema": {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?[smhd]$"}}],
                 "responses": {"200": {"description": "Totals", "content": {"application/json": {
                     "schema": {"type": "object", "required": ["billed_usd", "billed_gpu_hours", "cold_starts",
                                                               "idle_fraction"]}}}},

@@ -66,8 +66,9 @@ class ControlPlaneSettings(BaseSettings):
                             "agent talks to.")
     agent_preload_models: str = Field("llama3.2:1b", description="Models the agent loads before it "
                                       "reports ready.")
-    agent_idle_grace_s: float = Field(60.0, description="Idle time after the last job before the local "
-                                      "agent stops its instance.")
+    agent_idle_grace_s: float = Field(60.0, description="Keep-warm seconds of the local boxes' 'fixed' idle policy.")
+    agent_idle_policy: str = Field("fixed", description="Idle policy of the local provider's boxes (dev: a fixed "
+                                   "grace, so demos and tests are predictable).")
     # --- jobs ---------------------------------------------------------------------------------
     default_max_queue_s: float = Field(3600.0, description="Default time a job may wait for a GPU.")
     default_timeout_s: float = Field(600.0, description="Default execution time limit.")
@@ -127,7 +128,15 @@ class AgentSettings(BaseSettings):
     provider: Literal["local", "vast", "none"] = Field("local", description="How the agent stops its own box.")
     ollama_url: str = Field("http://127.0.0.1:11434", description="The model server on the box.")
     preload_models: str = Field("llama3.2:1b", description="Models pulled if missing and loaded before ready.")
-    idle_grace_s: float = Field(60.0, description="Idle seconds after the last job before the box stops itself.")
+    idle_policy: Literal["immediate", "fixed", "break-even", "randomized", "adaptive"] = Field(
+        "break-even", description="When the idle box stops itself (see 'Cost and idle policy').")
+    idle_grace_s: float = Field(60.0, description="Keep-warm seconds of the 'fixed' policy.")
+    idle_cold_start_s: float = Field(120.0, description="Cold-start estimate until the control plane has measured "
+                                     "one (it sends its estimate with each job).")
+    idle_price_per_hour: float = Field(0.5, description="The box's $/h until the control plane sends the provider's.")
+    idle_wait_value_per_hour: float = Field(0.0, description="$ value of one hour of one job waiting; raises the "
+                                            "break-even horizon.")
+    idle_max_keep_warm_s: float = Field(3600.0, description="Upper bound on any policy's keep-warm time.")
     ready_url: str = Field("", description="Where to announce readiness (the trigger function).")
     max_concurrent_jobs: int = Field(4, description="Jobs generating at once; more are refused (503 agent_busy).")
     report_interval_s: float = Field(0.25, description="Batching period of progress reports.")

@@ -16,12 +16,14 @@ __all__ = ["trigger"]
 log = logging.getLogger("gpuq.trigger")
 
 
-def trigger(cp: ControlPlane, *, ready_instance: str | None = None) -> dict[str, Any]:
-    """An external ping (``ready_instance=None``) or an agent announcing it is ready."""
+def trigger(cp: ControlPlane, *, ready_instance: str | None = None,
+            phases: dict[str, float] | None = None) -> dict[str, Any]:
+    """An external ping (``ready_instance=None``) or an agent announcing it is ready (with the durations
+    of its own start-up ``phases``: ``agent_up_s``, ``model_loaded_s``)."""
     waiting = cp.store.list_by_status([JobStatus.QUEUED, JobStatus.STARTING])
     instance_id = cp.settings.instance_id
     if ready_instance is not None:
-        note_ready(cp, ready_instance)
+        note_ready(cp, ready_instance, phases or {})
         log.info("instance %s ready; %d job(s) waiting", ready_instance, len(waiting))
     if not waiting:
         return {"waiting": 0, "started": False, "dispatched": 0}

@@ -541,9 +541,7 @@ class _Caller:
 
 
 def _endpoint(request: web.Request) -> str | None:
-    route = request.match_info.route
-    name = getattr(route, "name", None)
-    return name if name in ENDPOINTS else None
+    return _ENDPOINT_OF.get(request.match_info.handler)
 
 
 def _token_of(request: web.Request) -> str:
@@ -1052,23 +1050,30 @@ async def shutdown_instances(state: FakeVastState) -> None:
         await asyncio.gather(*pending, return_exceptions=True)
 
 
+_ENDPOINT_OF: dict[Callable[..., Any], str] = {
+    gpu_names: "gpu_names", current_user: "user", show_instance: "show", list_v0: "list_v0",
+    instance_filters: "filters", manage_instance: "manage", destroy_instance: "destroy", list_v1: "list",
+    bundles: "bundles", create_instance: "create",
+}
+
+
 def build_app(config: FakeVastConfig | None = None) -> web.Application:
     """The fake Vast API as an aiohttp app (``state.url`` is set by :func:`start_fake_vast`)."""
     app = web.Application(middlewares=[_vast_edge])
     app[_STATE] = FakeVastState(config=config or FakeVastConfig())
     r = app.router
-    r.add_get("/api/v0/gpu_names/unique/", gpu_names, name="gpu_names")
-    r.add_get("/api/v0/users/current", current_user, name="user")
+    r.add_get("/api/v0/gpu_names/unique/", gpu_names)
+    r.add_get("/api/v0/users/current", current_user)
     r.add_get("/api/v0/users/current/", current_user)
-    r.add_get("/api/v0/instances/", list_v0, name="list_v0")
-    r.add_get("/api/v0/instances/filters/", instance_filters, name="filters")
-    r.add_get("/api/v0/instances/{id}/", show_instance, name="show")
-    r.add_put("/api/v0/instances/{id}/", manage_instance, name="manage")
-    r.add_delete("/api/v0/instances/{id}/", destroy_instance, name="destroy")
-    r.add_get("/api/v1/instances/", list_v1, name="list")
-    r.add_post("/api/v0/bundles/", bundles, name="bundles")
+    r.add_get("/api/v0/instances/", list_v0)
+    r.add_get("/api/v0/instances/filters/", instance_filters)
+    r.add_get("/api/v0/instances/{id}/", show_instance)
+    r.add_put("/api/v0/instances/{id}/", manage_instance)
+    r.add_delete("/api/v0/instances/{id}/", destroy_instance)
+    r.add_get("/api/v1/instances/", list_v1)
+    r.add_post("/api/v0/bundles/", bundles)
     r.add_get("/api/v0/bundles/", bundles)
-    r.add_put("/api/v0/asks/{offer_id}/", create_instance, name="create")
+    r.add_put("/api/v0/asks/{offer_id}/", create_instance)
     r.add_get(_CONTROL + "calls", get_calls)
     r.add_delete(_CONTROL + "calls", reset_calls)
     r.add_get(_CONTROL + "faults", get_faults)

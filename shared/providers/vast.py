@@ -459,6 +459,18 @@ class VastClient:
         return VastRejected(f"Vast refused {what} ({response.status_code}: {message[:200]})",
                             status_code=response.status_code, error=str(body.get("error") or ""))
 
+    @staticmethod
+    def _data(response: httpx.Response, what: str) -> dict[str, Any]:
+        """The JSON object of a 2xx answer; anything else is Vast misbehaving, not our caller's bug."""
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            raise VastUnavailable(f"Vast answered {what} with something that is not a JSON object "
+                                  f"({response.headers.get('Content-Type', '?')})")
+        return data
+
     # --- endpoints -------------------------------------------------------------------------------
     async def show_instance(self, instance_id: int) -> dict[str, Any] | None:
         """``GET /api/v0/instances/{id}/``; ``None`` once the instance is gone."""
@@ -468,7 +480,7 @@ class VastClient:
             return None
         if response.status_code != 200:
             raise self._rejected(response, f"show instance {instance_id}")
-        row = response.json().get("instances")
+        row = self._data(response, "show instance").get("instances")
         if isinstance(row, list):  # tolerate the list form some versions send
             row = row[0] if row else None
         return row if isinstance(row, dict) else None
@@ -486,7 +498,7 @@ class VastClient:
             response = await self._request("GET", "/api/v1/instances/", "list", params=params)
             if response.status_code != 200:
                 raise self._rejected(response, "list instances")
-            data = response.json()
+            data = self._data(response, "list instances")
             rows.extend(row for row in data.get("instances") or [] if isinstance(row, dict))
             token = data.get("next_token")
             if not token:
@@ -521,7 +533,7 @@ class VastClient:
         response = await self._request("POST", "/api/v0/bundles/", "bundles", json_body=dict(body))
         if response.status_code != 200:
             raise self._rejected(response, "search offers")
-        return [row for row in response.json().get("offers") or [] if isinstance(row, dict)]
+        return [row for row in self._data(response, "search offers").get("offers") or [] if isinstance(row, dict)]
 
     async def create_instance(self, offer_id: int, body: Mapping[str, Any]) -> int:
         """``PUT /api/v0/asks/{offer_id}/`` → the new instance id (``new_contract``). Never retried

@@ -397,6 +397,15 @@ class FirestoreJobStore:
         return value
 
     @_translate_errors
+    def list_records(self, kind: str) -> list[dict[str, Any]]:
+        """Every record of a kind, each with its key as ``id``, by key (as SQLite orders them)."""
+        from google.cloud.firestore import FieldFilter
+
+        query = self._records.where(filter=FieldFilter("kind", "==", kind))
+        found = [(str(s.get("key")), json.loads(s.get("doc"))) for s in query.stream(**self._retrying())]
+        return [{**doc, "id": key} for key, doc in sorted(found, key=lambda kv: kv[0])]
+
+    @_translate_errors
     def put_record(self, kind: str, key: str, value: dict[str, Any]) -> None:
         self._records.document(record_doc_id(kind, key)).set(
             {"kind": kind, "key": key, "doc": json.dumps(value)}, **self._retrying()

@@ -364,6 +364,18 @@ def test_records_round_trip_overwrite_and_stay_apart_by_kind(store: JobStore) ->
     assert store.get_record("instance", "a/b") is None
 
 
+def test_list_records_returns_every_record_of_a_kind_with_its_key(store: JobStore) -> None:
+    assert store.list_records("session") == []
+    store.put_record("session", "s-2", {"start_s": 2.0})
+    store.put_record("session", "s-1", {"start_s": 1.0, "stop_s": None})
+    store.put_record("session", "a/b", {"odd": True})
+    store.put_record("instance", "s-3", {"other": "kind"})
+    store.put_record("session", "s-2", {"start_s": 2.5})
+    assert store.list_records("session") == [
+        {"odd": True, "id": "a/b"}, {"start_s": 1.0, "stop_s": None, "id": "s-1"}, {"start_s": 2.5, "id": "s-2"}]
+    assert store.list_records("instance") == [{"other": "kind", "id": "s-3"}]
+
+
 # --- random sequences against a model ---------------------------------------------------------------
 @dataclass
 class ModelJob:

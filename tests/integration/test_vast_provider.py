@@ -431,3 +431,31 @@ def test_a_box_destroyed_behind_our_back_is_gone_and_the_next_start_rents_anew(
     assert run_get(p).state is InstanceState.GONE and p.current_vast_id() is None
     assert run(p.start("vast-1")).state is InstanceState.STARTING
     assert p.current_vast_id() not in (None, first) and control.calls()["create"] == 2
+
+
+def test_an_unreachable_api_is_a_provider_error_after_the_retries(tmp_path: Path) -> None:
+    settings = VastSettings(api_key=KEY, url="http://127.0.0.1:1", instance_id="7000001")
+    p = build_vast_provider(settings, state_dir=tmp_path, retry=FAST)
+    with pytest.raises(ProviderError) as caught:
+        run(p.get("vast-1"))
+    assert caught.value.code == "provider_unavailable" and p.client.calls["show"] == FAST.max_attempts
+
+
+def test_settings_come_from_the_documented_environment_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {"VASTAI_API_KEY": "k-env", "VAST_URL": "http://vast.test", "VASTAI_INSTANCE_ID": "C.42",
+                        "VASTAI_PREFERRED_GPUS": "RTX_4090, H100 SXM", "VASTAI_MIN_VRAM_GB": "24",
+                        "VASTAI_MAX_BID_PER_HOUR": "1.5", "VASTAI_DEFAULT_DISK_GB": "60",
+                        "VASTAI_DEFAULT_IMAGE": "me/agent:1", "VASTAI_TEMPLATE_IDS": "abc,def",
+                        "VASTAI_AGENT_PORT": "8001", "VASTAI_RESTART_DEADLINE_S": "90", "VASTAI_STOP_MODE": "destroy",
+                        "VASTAI_DESTROY_STOPPED_AFTER_S": "600", "VASTAI_LABEL": "gpuq-prod",
+                        "VASTAI_MIN_RELIABILITY": "0.9"}.items():
+        monkeypatch.setenv(name, value)
+    s = VastSettings()
+    assert (s.api_key.get_secret_value(), s.url, s.instance_id) == ("k-env", "http://vast.test", "C.42")
+    assert s.gpu_list() == ["RTX_4090", "H100 SXM"] and s.template_list() == ["abc", "def"]
+    assert (s.min_vram_gb, s.max_bid_per_hour, s.default_disk_gb, s.default_image) == (24, 1.5, 60, "me/agent:1")
+    assert (s.agent_port, s.restart_deadline_s, s.stop_mode, s.destroy_stopped_after_s) == (8001, 90, "destroy", 600)
+    assert (s.label, s.min_reliability) == ("gpuq-prod", 0.9) and "k-env" not in repr(s)
+    body = s.offer_query().bundles_body()
+    assert body["gpu_name"] == {"in": ["RTX 4090", "H100 SXM"]} and body["gpu_ram"] == {"gte": 24000}
+    assert body["dph_total"] == {"lte": 1.5} and body["reliability"] == {"gte": 0.9}
