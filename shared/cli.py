@@ -49,8 +49,10 @@ def cmd_dev(args: argparse.Namespace) -> int:
     from shared.devstack import DevStack, DevStackConfig
 
     config = DevStackConfig(port=args.port, data_dir=Path(args.data_dir), provider=args.provider,
-                            ollama_url=args.ollama_url, idle_grace_s=args.idle_grace)
+                            ollama_url=args.ollama_url or ClientSettings().ollama_url or None,
+                            idle_grace_s=args.idle_grace)
     signal.signal(signal.SIGTERM, _raise_stop)
+    signal.signal(signal.SIGINT, _raise_stop)  # also when started in the background (SIGINT ignored)
     stack = DevStack(config)
     print(f"gpuq dev: starting (logs in {stack.log_dir})", flush=True)
     try:

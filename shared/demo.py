@@ -18,6 +18,7 @@ from shared.client import JobsClient
 from shared.devstack import DevStack, DevStackConfig, free_port
 from shared.models import InstanceState
 from shared.receiver import CallbackReceiver
+from shared.settings import ClientSettings
 
 __all__ = ["run_demo"]
 
@@ -61,8 +62,11 @@ def run_demo(args: argparse.Namespace) -> int:
     print("Everything runs here: Cloud Tasks emulator, the four functions, a local 'GPU box' (agent process),")
     print("an Ollama stand-in, and a callback receiver.\n", flush=True)
     with tempfile.TemporaryDirectory(prefix="gpuq-demo-") as tmp:
+        real_ollama = ClientSettings().ollama_url or None
+        if real_ollama:
+            print(f"Using the real Ollama at {real_ollama} (OLLAMA_URL).\n", flush=True)
         config = DevStackConfig(port=free_port(), data_dir=Path(tmp), idle_grace_s=3.0, reaper_period_s=2.0,
-                                snooze_s=0.5, token_delay_s=0.03, load_delay_s=0.8)
+                                snooze_s=0.5, token_delay_s=0.03, load_delay_s=0.8, ollama_url=real_ollama)
         with DevStack(config) as stack:
             receiver = CallbackReceiver(stack.settings.webhook_secret).start()
             client = JobsClient(stack.url, stack.api_key)

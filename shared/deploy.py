@@ -286,6 +286,20 @@ def _index_present(collection: str, fields: list[tuple[str, str]]) -> Check:
     return check
 
 
+def _holds(value: str) -> Check:
+    """The latest secret version (``versions access`` prints the data as stored) equals ``value``."""
+    return lambda out: out.removesuffix("\n") == value
+
+
+def _index_exempt(out: str) -> bool:
+    """A field exempt from indexing: its own config (not the ancestor's), with no index."""
+    try:
+        config = json.loads(out).get("indexConfig") or {}
+    except (ValueError, AttributeError):
+        return False
+    return not config.get("usesAncestorConfig", True) and not config.get("indexes")
+
+
 def _apis(d: Deployment) -> Iterator[Step]:
     apis = ("cloudfunctions", "run", "cloudbuild", "artifactregistry", "cloudtasks", "cloudscheduler",
             "secretmanager", "firestore", "iam", "logging")
@@ -325,10 +339,12 @@ def _firestore(d: Deployment, indexes: dict[str, list[dict[str, object]]]) -> It
                              db, f"--project={d.project}", "--async"))
     for override in indexes.get("fieldOverrides", []):
         if override.get("indexes") == []:
+            where = (str(override["fieldPath"]), f"--collection-group={override['collectionGroup']}", db,
+                     f"--project={d.project}")
             yield Step(f"no index on {override['collectionGroup']}.{override['fieldPath']}",
-                       _g("firestore", "indexes", "fields", "update", str(override["fieldPath"]),
-                          f"--collection-group={override['collectionGroup']}", "--disable-indexes", db,
-                          f"--project={d.project}", "--async"))
+                       describe=_g("firestore", "indexes", "fields", "describe", *where, "--format=json"),
+                       current=_index_exempt, current_note="unless it is exempt from indexing already",
+                       create=_g("firestore", "indexes", "fields", "update", *where, "--disable-indexes", "--async"))
 
 
 def _secrets(d: Deployment) -> Iterator[Step]:
@@ -340,7 +356,7 @@ def _secrets(d: Deployment) -> Iterator[Step]:
         yield Step(f"value of secret {name}",
                    describe=_g("secrets", "versions", "access", "latest", f"--secret={name}",
                                f"--project={d.project}"),
-                   current=lambda out, value=d.settings[name]: out.removesuffix("\n") == value,
+                   current=_holds(d.settings[name]),
                    current_note="unless the latest version already holds the value",
                    create=_g("secrets", "versions", "add", name, "--data-file=-", f"--project={d.project}"),
                    stdin=name)

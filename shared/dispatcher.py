@@ -11,7 +11,7 @@ import logging
 from shared.budget import budget_exceeded, check_budget
 from shared.controlplane import ControlPlane
 from shared.errors import AgentUnreachable, ProviderError, TryLater, ValidationFailed
-from shared.handover import hand_over
+from shared.handover import cancel_on_agent, hand_over
 from shared.instances import note_handover, start_box
 from shared.lifecycle import finish, push_lease_check, snooze
 from shared.models import Instance, InstanceState, Job, JobError
@@ -20,6 +20,8 @@ from shared.states import JobStatus
 __all__ = ["dispatch_job"]
 
 log = logging.getLogger("gpuq.dispatch")
+
+HANDING_OVER = "handing_over"
 
 
 def dispatch_job(cp: ControlPlane, job_id: str, seq: int) -> str:
@@ -53,15 +55,15 @@ def dispatch_job(cp: ControlPlane, job_id: str, seq: int) -> str:
         snooze(cp, job, seq, reason=exc.code, delay_s=settings.snooze_s)
         return f"snoozed:{exc.code}"
 
-    # Reserve the attempt before the agent hears of it, so its first report always finds the job
-    # running with that attempt (the fencing token), whichever arrives first.
+    # Reserve the attempt before the agent hears of it, so its first report always finds the job with
+    # that attempt (the fencing token), whichever arrives first. Clients see "starting · handing_over".
     attempt = job.attempt + 1
 
     def reserve(current: Job) -> Job | None:
         if not current.status.is_waiting() or current.dispatch_seq != seq:
             return None
-        current.status = JobStatus.RUNNING
-        current.status_reason = "handed_to_agent"
+        current.status = JobStatus.STARTING
+        current.status_reason = HANDING_OVER
         current.attempt = attempt
         current.instance_id = instance.id
         current.handed_at = now
@@ -69,7 +71,7 @@ def dispatch_job(cp: ControlPlane, job_id: str, seq: int) -> str:
         return current
 
     reserved = cp.store.modify(job_id, reserve)
-    if reserved is None or reserved.status is not JobStatus.RUNNING or reserved.attempt != attempt:
+    if reserved is None or reserved.status_reason != HANDING_OVER or reserved.attempt != attempt:
         return "raced"
     try:
         accepted = hand_over(cp, reserved, instance)
@@ -88,14 +90,19 @@ def dispatch_job(cp: ControlPlane, job_id: str, seq: int) -> str:
                error=JobError(code=exc.code, message=exc.message))
         return "refused_by_agent"
 
-    if accepted.attempt != attempt:  # the agent already runs an earlier attempt of this job: follow that one
-        def follow(current: Job) -> Job | None:
-            if current.status is not JobStatus.RUNNING or current.attempt != attempt:
-                return None
-            current.attempt = accepted.attempt
-            return current
+    def confirm(current: Job) -> Job | None:
+        if current.attempt != attempt or not (current.status is JobStatus.RUNNING or _reserved(current)):
+            return None
+        if current.status is not JobStatus.RUNNING:
+            current.status = JobStatus.RUNNING
+            current.status_reason = "handed_to_agent"
+        current.attempt = accepted.attempt  # the agent may already run an earlier attempt: follow that one
+        return current
 
-        cp.store.modify(job_id, follow)
+    confirmed = cp.store.modify(job_id, confirm)
+    if confirmed is not None and confirmed.status.is_terminal():
+        cancel_on_agent(cp, confirmed)  # cancelled while being handed over
+        return "cancelled_meanwhile"
     push_lease_check(cp, job_id, accepted.attempt, delay_s=settings.lease_s + 0.5)
     note_handover(cp, instance, job_id)
     log.info("job %s handed to %s (attempt %d%s)", job_id, instance.id, accepted.attempt,
@@ -120,13 +127,15 @@ def _ready_box(cp: ControlPlane, job_id: str) -> Instance:
     return instance
 
 
+def _reserved(job: Job) -> bool:
+    return job.status is JobStatus.STARTING and job.status_reason == HANDING_OVER
+
+
 def _unreserve(cp: ControlPlane, job_id: str, attempt: int, *, keep_attempt: bool) -> None:
     def mutate(current: Job) -> Job | None:
-        # Only while the agent has not reported this attempt (its first report replaces the reason).
-        if (current.status is not JobStatus.RUNNING or current.attempt != attempt
-                or current.status_reason != "handed_to_agent"):
+        # Only while the agent has not reported this attempt (its first report makes the job running).
+        if not _reserved(current) or current.attempt != attempt:
             return None
-        current.status = JobStatus.STARTING
         current.attempt = attempt if keep_attempt else attempt - 1
         current.lease_expires_at = None
         return current

@@ -33,7 +33,7 @@ def apply_report(cp: ControlPlane, job_id: str, token: str, report: Report) -> R
     job = cp.store.get(job_id)
     if job is None:
         raise NotFound(f"no job {job_id!r}", code="job_not_found")
-    if job.attempt != attempt or job.status is not JobStatus.RUNNING:
+    if job.attempt != attempt or not _current(job):
         return ReportAck(status=job.status, cancel=True)
 
     if report.chunks:
@@ -43,8 +43,9 @@ def apply_report(cp: ControlPlane, job_id: str, token: str, report: Report) -> R
 
     def mutate(current: Job) -> Job | None:
         events.clear()
-        if current.attempt != attempt or current.status is not JobStatus.RUNNING:
+        if current.attempt != attempt or not _current(current):
             return None
+        current.status = JobStatus.RUNNING  # a report can beat dispatch's own confirmation of the handover
         current.lease_expires_at = now + cp.settings.lease_s
         if report.started and current.started_at is None:
             current.started_at = now
@@ -82,6 +83,11 @@ def apply_report(cp: ControlPlane, job_id: str, token: str, report: Report) -> R
         assert finished is not None
         return ReportAck(status=finished.status)
     return ReportAck(status=updated.status, cancel=updated.status is not JobStatus.RUNNING)
+
+
+def _current(job: Job) -> bool:
+    """Running, or being handed over (the attempt is reserved and the agent may report before dispatch confirms)."""
+    return job.status is JobStatus.RUNNING or (job.status is JobStatus.STARTING and job.status_reason == "handing_over")
 
 
 def _default_error(status: JobStatus) -> JobError | None:

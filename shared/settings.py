@@ -151,3 +151,5 @@ class ClientSettings(BaseSettings):
     url: str = Field("http://127.0.0.1:8080", description="Where `gpuq submit/status/cancel` send requests.")
     api_key: str = Field("", description="API key for the CLI (default: first of GPUQ_API_KEYS, then the dev key).")
     data_dir: Path = Field(Path(".gpuq"), description="Where `gpuq dev` writes its dev API key.")
+    ollama_url: str = Field("", validation_alias="OLLAMA_URL", description="A real Ollama for `gpuq dev` and "
+                            "`gpuq demo` instead of the stand-in.")

@@ -75,7 +75,8 @@ def _locked_state(path: Path) -> Iterator[dict[str, Any]]:
 def read_state(path: Path) -> dict[str, Any]:
     """The fake's whole state (apps, config, recorded calls), for assertions."""
     with _locked_state(path) as state:
-        return json.loads(json.dumps(state))
+        copy: dict[str, Any] = json.loads(json.dumps(state))
+        return copy
 
 
 def configure(path: Path, **config: Any) -> None:

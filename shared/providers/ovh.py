@@ -23,6 +23,8 @@ are translated here into :class:`~shared.errors.ProviderError`; the CLI token is
 from __future__ import annotations
 
 import asyncio
+import base64
+import builtins
 import contextlib
 import json
 import logging
@@ -84,8 +86,10 @@ class OvhSettings(BaseSettings):
     http_port: int = Field(8000, description="Container port of the agent (the app's default HTTP port).")
     unsecure_http: bool = Field(True, description="Serve the app URL without OVH authentication: the agent "
                                 "authenticates every control-plane call itself (signed requests).")
-    app_token: str = Field("", description="When unsecure_http is false: a token scoped to the app's labels, "
-                           "sent as Authorization: Bearer to reach the agent.")
+    app_token: str = Field("", description="When unsecure_http is false: an AI token scoped to the app's "
+                           "labels, sent as Authorization: Bearer to reach the agent.")
+    app_basic_auth: str = Field("", description="When unsecure_http is false and no app_token: 'user:password' "
+                                "of an AI Platform user, sent as Authorization: Basic.")
     model_bucket: str = Field("", description="Object storage container mounted as Ollama's model cache, so "
                               "models are pulled once, not on every start.")
     model_mount: str = Field("/root/.ollama", description="Where the model cache volume is mounted.")
@@ -191,7 +195,7 @@ class OvhProvider:
             raise ProviderError(f"ovhai {shown} printed something else than JSON: {text[:200]!r}") from exc
 
     def _redact(self, text: str) -> str:
-        for secret in (self.settings.token, self.settings.app_token):
+        for secret in (self.settings.token, self.settings.app_token, self.settings.app_basic_auth):
             if secret:
                 text = text.replace(secret, "***")
         return text
@@ -295,7 +299,7 @@ class OvhProvider:
         return out
 
     # --- lifecycle beyond the protocol (operators, tests) -------------------------------------------
-    def run_args(self, name: str, env: dict[str, str] | None = None) -> list[str]:
+    def run_args(self, name: str, env: dict[str, str] | None = None) -> builtins.list[str]:
         """The ``ovhai app run`` arguments that create the box (no secrets but the agent env values)."""
         s = self.settings
         if not s.image:
@@ -345,10 +349,15 @@ class OvhProvider:
         self._ids.pop(instance_id, None)
 
     def agent_auth_headers(self) -> dict[str, str]:
-        """Headers the control plane adds when it calls the agent through the app URL."""
-        if self.settings.unsecure_http or not self.settings.app_token:
+        """Headers the control plane adds when it calls the agent through the app URL (OVH's own gate; the
+        agent still checks gpuq's request signature, which travels in X-Gpuq-* headers)."""
+        if self.settings.unsecure_http:
             return {}
-        return {"Authorization": f"Bearer {self.settings.app_token}"}
+        if self.settings.app_token:
+            return {"Authorization": f"Bearer {self.settings.app_token}"}
+        if self.settings.app_basic_auth:
+            return {"Authorization": "Basic " + base64.b64encode(self.settings.app_basic_auth.encode()).decode()}
+        raise ProviderError("OVH_UNSECURE_HTTP is false: set OVH_APP_TOKEN or OVH_APP_BASIC_AUTH to reach the agent")
 
     async def _must_get(self, instance_id: str) -> Instance:
         view = await self.get(instance_id)

@@ -92,9 +92,10 @@ def _translate_errors(fn: Callable[P, T]) -> Callable[P, T]:
 
 @functools.cache
 def _grpc_error_types() -> type[BaseException]:
-    import grpc
+    import grpc  # type: ignore[import-untyped]
 
-    return grpc.RpcError
+    error: type[BaseException] = grpc.RpcError
+    return error
 
 
 def _short(exc: BaseException) -> str:
@@ -200,7 +201,7 @@ class FirestoreJobStore:
         return doc
 
     @staticmethod
-    def _job_of(snapshot: DocumentSnapshot | None) -> Job | None:
+    def _job_of(snapshot: DocumentSnapshot[Any] | None) -> Job | None:
         if snapshot is None or not snapshot.exists:
             return None
         return Job.model_validate_json(snapshot.get("doc"))
@@ -412,7 +413,7 @@ class FirestoreJobStore:
         )
 
     def close(self) -> None:
-        self._client.close()
+        self._client.close()  # type: ignore[no-untyped-call]
 
     def iter_chunk_ids(self, job_id: str) -> Iterator[str]:
         """Document ids of a job's stored chunks (operators and tests inspect leftovers with it)."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -56,7 +56,7 @@ def test_the_job_and_its_claim_are_one_document_each_with_the_queried_fields(fs_
 def test_no_vendor_exception_slips_through_when_firestore_is_unreachable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", f"127.0.0.1:{free_port()}")  # nothing listens there
     store = FirestoreJobStore.connect(project=PROJECT, timeout_s=0.5)
-    calls = {
+    calls: dict[str, Callable[[], object]] = {
         "create": lambda: store.create(make_job(), None),
         "create with claim": lambda: store.create(make_job(), IdempotencyClaim("alice", "k", "h")),
         "get": lambda: store.get("job_1"),

@@ -224,7 +224,11 @@ def test_concurrent_writers_each_apply_exactly_once(store: JobStore) -> None:
         job.attempt += 1
         return job
 
-    run_threads(4, lambda _: [store.modify("job_1", bump) for _ in range(25)])
+    def writer(_: int) -> None:
+        for _ in range(25):
+            store.modify("job_1", bump)
+
+    run_threads(4, writer)
     final = store.get("job_1")
     assert final is not None and final.attempt == 100 and final.version == 100
 
@@ -499,8 +503,12 @@ class StoreMachine(RuleBasedStateMachine):
 
 def test_random_call_sequences_agree_with_the_model(backend: Backend, store: JobStore) -> None:
     """Includes every status path (allowed or not): a terminal job never moves again (ALLOWED is empty)."""
+    class OnThisStore(StoreMachine):
+        def __init__(self) -> None:
+            super().__init__(backend, store)
+
     run_state_machine_as_test(
-        lambda: StoreMachine(backend, store),
+        OnThisStore,
         settings=settings(max_examples=15, stateful_step_count=20, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow]),
     )

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import os
 import re
+import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
@@ -42,14 +45,18 @@ def exited(pid: int) -> bool:
 
 
 @pytest.fixture
-def state_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def state_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     path = tmp_path / "ovhai" / "state.json"
     bin_dir = tmp_path / "bin"
     fake.install(bin_dir, path)
     monkeypatch.setenv("PATH", f"{bin_dir}:{Path(sys.executable).parent}:/usr/bin:/bin")
     fake.configure(path, token=TOKEN, timings={"QUEUED": 0.1, "INITIALIZING": 0.2, "STOPPING": 0.3,
                                                "DELETING": 0.1})
-    return path
+    yield path
+    for app in fake.read_state(path)["apps"].values():  # a box the fake launched must not outlive the test
+        if app.get("_pid"):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(app["_pid"], signal.SIGKILL)
 
 
 def settings(**overrides: Any) -> OvhSettings:
@@ -273,5 +280,9 @@ def test_settings_come_from_ovh_variables(monkeypatch: pytest.MonkeyPatch) -> No
     assert (loaded.flavor, loaded.gpu, loaded.unsecure_http) == ("h100-1-gpu", 2, False)
     assert OvhProvider(loaded).agent_auth_headers() == {"Authorization": "Bearer app-token"}
     assert OvhProvider(OvhSettings(app_token="x", unsecure_http=True)).agent_auth_headers() == {}
+    basic = OvhProvider(OvhSettings(app_token="", app_basic_auth="ai-user:pw", unsecure_http=False))
+    assert basic.agent_auth_headers() == {"Authorization": "Basic YWktdXNlcjpwdw=="}
+    with pytest.raises(ProviderError, match="OVH_APP_TOKEN"):
+        OvhProvider(OvhSettings(app_token="", unsecure_http=False)).agent_auth_headers()
     with pytest.raises(ProviderError, match="OVH_IMAGE"):
         OvhProvider(OvhSettings()).run_args("box")

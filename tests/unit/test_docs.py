@@ -15,8 +15,9 @@ README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 @pytest.mark.parametrize("model", [ControlPlaneSettings, AgentSettings, ClientSettings])
 def test_every_setting_is_in_the_readme_table(model: type[BaseSettings]) -> None:
     prefix = model.model_config.get("env_prefix", "")
-    missing = [f"{prefix}{name}".upper() for name in model.model_fields
-               if f"| `{prefix}{name}`".upper() not in README.upper()]
+    names = [str(f.validation_alias) if isinstance(f.validation_alias, str) else f"{prefix}{name}"
+             for name, f in model.model_fields.items()]
+    missing = [n.upper() for n in names if f"| `{n}`".upper() not in README.upper()]
     assert missing == []
 
 
