@@ -161,6 +161,10 @@ def _provider(settings: AgentSettings) -> ComputeProvider | None:
         from shared.providers.local import LocalProvider
 
         return LocalProvider(settings.local_state_dir)
+    if settings.provider == "vast":  # `vastai stop instance $CONTAINER_ID`, confirmed; REST fallback
+        from agent.vast_selfstop import VastSelfStop, VastSelfStopSettings
+
+        return VastSelfStop(VastSelfStopSettings())
     return None
 
 

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.errors import ProviderError
@@ -53,7 +53,7 @@ class VastSelfStopSettings(BaseSettings):
                                          description="Key that can manage only this instance.")
     vast_url: str = Field(default="https://console.vast.ai", validation_alias="VAST_URL",
                           description="Vast API base URL.")
-    cli_path: str = Field(default="vastai", validation_alias=AliasChoices("GPUQ_AGENT_VASTAI_CLI", "VASTAI_CLI"),
+    cli_path: str = Field(default="vastai", validation_alias="GPUQ_AGENT_VASTAI_CLI",
                           description="The vastai CLI (a name on PATH or a path); missing = REST only.")
     cli_timeout_s: float = Field(default=60.0, validation_alias="GPUQ_AGENT_VASTAI_CLI_TIMEOUT_S",
                                  description="The CLI is killed after this long.")

@@ -248,9 +248,10 @@ def _scale(value: float | None, factor: float) -> float | None:
 
 
 class Bench:
-    def __init__(self, routes: list[Route], deadline: float) -> None:
+    def __init__(self, routes: list[Route], deadline: float, procs: list[Proc]) -> None:
         self.routes = routes
         self.deadline = deadline
+        self.procs = procs
         self.samples: dict[tuple[str, int, str], Sample] = {}
         self.truncated = False
         self._serial = 0
@@ -261,6 +262,16 @@ class Bench:
     def order(self, round_no: int) -> list[Route]:
         k = round_no % len(self.routes)
         return self.routes[k:] + self.routes[:k]
+
+    def check_alive(self) -> None:
+        """A server that died makes every later number meaningless: stop at once, and say which."""
+        for proc in self.procs:
+            code = proc.popen.poll()
+            if code is not None:
+                how = f"killed by signal {-code}" if code < 0 else f"exited with {code}"
+                raise RuntimeError(f"{proc.name} (pid {proc.pid}) {how} during the benchmark"
+                                   + (" - by something else on this machine?" if code < 0 else "")
+                                   + f"; log {proc.log_path}")
 
     def out_of_time(self) -> bool:
         if time.monotonic() > self.deadline:
@@ -279,6 +290,7 @@ class Bench:
         wall = time.perf_counter() - t0
         await route.settle()
         await asyncio.sleep(SETTLE_S)
+        self.check_alive()
         if sample is None:
             return
         sample.wall_s += wall
@@ -580,7 +592,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_pyworker:
             log("starting PyWorker (vastai 1.9.1) and its fake autoscaler")
             routes.append(start_pyworker(work, ollama_port, ollama_log, args.pyworker_auth, procs))
-        bench = Bench(routes, deadline=started + args.max_s)
+        bench = Bench(routes, deadline=started + args.max_s, procs=procs)
         profiler = Profiler(args.profile) if args.profile else None
 
         def on_measuring() -> None:

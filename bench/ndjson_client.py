@@ -130,6 +130,12 @@ class _Protocol(asyncio.Protocol):
         return True
 
     def data_received(self, data: bytes) -> None:
+        try:
+            self._parse(data)
+        except (ValueError, IndexError) as exc:  # not HTTP/1.1 as we know it: an error, not a crash
+            self._finish(f"malformed response: {exc}")
+
+    def _parse(self, data: bytes) -> None:
         now = time.perf_counter()
         self._buf += data
         if self._state == _HEAD and not self._head():

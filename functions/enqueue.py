@@ -22,7 +22,7 @@ from shared.intake import cancel_job, get_job, parse_job_create, submit_job, val
 from shared.reports import apply_report
 from shared.security import bearer, printable
 from shared.streaming import sse_events
-from shared.views import job_output
+from shared.views import job_view
 
 __all__ = ["enqueue"]
 
@@ -70,7 +70,7 @@ def _job_route(request: flask.Request, job_id: str, rest: str) -> flask.Response
     owner = caller(request)
     if rest == "" and request.method == "GET":
         job = get_job(cp, owner, job_id)
-        return json_response(job.public(output=job_output(cp, job)))
+        return json_response(job_view(cp, job))
     if rest == "/stream" and request.method == "GET":
         job = get_job(cp, owner, job_id)
         events = sse_events(cp, job, request.headers.get("Last-Event-ID"))
@@ -80,7 +80,7 @@ def _job_route(request: flask.Request, job_id: str, rest: str) -> flask.Response
         )
     if rest == "/cancel" and request.method == "POST":
         job = cancel_job(cp, owner, job_id)
-        return json_response(job.public(output=job_output(cp, job)))
+        return json_response(job_view(cp, job))
     if rest == "/callback/resend" and request.method == "POST":
         job = get_job(cp, owner, job_id)
         return json_response({"resent": resend_failed(cp, job)})

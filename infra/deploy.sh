@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Deploy gpuq to Google Cloud (docs/deploy-gcp.md). The same as `gpuq deploy`: python -m shared.deploy.
+# Deploy gpuq to Google Cloud (README: Deploy to Google Cloud). The same as `gpuq deploy`: python -m shared.deploy.
 #   infra/deploy.sh --project my-project --region europe-west1 --settings deploy.env [--dry-run]
 set -euo pipefail
 cd "$(dirname "$0")/.."

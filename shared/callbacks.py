@@ -17,7 +17,7 @@ from shared.controlplane import ControlPlane
 from shared.errors import ValidationFailed
 from shared.models import CallbackDelivery, Job
 from shared.security import check_callback_url, sign_webhook
-from shared.views import job_output
+from shared.views import job_view
 
 __all__ = ["deliver_callback", "event_id_for", "requeue_pending", "resend_failed", "schedule_callback"]
 
@@ -87,7 +87,7 @@ def _post(cp: ControlPlane, url: str, pinned: str | None, body: bytes, headers: 
 
 
 def _body(cp: ControlPlane, job: Job, event_type: str) -> bytes:
-    data = job.public(output=job_output(cp, job))
+    data = job_view(cp, job)
     return json.dumps({"type": event_type, "data": data}, separators=(",", ":")).encode()
 
 

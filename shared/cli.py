@@ -49,6 +49,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
     from shared.devstack import DevStack, DevStackConfig
 
     config = DevStackConfig(port=args.port, data_dir=Path(args.data_dir), provider=args.provider,
+                            vast_port=args.vast_port,
                             ollama_url=args.ollama_url or ClientSettings().ollama_url or None,
                             idle_grace_s=args.idle_grace)
     signal.signal(signal.SIGTERM, _raise_stop)
@@ -62,6 +63,9 @@ def cmd_dev(args: argparse.Namespace) -> int:
             print(f"gpuq dev: API key {stack.api_key}  (also in {stack.data_dir / KEY_FILE})", flush=True)
             print(f"gpuq dev: model server {stack.ollama_url}; provider {config.provider}; "
                   f"idle grace {config.idle_grace_s:g}s. Ctrl-C stops everything.", flush=True)
+            if stack.vast_url:
+                print(f"gpuq dev: fake Vast API at {stack.vast_url}; try: VAST_URL={stack.vast_url} "
+                      f"VAST_API_KEY={stack.vast_api_key} vastai show instances --raw", flush=True)
             while True:
                 time.sleep(3600)
     except (KeyboardInterrupt, _Stop):
@@ -175,7 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     dev = sub.add_parser("dev", help="run the whole stack locally in the foreground")
     dev.add_argument("--port", type=int, default=8080)
-    dev.add_argument("--provider", choices=["local"], default="local")
+    dev.add_argument("--provider", choices=["local", "vast-fake"], default="local",
+                     help="local: boxes are local processes; vast-fake: a local fake of Vast's API rents them")
+    dev.add_argument("--vast-port", type=int, default=8081, help="port of the fake Vast API (vast-fake)")
     dev.add_argument("--data-dir", default=".gpuq")
     dev.add_argument("--ollama-url", default=None, help="use a real Ollama instead of the stand-in")
     dev.add_argument("--idle-grace", type=float, default=30.0, help="seconds idle before the box stops itself")
@@ -210,21 +216,27 @@ def build_parser() -> argparse.ArgumentParser:
     new_key.add_argument("name", help="who the key is for (appears in logs and as the job owner)")
     new_key.set_defaults(func=cmd_keys_new)
 
-    fake = sub.add_parser("fake-ollama", help="run the Ollama stand-in alone", add_help=False)
-    fake.set_defaults(func=None, delegate="shared.fakes.ollama")
-    simulate = sub.add_parser("simulate", help="replay a request trace through the idle policies", add_help=False)
-    simulate.set_defaults(func=None, delegate="shared.simulator")
+    for name, text in (("fake-ollama", "run the Ollama stand-in alone"),
+                       ("fake-vast", "run the fake Vast API alone (its boxes are local agent processes)"),
+                       ("offers", "Vast offers: gpuq offers [--gpu H100 --max-dph 2.5 --min-vram 40]"),
+                       ("instances", "our Vast boxes: list, create, start, stop, destroy"),
+                       ("deploy", "deploy to Google Cloud: gpuq deploy --project P --region R --settings F "
+                                  "[--dry-run]")):
+        sub.add_parser(name, help=text, add_help=False)
+    sub.add_parser("simulate", help="replay a request trace through the idle policies", add_help=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in ("fake-ollama", "simulate"):
+    delegates = {"fake-ollama": "shared.fakes.ollama", "fake-vast": "shared.fakes.vast", "deploy": "shared.deploy",
+                 "simulate": "shared.simulator", "offers": "shared.vast_cli", "instances": "shared.vast_cli"}
+    if argv and argv[0] in delegates:
         import importlib
 
-        target = {"fake-ollama": "shared.fakes.ollama", "simulate": "shared.simulator"}[argv[0]]
-        module = importlib.import_module(target)
-        return int(module.main(argv[1:]) or 0)
+        module = importlib.import_module(delegates[argv[0]])
+        rest = argv if delegates[argv[0]] == "shared.vast_cli" else argv[1:]
+        return int(module.main(rest) or 0)
     args = build_parser().parse_args(argv)
     return int(args.func(args))
 

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import httpx
 
+from shared.blobs import BlobSettings, BlobStore
 from shared.clock import Clock, SystemClock
 from shared.providers.base import ComputeProvider
 from shared.queue import TaskQueue
@@ -17,7 +18,7 @@ from shared.security import NonceCache, RequestSigner, derive_agent_secret
 from shared.settings import ControlPlaneSettings, split_csv
 from shared.store.base import JobStore
 
-__all__ = ["ControlPlane", "build_control_plane", "build_provider"]
+__all__ = ["ControlPlane", "build_control_plane", "build_provider", "build_store"]
 
 T = TypeVar("T")
 log = logging.getLogger("gpuq")
@@ -32,6 +33,7 @@ class ControlPlane:
     clock: Clock = field(default_factory=SystemClock)
     http: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=10.0, follow_redirects=False))
     nonces: NonceCache = field(default_factory=NonceCache)
+    blobs: BlobStore | None = None  # large finished outputs go to a bucket when configured
 
     def agent_signer(self, instance_id: str) -> RequestSigner:
         """Signs and verifies the traffic of one box, with that box's own secret."""
@@ -62,15 +64,45 @@ def build_provider(settings: ControlPlaneSettings) -> ComputeProvider:
             price_per_hour=settings.local_price_per_hour,
         )
         return LocalProvider(settings.data_dir / "instances", launch)
+    if settings.provider == "vast":
+        from shared.providers.vast import VastSettings, build_vast_provider
+
+        vast = VastSettings()
+        return build_vast_provider(
+            vast, logical_id=settings.instance_id, state_dir=vast.state_dir or settings.data_dir / "vast",
+            agent_env={
+                # Not GPUQ_AGENT_OLLAMA_URL: on a real box the on-start script sets it.
+                "GPUQ_AGENT_SECRET": derive_agent_secret(settings.agent_master_secret, settings.instance_id),
+                "GPUQ_AGENT_PRELOAD_MODELS": settings.agent_preload_models,
+                "GPUQ_AGENT_IDLE_POLICY": settings.agent_idle_policy,
+                "GPUQ_AGENT_IDLE_GRACE_S": str(settings.agent_idle_grace_s),
+                "GPUQ_AGENT_READY_URL": settings.public_url.rstrip("/") + "/trigger",
+            },
+        )
+    if settings.provider == "ovh":
+        from shared.providers.ovh import OvhProvider, OvhSettings
+
+        return OvhProvider(OvhSettings())
     raise NotImplementedError(f"provider {settings.provider!r} is not available in this build")
 
 
-def build_control_plane(settings: ControlPlaneSettings) -> ControlPlane:
+def build_store(settings: ControlPlaneSettings) -> JobStore:
+    if settings.store == "firestore":
+        from shared.store.firestore import FirestoreJobStore
+
+        return FirestoreJobStore.connect(project=settings.firestore_project or None,
+                                         database=settings.firestore_database)
     from shared.store.sqlite import SqliteJobStore
 
+    return SqliteJobStore(settings.sqlite_path())
+
+
+def build_control_plane(settings: ControlPlaneSettings) -> ControlPlane:
+    blob_settings = BlobSettings()
     return ControlPlane(
         settings=settings,
-        store=SqliteJobStore(settings.sqlite_path()),
+        store=build_store(settings),
         queue=TaskQueue(settings),
         provider=build_provider(settings),
+        blobs=BlobStore(blob_settings) if blob_settings.enabled() else None,
     )

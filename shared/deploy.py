@@ -57,16 +57,19 @@ __all__ = [
 ]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+FUNCTION_ROOT = "/workspace"  # where Cloud Functions (gen2) puts the deployed source
 INDEXES_FILE = REPO_ROOT / "infra" / "firestore.indexes.json"
 
 SECRET_NAMES = (
-    "GPUQ_API_KEYS", "GPUQ_WEBHOOK_SECRET", "GPUQ_AGENT_SECRET", "GPUQ_JOB_TOKEN_SECRET", "GPUQ_TASK_SECRET",
-    "GPUQ_TRIGGER_TOKEN", "GPUQ_REAPER_TOKEN", "VASTAI_API_KEY", "OVH_TOKEN", "OVH_APP_TOKEN",
-    "GPUQ_BLOB_ACCESS_KEY_ID", "GPUQ_BLOB_SECRET_ACCESS_KEY",
+    "GPUQ_API_KEYS", "GPUQ_WEBHOOK_SECRET", "GPUQ_AGENT_MASTER_SECRET", "GPUQ_JOB_TOKEN_SECRET", "GPUQ_TASK_SECRET",
+    "GPUQ_TRIGGER_TOKEN", "GPUQ_REAPER_TOKEN", "GPUQ_AGENT_SECRET", "VASTAI_API_KEY", "OVH_TOKEN", "OVH_APP_TOKEN",
+    "OVH_APP_BASIC_AUTH", "GPUQ_BLOB_ACCESS_KEY_ID", "GPUQ_BLOB_SECRET_ACCESS_KEY",
 )
-"""Settings that are secrets: kept in Secret Manager (secret id = the variable's name), never in env files."""
+"""Settings that are secrets: kept in Secret Manager (secret id = the variable's name), never in env files.
+One that no function uses (the reaper token once OIDC guards the reaper; a box's own agent secret) is left
+out of both."""
 
-_PROVIDER_SECRETS = ("VASTAI_API_KEY", "OVH_TOKEN", "OVH_APP_TOKEN")
+_PROVIDER_SECRETS = ("VASTAI_API_KEY", "OVH_TOKEN", "OVH_APP_TOKEN", "OVH_APP_BASIC_AUTH")
 _BLOB_SECRETS = ("GPUQ_BLOB_ACCESS_KEY_ID", "GPUQ_BLOB_SECRET_ACCESS_KEY")
 
 
@@ -90,19 +93,20 @@ FUNCTIONS: dict[str, FunctionSpec] = {
     # agent (agent secret), serves SSE streams (long requests: a 60-minute limit).
     "enqueue": FunctionSpec(public=True, timeout_s=3600, concurrency=40, queue_roles=_PUSH,
                             secrets=("GPUQ_API_KEYS", "GPUQ_TASK_SECRET", "GPUQ_JOB_TOKEN_SECRET",
-                                     "GPUQ_AGENT_SECRET", *_BLOB_SECRETS)),
+                                     "GPUQ_AGENT_MASTER_SECRET", *_BLOB_SECRETS)),
     # External pings (trigger token) and the agent's signed "ready"; starts the box, re-issues tasks.
     "trigger": FunctionSpec(public=True, max_instances=5, queue_roles=_PUSH,
-                            secrets=("GPUQ_TRIGGER_TOKEN", "GPUQ_AGENT_SECRET", "GPUQ_TASK_SECRET",
+                            secrets=("GPUQ_TRIGGER_TOKEN", "GPUQ_AGENT_MASTER_SECRET", "GPUQ_TASK_SECRET",
                                      *_PROVIDER_SECRETS)),
     # Cloud Tasks' target: job hand-over (agent secret, job tokens), lease checks, callback delivery.
     "dispatch": FunctionSpec(public=False, queue_roles=_PUSH,
-                             secrets=("GPUQ_TASK_SECRET", "GPUQ_AGENT_SECRET", "GPUQ_JOB_TOKEN_SECRET",
+                             secrets=("GPUQ_TASK_SECRET", "GPUQ_AGENT_MASTER_SECRET", "GPUQ_JOB_TOKEN_SECRET",
                                       "GPUQ_WEBHOOK_SECRET", *_PROVIDER_SECRETS, *_BLOB_SECRETS)),
-    # Cloud Scheduler's target: one at a time; pauses/resumes the job queue for the budget.
+    # Cloud Scheduler's target (its OIDC token, not GPUQ_REAPER_TOKEN): one at a time; pauses/resumes the job
+    # queue for the budget.
     "reaper": FunctionSpec(public=False, timeout_s=300, max_instances=1, concurrency=1,
                            queue_roles=(*_PUSH, ("jobs", "roles/cloudtasks.queueAdmin")),
-                           secrets=("GPUQ_REAPER_TOKEN", "GPUQ_TASK_SECRET", "GPUQ_AGENT_SECRET",
+                           secrets=("GPUQ_TASK_SECRET", "GPUQ_AGENT_MASTER_SECRET",
                                     *_PROVIDER_SECRETS, *_BLOB_SECRETS)),
 }
 
@@ -219,6 +223,7 @@ class Deployment:
     database: str = "(default)"
     schedule: str = "* * * * *"
     runtime: str = "python311"
+    ovhai_binary: Path | None = None
 
     def sa(self, role: str) -> str:
         return f"gpuq-{role}@{self.project}.iam.gserviceaccount.com"
@@ -234,7 +239,12 @@ class Deployment:
         return self.settings.get(key) or f"gpuq-{kind}"
 
     def secrets(self) -> list[str]:
-        return [name for name in SECRET_NAMES if self.settings.get(name)]
+        """The secrets to store: given in the settings file and read by at least one function."""
+        used = {s for spec in FUNCTIONS.values() for s in spec.secrets}
+        return [name for name in SECRET_NAMES if self.settings.get(name) and name in used]
+
+    def unused_secrets(self) -> list[str]:
+        return [name for name in SECRET_NAMES if self.settings.get(name) and name not in self.secrets()]
 
     def env(self) -> dict[str, str]:
         """The functions' plain settings: the file's non-secret values plus what the deployment decides."""
@@ -242,7 +252,9 @@ class Deployment:
         plain.update({
             "GPUQ_TASKS_PROJECT": self.project,
             "GPUQ_TASKS_LOCATION": self.region,
-            "GPUQ_TASKS_SERVICE_ACCOUNT": self.sa("tasks"),
+            "GPUQ_TASKS_SERVICE_ACCOUNT": self.sa("tasks"),  # dispatch checks the tasks' OIDC token
+            "GPUQ_SCHEDULER_SERVICE_ACCOUNT": self.sa("scheduler"),  # the reaper checks the scheduler's
+            "GPUQ_REAPER_URL": self.function_url("reaper"),  # … and its audience
             "GPUQ_PUBLIC_URL": self.function_url("enqueue"),
             "GPUQ_DISPATCH_URL": self.function_url("dispatch"),
             "GPUQ_STORE": "firestore",
@@ -250,6 +262,8 @@ class Deployment:
             "GPUQ_FIRESTORE_DATABASE": self.database,
             "GPUQ_DATA_DIR": "/tmp/gpuq",
         })
+        if self.settings.get("GPUQ_PROVIDER") == "ovh":
+            plain["OVH_CLI"] = f"{FUNCTION_ROOT}/bin/ovhai"  # packaged beside the code: the runtime has none
         return dict(sorted(plain.items()))
 
 
@@ -396,8 +410,16 @@ def _functions(d: Deployment) -> Iterator[Step]:
     d.out_dir.mkdir(parents=True, exist_ok=True)
     env_file = d.out_dir / "env.yaml"
     env_file.write_text(json.dumps(d.env(), indent=2, sort_keys=True) + "\n")  # JSON is YAML
+    ovh = d.settings.get("GPUQ_PROVIDER") == "ovh"
+    if ovh and (d.ovhai_binary is None or not d.ovhai_binary.is_file()):
+        raise ValueError("GPUQ_PROVIDER=ovh: pass --ovhai-binary with the Linux x86-64 ovhai CLI to package with "
+                         "the functions (README: Run on OVH AI Deploy)")
     for name, spec in FUNCTIONS.items():
         source = package_function(name, d.out_dir / "functions")
+        if ovh and d.ovhai_binary is not None and any(s in spec.secrets for s in _PROVIDER_SECRETS):
+            (source / "bin").mkdir()
+            shutil.copy2(d.ovhai_binary, source / "bin" / "ovhai")
+            (source / "bin" / "ovhai").chmod(0o755)
         secrets = ",".join(f"{s}={s}:latest" for s in spec.secrets if s in d.secrets())
         flags = [f"--region={d.region}", f"--project={d.project}", "--gen2", f"--runtime={d.runtime}",
                  f"--source={source}", f"--entry-point={name}", "--trigger-http",
@@ -528,12 +550,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--firestore-location", default="", help="Firestore location (default: the region)")
     parser.add_argument("--schedule", default="* * * * *", help="reaper schedule (cron, UTC)")
     parser.add_argument("--runtime", default="python311", help="Cloud Functions Python runtime")
+    parser.add_argument("--ovhai-binary", type=Path, default=None,
+                        help="with GPUQ_PROVIDER=ovh: the Linux x86-64 ovhai CLI, packaged with the functions")
     parser.add_argument("--dry-run", action="store_true", help="print every gcloud command; run none")
     args = parser.parse_args(argv)
     deployment = Deployment(project=args.project, region=args.region, settings=read_settings_file(args.settings),
                             out_dir=args.out_dir, firestore_location=args.firestore_location,
-                            schedule=args.schedule, runtime=args.runtime)
-    steps = plan(deployment)
+                            schedule=args.schedule, runtime=args.runtime, ovhai_binary=args.ovhai_binary)
+    try:
+        steps = plan(deployment)
+    except ValueError as exc:
+        print(f"deploy: {exc}", file=sys.stderr)
+        return 2
+    for name in deployment.unused_secrets():
+        print(f"deploy: {name} is not stored: no function uses it", file=sys.stderr)
     if args.dry_run:
         sys.stdout.write(render(steps))
         return 0

@@ -63,7 +63,8 @@ def _module_file(module: str) -> str:
 class DevStackConfig:
     port: int = 8080
     data_dir: Path = Path(".gpuq")
-    provider: str = "local"
+    provider: str = "local"  # or "vast-fake": the fake Vast API rents boxes that are local agent processes
+    vast_port: int = 8081
     ollama_url: str | None = None  # a real Ollama; None starts the stand-in
     token_delay_s: float = 0.02
     load_delay_s: float = 0.5
@@ -98,6 +99,10 @@ class DevStack:
         self.url = f"http://127.0.0.1:{config.port}"
         self.tasks_port = free_port()
         self.ollama_url = config.ollama_url or f"http://127.0.0.1:{free_port()}"
+        self.vast_url = f"http://127.0.0.1:{config.vast_port}" if config.provider == "vast-fake" else ""
+        self.vast_api_key = ""
+        if self.vast_url:
+            self.vast_api_key = os.environ.get("VASTAI_API_KEY") or f"vast_{secrets.token_hex(16)}"
         defaults: dict[str, Any] = {
             "api_keys": keys,
             "trigger_token": secrets.token_urlsafe(24),
@@ -112,7 +117,8 @@ class DevStack:
             "data_dir": self.data_dir,
             "public_url": self.url,
             "tasks_emulator_host": f"127.0.0.1:{self.tasks_port}",
-            "provider": config.provider,
+            "provider": "vast" if self.vast_url else config.provider,
+            "instance_id": "vast-1" if self.vast_url else "local-1",
             "ollama_url": self.ollama_url,
             "agent_preload_models": split_csv(config.models)[0],
             "agent_idle_grace_s": config.idle_grace_s,
@@ -127,6 +133,9 @@ class DevStack:
         out: dict[str, str] = {}
         for name, value in self.settings.model_dump().items():
             out[f"GPUQ_{name.upper()}"] = str(value)
+        if self.vast_url:
+            out.update(VASTAI_API_KEY=self.vast_api_key, VAST_URL=self.vast_url,
+                       VASTAI_DEFAULT_IMAGE="gpuq/agent:dev", VASTAI_STATE_DIR=str(self.data_dir / "vast"))
         out.update(self.config.extra_env)
         return out
 
@@ -181,6 +190,29 @@ class DevStack:
         ])
         self._wait_http("fake-ollama", self.ollama_url + "/", popen)
 
+    def _start_fake_vast(self) -> None:
+        popen = self._spawn("fake-vast", [
+            sys.executable, "-m", "shared.fakes.vast", "--host", "127.0.0.1", "--port", str(self.config.vast_port),
+            "--log-dir", str(self.log_dir), "--env", f"GPUQ_AGENT_OLLAMA_URL={self.ollama_url}",
+        ], {"VASTAI_API_KEY": self.vast_api_key}, grace_s=10.0)
+        self._wait_http("fake-vast", self.vast_url + "/api/v0/gpu_names/unique/", popen)
+
+    def boxes(self) -> list[tuple[str, str, int]]:
+        """(id, "running" | "stopped", starts) of every box this stack's provider knows."""
+        if not self.vast_url:
+            provider = self.provider()
+            return [(i.id, "stopped" if i.state.value == "stopped" else "running", provider.start_count(i.id))
+                    for i in provider.list_sync()]
+        view = httpx.get(self.vast_url + "/__fake__/instances", timeout=10,
+                         headers={"Authorization": f"Bearer {self.vast_api_key}"}).json()
+        return [(str(i["id"]), "running" if i["pid"] else "stopped", int(i["starts"])) for i in view["instances"]]
+
+    def box_running(self) -> bool:
+        return any(state != "stopped" for _, state, _ in self.boxes())
+
+    def box_starts(self) -> int:
+        return sum(starts for _, _, starts in self.boxes())
+
     def kill_functions(self) -> None:
         """SIGKILL the functions process (fault injection): in-flight requests die mid-way."""
         for proc in [p for p in self._procs if p.name == "functions"]:
@@ -216,6 +248,8 @@ class DevStack:
             self._start_emulator()
             if self.config.ollama_url is None:
                 self._start_fake_ollama()
+            if self.vast_url:
+                self._start_fake_vast()
             self._start_functions()
         except BaseException:
             self.stop()

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from shared.blobs import BlobRef
 from shared.states import JobStatus
 
 __all__ = [
@@ -165,6 +166,7 @@ class Job(BaseModel):
     error: JobError | None = None
     result: JobResult | None = None
     cost_usd: float | None = None
+    output_ref: BlobRef | None = None  # a large finished output, moved to the bucket
     callback: CallbackState = Field(default_factory=CallbackState)
     version: int = 0
 
@@ -176,6 +178,8 @@ class Job(BaseModel):
             "status_reason": self.status_reason,
             "model": self.model,
             "output": output,
+            "output_url": None,
+            "output_url_expires_at": None,
             "error": self.error.model_dump() if self.error else None,
             "result": self.result.model_dump() if self.result else None,
             "attempts": self.attempt,

@@ -57,6 +57,8 @@ class JobView(BaseModel):
     status_reason: str | None = Field(description="Why it waits, or what failed.")
     model: str
     output: str | None = Field(description="Output so far (partial while running).")
+    output_url: str | None = Field(description="A very large finished output: where to fetch it (presigned).")
+    output_url_expires_at: str | None
     error: JobError | None
     result: JobResult | None
     attempts: int

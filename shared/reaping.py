@@ -99,6 +99,9 @@ def reap(cp: ControlPlane) -> dict[str, Any]:
     running = _running(cp, now, counts)
     _callbacks(cp, now, counts)
     _boxes(cp, now, busy=bool(waiting or running), counts=counts)
+    reap_stopped = getattr(cp.provider, "reap_stopped", None)  # providers that bill stopped boxes (Vast)
+    if reap_stopped is not None:
+        counts["destroyed"] += len(cp.run(reap_stopped()))
     budget = check_budget(cp)
     if budget.get("budget_exceeded"):
         counts["waiting_for_budget"] = _mark_budget_wait(cp)

@@ -81,8 +81,27 @@ def apply_report(cp: ControlPlane, job_id: str, token: str, report: Report) -> R
         if updated.instance_id:
             note_activity(cp, updated.instance_id)
         assert finished is not None
+        if cp.blobs is not None and finished.attempt == attempt and finished.status.is_terminal():
+            _offload_output(cp, job_id, attempt)
         return ReportAck(status=finished.status)
     return ReportAck(status=updated.status, cancel=updated.status is not JobStatus.RUNNING)
+
+
+def _offload_output(cp: ControlPlane, job_id: str, attempt: int) -> None:
+    """A large finished output goes to the bucket, so readers do not pull thousands of chunks every time."""
+    assert cp.blobs is not None
+    text = "".join(chunk.text for chunk in cp.store.read_chunks(job_id, attempt))
+    ref = cp.blobs.offload(job_id, attempt, text)
+    if ref is None:
+        return
+
+    def mutate(current: Job) -> Job | None:
+        if current.attempt != attempt or current.output_ref is not None:
+            return None
+        current.output_ref = ref
+        return current
+
+    cp.store.modify(job_id, mutate)
 
 
 def _current(job: Job) -> bool:

@@ -46,6 +46,10 @@ class ControlPlaneSettings(BaseSettings):
                                            "to the reaper (production; empty = reaper token).")
     reaper_url: str = Field("", description="Audience of the scheduler's OIDC token; default PUBLIC_URL/reaper.")
     # --- where things are ---------------------------------------------------------------------
+    store: Literal["sqlite", "firestore"] = Field("sqlite", description="Job store: the embedded SQLite file, or "
+                                                  "Firestore (production; FIRESTORE_EMULATOR_HOST for its emulator).")
+    firestore_project: str = Field("", description="GCP project of the Firestore database (default: the ambient one).")
+    firestore_database: str = Field("(default)", description="Firestore database id.")
     data_dir: Path = Field(Path(".gpuq"), description="SQLite file and logs of the embedded stack.")
     public_url: str = Field("http://127.0.0.1:8080", description="Base URL of the functions (agents "
                             "report here; tasks target PUBLIC_URL/dispatch).")

@@ -6,7 +6,7 @@
     gpuq instances stop|start ID                             ID: a Vast id, or the logical box (vast-1)
     gpuq instances destroy ID -y
 
-Settings come from the environment (``VASTAI_API_KEY``, ``VAST_URL``, ``VASTAI_*``; see docs/vast.md).
+Settings come from the environment (``VASTAI_API_KEY``, ``VAST_URL``, ``VASTAI_*``; see the README, Run on Vast.ai).
 Exit status: 0 on success, 1 when Vast (or the provider) refused, 2 for a usage error.
 """
 
@@ -34,12 +34,15 @@ T = TypeVar("T")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gpuq", description="Vast.ai offers and instances.")
-    parser.add_argument("--data-dir", default=".gpuq", help="where the logical box's state lives (DATA_DIR/vast)")
-    parser.add_argument("--box", default="vast-1", help="the logical box id (GPUQ_INSTANCE_ID)")
+    # Common options are accepted at every level; SUPPRESS keeps a sub-level default from hiding an earlier value.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--data-dir", default=argparse.SUPPRESS,
+                        help="where the logical box's state lives: DATA_DIR/vast (default .gpuq)")
+    common.add_argument("--box", default=argparse.SUPPRESS, help="the logical box id (default vast-1)")
+    parser = argparse.ArgumentParser(prog="gpuq", description="Vast.ai offers and instances.", parents=[common])
     sub = parser.add_subparsers(dest="group", required=True)
 
-    offers = sub.add_parser("offers", help="list rentable offers, cheapest first")
+    offers = sub.add_parser("offers", help="list rentable offers, cheapest first", parents=[common])
     offers.add_argument("--gpu", action="append", default=[], metavar="NAME",
                         help="GPU name, repeatable or comma-separated (default VASTAI_PREFERRED_GPUS)")
     offers.add_argument("--max-dph", type=float, default=None, help="most $/h (default VASTAI_MAX_BID_PER_HOUR)")
@@ -49,11 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
     offers.add_argument("--limit", type=int, default=20)
     offers.add_argument("--json", action="store_true", help="machine-readable output")
 
-    instances = sub.add_parser("instances", help="our instances; create/stop/start/destroy one")
+    instances = sub.add_parser("instances", help="our instances; create/stop/start/destroy one", parents=[common])
     instances.add_argument("--all", action="store_true", help="every instance of the account, not only ours")
     instances.add_argument("--json", action="store_true", help="machine-readable output")
     actions = instances.add_subparsers(dest="action")
-    create = actions.add_parser("create", help="rent an offer")
+    create = actions.add_parser("create", help="rent an offer", parents=[common])
     create.add_argument("--offer", type=int, required=True, help="offer id from `gpuq offers`")
     create.add_argument("--image", default=None, help="docker image (default VASTAI_DEFAULT_IMAGE)")
     create.add_argument("--env", action="append", default=[], metavar="K=V", help="env var, repeatable; "
@@ -63,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--label", default=None, help="label (default VASTAI_LABEL, which marks it as ours)")
     for name, text in (("stop", "stop an instance (confirmed)"), ("start", "start a stopped instance"),
                        ("destroy", "destroy an instance (ends all billing)")):
-        action = actions.add_parser(name, help=text)
+        action = actions.add_parser(name, help=text, parents=[common])
         action.add_argument("id", help="Vast instance id, or the logical box id")
         if name == "destroy":
             action.add_argument("-y", "--yes", action="store_true", help="do not ask")
@@ -193,8 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     try:
         settings = VastSettings()
-        provider = build_vast_provider(settings, logical_id=args.box,
-                                       state_dir=settings.state_dir or Path(args.data_dir) / "vast")
+        state_dir = settings.state_dir or Path(getattr(args, "data_dir", ".gpuq")) / "vast"
+        provider = build_vast_provider(settings, logical_id=getattr(args, "box", "vast-1"), state_dir=state_dir)
         if args.group == "offers":
             return cmd_offers(provider, args)
         if args.action is None:

@@ -12,7 +12,6 @@ from pathlib import Path
 from aiohttp import web
 
 from shared.devstack import DevStack, DevStackConfig, free_port
-from shared.models import InstanceState
 
 __all__ = ["MODEL", "serve_app_in_thread", "start_stack", "wait_until"]
 
@@ -38,8 +37,8 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str, poll_
         time.sleep(poll_s)
 
 
-def instance_stopped(stack: DevStack, instance_id: str = "local-1") -> bool:
-    return stack.provider().get_sync(instance_id).state is InstanceState.STOPPED
+def instance_stopped(stack: DevStack) -> bool:
+    return not stack.box_running()
 
 
 @contextlib.contextmanager

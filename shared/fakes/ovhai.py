@@ -19,10 +19,11 @@ Scenario knobs (the ``config`` object of the state file, see :func:`configure`):
     ``token``     if set, every call must carry ``--token <it>`` (else: exit 1, unauthorized);
     ``fail``      one-shot failures: ``{"start": "message"}`` makes the next ``app start`` exit 1;
     ``no_capacity`` a start or run ends in FAILED ("not enough resources") instead of RUNNING;
-    ``launch``    ``{"command": [...], "env": {...}}``: on run/start, start this process (its own session,
-                  ``PORT`` and the app's env vars in its environment) and report ``http://127.0.0.1:PORT``
-                  as the app URL; stop and delete terminate it. With the agent as the command, the
-                  control plane drives a real local agent through this "OVH" box.
+    ``launch``    ``{"command": [...], "env": {...}, "port_env": "GPUQ_AGENT_PORT"}``: on run/start, start
+                  this process (its own session; the app's env vars, then ``env``, then the port it must
+                  listen on as ``PORT`` and as ``port_env``) and report ``http://127.0.0.1:PORT`` as the app
+                  URL; stop and delete terminate it. With ``python -m agent`` as the command, the control
+                  plane drives a real local agent through this "OVH" box.
 """
 
 from __future__ import annotations
@@ -167,6 +168,7 @@ def _launch(app: dict[str, Any], config: dict[str, Any], log_dir: Path) -> None:
     port = app["_launch_port"] or _free_port()
     env = {**os.environ, **{e["name"]: e["value"] for e in app["spec"]["envVars"]}, **launch.get("env", {}),
            "PORT": str(port), "OVHAI_APP_ID": app["id"]}
+    env[launch.get("port_env", "PORT")] = str(port)  # e.g. GPUQ_AGENT_PORT for the real agent
     env.pop("OVHAI_FAKE_STATE", None)
     with open(log_dir / f"app-{app['id']}.log", "ab") as out:
         proc = subprocess.Popen(launch["command"], env=env, stdout=out, stderr=subprocess.STDOUT,

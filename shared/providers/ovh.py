@@ -12,9 +12,10 @@ Every call parses ``-o json`` output; the app JSON looks like::
                 "url": "https://<uuid>.app.gra.ai.cloud.ovh.net", "availableReplicas", "info": {"code", "message"},
                 "history": [{"state", "date"}], "lastTransitionDate", ...}}
 
-Boxes are addressed by the app's UUID or by its gpuq name (the ``gpuq-instance`` label that
-:meth:`OvhProvider.create` sets), so the agent inside the app can know its own identity before the app
-exists: ``GPUQ_AGENT_INSTANCE_ID=<name>`` is passed at creation.
+Boxes are addressed by their gpuq name (the ``gpuq-instance`` label that :meth:`OvhProvider.create` sets;
+``Instance.id`` is that name, ``Instance.label`` the app's UUID) or by the app's UUID. The name exists
+before the app does, so the agent inside knows its identity from creation on:
+``GPUQ_AGENT_INSTANCE_ID=<name>`` (and its ``GPUQ_AGENT_SECRET``, derived from that name).
 
 The CLI runs as an asyncio subprocess with a timeout (never blocking the event loop). Its failures
 are translated here into :class:`~shared.errors.ProviderError`; the CLI token is never logged.
@@ -127,16 +128,18 @@ def instance_from_app(app: dict[str, Any], *, price_per_hour: float = 0.0) -> In
     if state is None:
         raise ProviderError(f"OVH app {app.get('id')} is in an unknown state {raw_state!r}")
     info = status.get("info") or {}
-    detail = raw_state.lower()
+    detail = f"{raw_state.lower()} (app {app.get('id')})"
     if info.get("message"):
         detail += f": {info['message']}"
     labels = spec.get("labels") or {}
     return Instance(
-        id=str(app.get("id")),
+        # The gpuq name, when the app has one: the id the control plane and the agent know the box by (its
+        # agent secret is derived from it), and that the app's UUID is resolved from.
+        id=str(labels.get(INSTANCE_LABEL) or app.get("id")),
         provider="ovh",
         state=state,
         agent_url=str(status["url"]).rstrip("/") if state is InstanceState.RUNNING and status.get("url") else None,
-        label=labels.get(INSTANCE_LABEL) or spec.get("name"),
+        label=str(app.get("id")),
         price_per_hour=price_per_hour,
         started_at=_last_entry(status.get("history"), {"RUNNING"}) if state.is_up() else None,
         stopped_at=_last_entry(status.get("history"), {"STOPPED", "FAILED", "ERROR"})
@@ -246,7 +249,8 @@ class OvhProvider:
     async def start(self, instance_id: str) -> Instance:
         app = await self._app(instance_id)
         if app is None:
-            raise ProviderError(f"no OVH app {instance_id!r}: create it first (gpuq docs/ovh.md)", code="no_instance")
+            raise ProviderError(f"no OVH app {instance_id!r}: create it first (README: Run on OVH AI Deploy)",
+                                code="no_instance")
         view = self._view(app)
         if view.state.is_up():
             return view

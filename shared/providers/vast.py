@@ -60,7 +60,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import httpx
-from pydantic import AliasChoices, BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.clock import Clock, SystemClock
@@ -93,10 +93,7 @@ T = TypeVar("T")
 
 INTENT_ENV = "GPUQ_VAST_INTENT"
 LOGICAL_ENV = "GPUQ_VAST_LOGICAL_ID"
-DEFAULT_ONSTART = (
-    "nohup ollama serve >/var/log/ollama.log 2>&1 & "
-    "nohup python3 -m agent >/var/log/gpuq-agent.log 2>&1 &"
-)
+DEFAULT_ONSTART = "bash /opt/gpuq/onstart.sh"  # infra/agent/Dockerfile's idempotent start-up script
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 _MAX_RECORDS = 200
 _MAX_TRANSITIONS = 100
@@ -109,8 +106,8 @@ STOP_CONFIRM_S = 5.0
 # ------------------------------------------------------------------------------------------------
 
 
-def _alias(*names: str) -> Any:
-    return AliasChoices(*names) if len(names) > 1 else names[0]
+def _alias(name: str) -> str:
+    return name  # the exact environment name (no prefix is added to a validation alias)
 
 
 class VastSettings(BaseSettings):
@@ -119,9 +116,9 @@ class VastSettings(BaseSettings):
 
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
 
-    api_key: SecretStr = Field(default=SecretStr(""), validation_alias=_alias("VASTAI_API_KEY", "VAST_API_KEY"),
-                               description="Vast.ai API key (VASTAI_API_KEY; VAST_API_KEY, the CLI's name, also "
-                               "works). Sent only as a Bearer header.")
+    api_key: SecretStr = Field(default=SecretStr(""), validation_alias=_alias("VASTAI_API_KEY"),
+                               description="Vast.ai account API key (control plane only). Sent only as a Bearer "
+                               "header; never logged.")
     url: str = Field(default="https://console.vast.ai", validation_alias=_alias("VAST_URL"),
                      description="Vast.ai API base URL (a fake Vast in dev/tests).")
     instance_id: str = Field(default="", validation_alias=_alias("VASTAI_INSTANCE_ID"),
@@ -134,8 +131,9 @@ class VastSettings(BaseSettings):
                                            description="Most $/h (dph_total, on-demand) a rented box may cost.")
     default_disk_gb: float = Field(default=40.0, validation_alias=_alias("VASTAI_DEFAULT_DISK_GB"),
                                    description="Disk of a rented box in GB (model weights live here).")
-    default_image: str = Field(default="gpuq/agent:latest", validation_alias=_alias("VASTAI_DEFAULT_IMAGE"),
-                               description="Docker image of a rented box: Ollama + the gpuq agent.")
+    default_image: str = Field(default="", validation_alias=_alias("VASTAI_DEFAULT_IMAGE"),
+                               description="Docker image of a rented box: Ollama + the gpuq agent "
+                               "(infra/agent/Dockerfile, pushed to your registry). Required to rent.")
     template_ids: str = Field(default="", validation_alias=_alias("VASTAI_TEMPLATE_IDS"),
                               description="Comma-separated Vast template hash ids; the first one is the base "
                               "of every create (image optional then).")
@@ -570,6 +568,7 @@ class VastInstanceRecord(BaseModel):
     stopped_at: float | None = None
     destroyed_at: float | None = None
     replaced_by: int | None = None
+    rental_token: str | None = None  # GPUQ_VAST_INTENT of a box this provider rented
     transitions: list[tuple[float, str]] = Field(default_factory=list)
 
 
@@ -674,7 +673,8 @@ class VastProvider:
         return await asyncio.to_thread(self._mutate_sync, fn)
 
     def _seed(self, state: dict[str, Any]) -> None:
-        configured = self.settings.instance_id.strip()
+        # VASTAI_INSTANCE_ID, else a logical id that is itself a Vast id (GPUQ_INSTANCE_ID=12345678).
+        configured = self.settings.instance_id.strip() or (self.logical_id if self.logical_id.isdigit() else "")
         state.setdefault("logical_id", self.logical_id)
         state.setdefault("records", {})
         state.setdefault("to_destroy", [])
@@ -1018,6 +1018,9 @@ class VastProvider:
                               runtype: str | None = None) -> int:
         """Rent one offer as given (``gpuq instances create``); not tied to the logical box."""
         templates = self.settings.template_list()
+        if not image and not templates and not self.settings.default_image:
+            raise ProviderError("give an image (or set VASTAI_DEFAULT_IMAGE / VASTAI_TEMPLATE_IDS)",
+                                code="provider_not_configured")
         body = self._create_body(image=image or (None if templates else self.settings.default_image),
                                  env=env or {}, onstart=onstart, disk_gb=disk_gb or self.settings.default_disk_gb,
                                  label=label if label is not None else self.settings.label,
@@ -1062,6 +1065,9 @@ class VastProvider:
     async def _provision(self, *, replaces: int | None, exclude_machine: int | None) -> Instance:
         """Rent the best offer for the logical box (then destroy ``replaces``). At most one create per
         need: the intent is claimed under the state-file lock before anything is sent."""
+        if not self.settings.default_image and not self.settings.template_list():
+            raise ProviderError("cannot rent a box: set VASTAI_DEFAULT_IMAGE (the agent image built from "
+                                "infra/agent/Dockerfile) or VASTAI_TEMPLATE_IDS", code="provider_not_configured")
         token = secrets.token_hex(8)
         now = self._clock.now()
 
@@ -1134,7 +1140,7 @@ class VastProvider:
             s["replacements"] = [*[t for t in s.get("replacements", []) if now - float(t) < 3600.0],
                                  *([now] if replaces is not None else [])]
             rec = _note(s["records"], new_id, now, InstanceState.STARTING, None, self.logical_id)
-            rec.update(offer_id=offer_id, label=self.settings.label, gpu_name=gpu_name)
+            rec.update(offer_id=offer_id, label=self.settings.label, gpu_name=gpu_name, rental_token=token)
             if price is not None:
                 rec["price_per_hour"] = price
             if replaces is not None and replaces != new_id:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -10,7 +12,7 @@ from shared.errors import GpuqError, PayloadTooLarge, ServiceError
 from shared.models import Job
 from shared.states import JobStatus
 from shared.store.base import Chunk, IdempotencyClaim
-from shared.store.firestore import CLAIMS, JOBS, MAX_DOC_BYTES, FirestoreJobStore
+from shared.store.firestore import CHUNKS, CLAIMS, JOBS, MAX_DOC_BYTES, RECORDS, FirestoreJobStore
 from tests.contract.conftest import PROJECT
 from tests.contract.emulator import FirestoreEmulator, free_port
 
@@ -76,3 +78,19 @@ def test_no_vendor_exception_slips_through_when_firestore_is_unreachable(monkeyp
             assert caught.value.__cause__ is not None, name
     finally:
         store.close()
+
+
+def test_the_declared_indexes_serve_the_stores_queries() -> None:
+    """The emulator serves any query without an index; production Firestore refuses one whose composite index
+    is missing. These are the store's queries (filters in order, then the sort) and the index each needs."""
+    declared = json.loads((Path(__file__).resolve().parents[2] / "infra" / "firestore.indexes.json").read_text())
+    indexes = {(i["collectionGroup"], tuple(f["fieldPath"] for f in i["fields"])) for i in declared["indexes"]}
+    assert indexes == {
+        (JOBS, ("status", "queued_at")),  # list_by_status: status IN … ORDER BY queued_at
+        (JOBS, ("pending_callbacks", "status", "queued_at")),  # … AND pending_callbacks == true
+        (CHUNKS, ("attempt", "seq")),  # read_chunks: attempt == a AND seq > s ORDER BY seq
+    }
+    assert all(i["queryScope"] == "COLLECTION" and all(f["order"] == "ASCENDING" for f in i["fields"])
+               for i in declared["indexes"])
+    exempt = {(o["collectionGroup"], o["fieldPath"]) for o in declared["fieldOverrides"] if o["indexes"] == []}
+    assert {(JOBS, "doc"), (CHUNKS, "text"), (RECORDS, "doc")} <= exempt  # large strings, never queried

@@ -22,7 +22,6 @@ import pytest
 from shared.client import JobsClient
 from shared.devstack import DevStack
 from shared.fakes.ollama import prompt_key
-from shared.models import InstanceState
 from shared.receiver import CallbackReceiver
 from tests.servers import MODEL, start_stack, wait_until
 
@@ -53,7 +52,7 @@ class Audit:
         return {job_id: int(stats["generations_by_prompt"].get(prompt_key(p), 0)) for job_id, p in self.jobs.items()}
 
     def running_boxes(self) -> list[str]:
-        return [i.id for i in self.stack.provider().list_sync() if i.state is not InstanceState.STOPPED]
+        return [box for box, state, _ in self.stack.boxes() if state != "stopped"]
 
     def finish(self, expected: dict[str, str] | None = None, timeout_s: float = 90) -> dict[str, dict[str, Any]]:
         """Wait for every job to end, then check: right status, one callback per job, no double

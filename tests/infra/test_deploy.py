@@ -22,11 +22,11 @@ PROJECT, REGION = "acme-gpuq", "europe-west1"
 SECRETS = {  # distinctive values: none may appear in any output or file the deploy writes
     "GPUQ_API_KEYS": "alice:sk-live-Zq81xRk",
     "GPUQ_WEBHOOK_SECRET": "whsec_c2VjcmV0LXNpZ25pbmc9PQ",
-    "GPUQ_AGENT_SECRET": "agent-s3cret-Lk2",
+    "GPUQ_AGENT_MASTER_SECRET": "agent-s3cret-Lk2",
     "GPUQ_JOB_TOKEN_SECRET": "jobtok-s3cret-Pq7",
     "GPUQ_TASK_SECRET": "task-s3cret-Wm4",
     "GPUQ_TRIGGER_TOKEN": "trig-s3cret-Yb9",
-    "GPUQ_REAPER_TOKEN": "reap-s3cret-Hn3",
+    "GPUQ_REAPER_TOKEN": "reap-s3cret-Hn3",  # not used in production (OIDC): must be neither stored nor leaked
     "VASTAI_API_KEY": "vast-key-Rt6",
 }
 PLAIN = {"GPUQ_PROVIDER": "vast", "GPUQ_INSTANCE_ID": "4242", "GPUQ_AGENT_PRELOAD_MODELS": "llama3.2:1b,qwen2.5:7b"}
@@ -86,7 +86,8 @@ def test_the_dry_run_covers_every_resource(tmp_path: Path, capsys: pytest.Captur
                         tuple(f"field-path={f['fieldPath']},order=ascending" for f in i["fields"]))
                        for i in declared["indexes"]}
     # Secrets: created, versioned from stdin, readable only by the functions that use them.
-    for name in SECRETS:
+    assert not find(cmds, "secrets", "create", "GPUQ_REAPER_TOKEN")
+    for name in set(SECRETS) - {"GPUQ_REAPER_TOKEN"}:
         assert find(cmds, "secrets", "create", name)
         (add,) = find(cmds, "secrets", "versions", "add", name)
         assert "--data-file=-" in add
@@ -109,7 +110,7 @@ def test_the_dry_run_covers_every_resource(tmp_path: Path, capsys: pytest.Captur
         assert ("--allow-unauthenticated" in deploy) is spec.public
         assert ("--no-allow-unauthenticated" in deploy) is not spec.public
         mounted = {s.split("=")[0] for s in flag(deploy, "set-secrets").split(",")}
-        assert mounted == {s for s in spec.secrets if s in SECRETS}
+        assert mounted == {s for s in spec.secrets if s in SECRETS} and "GPUQ_REAPER_TOKEN" not in mounted
         source = Path(flag(deploy, "source"))
         assert (source / "main.py").exists() and (source / "requirements.txt").exists()
     invokers = {(c[3], flag(c, "member")) for c in find(cmds, "functions", "add-invoker-policy-binding")}
@@ -117,6 +118,7 @@ def test_the_dry_run_covers_every_resource(tmp_path: Path, capsys: pytest.Captur
                         ("gpuq-reaper", f"serviceAccount:{sa('scheduler')}")}
     env = json.loads(Path(flag(find(cmds, "functions", "deploy")[0], "env-vars-file")).read_text())
     assert env["GPUQ_DISPATCH_URL"] == url("dispatch") and env["GPUQ_TASKS_SERVICE_ACCOUNT"] == sa("tasks")
+    assert env["GPUQ_REAPER_URL"] == url("reaper") and env["GPUQ_SCHEDULER_SERVICE_ACCOUNT"] == sa("scheduler")
     assert env["GPUQ_AGENT_PRELOAD_MODELS"] == "llama3.2:1b,qwen2.5:7b" and env["GPUQ_STORE"] == "firestore"
     assert not set(env) & set(SECRET_NAMES)
 
@@ -284,6 +286,27 @@ def test_a_failing_command_stops_the_deploy_with_the_reason_and_no_secret(tmp_pa
     with pytest.raises(DeployError) as failed:
         execute(plan(deployment(tmp_path)), deployment(tmp_path).settings, Refusing(), say=lambda _: None)
     assert "PERMISSION_DENIED" in str(failed.value) and SECRETS["GPUQ_API_KEYS"] not in str(failed.value)
+
+
+def test_an_ovh_deployment_packages_the_ovhai_cli_with_the_functions_that_drive_the_box(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    settings = write_settings(tmp_path / "deploy.env", GPUQ_PROVIDER="ovh", OVH_TOKEN="ovh-t0ken-Qx")
+    base = ["--project", PROJECT, "--region", REGION, "--settings", str(settings), "--out-dir", str(tmp_path / "out"),
+            "--dry-run"]
+    assert main(base) == 2
+    assert "--ovhai-binary" in capsys.readouterr().err
+    cli = tmp_path / "ovhai"
+    cli.write_bytes(b"\x7fELF fake binary")
+    assert main([*base, "--ovhai-binary", str(cli)]) == 0
+    out = capsys.readouterr().out
+    assert "ovh-t0ken-Qx" not in out
+    packaged = {p.parent.parent.name for p in (tmp_path / "out" / "functions").glob("*/bin/ovhai")}
+    assert packaged == {"trigger", "dispatch", "reaper"}
+    assert os.access(tmp_path / "out" / "functions" / "dispatch" / "bin" / "ovhai", os.X_OK)
+    env = json.loads((tmp_path / "out" / "env.yaml").read_text())
+    assert env["OVH_CLI"] == "/workspace/bin/ovhai"
+    (deploy,) = find(commands(out), "functions", "deploy", "gpuq-dispatch")
+    assert "OVH_TOKEN=OVH_TOKEN:latest" in flag(deploy, "set-secrets")
 
 
 # --- gcloud itself accepts every command --------------------------------------------------------

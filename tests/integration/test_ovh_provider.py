@@ -97,7 +97,9 @@ async def wait_for(check: Callable[[], Awaitable[Instance | None]], want: Instan
 @synchronous
 async def test_create_runs_the_app_with_every_setting_and_it_boots(provider: OvhProvider, state_path: Path) -> None:
     created = await provider.create("box-1")
-    assert created.state is InstanceState.STARTING and created.agent_url is None and created.label == "box-1"
+    assert created.state is InstanceState.STARTING and created.agent_url is None and created.id == "box-1"
+    app_id = created.label
+    assert app_id is not None and app_id in fake.read_state(state_path)["apps"]
     (run,) = [a for a in calls(state_path) if a[:2] == ["app", "run"]]
     assert run[2:6] == ["-o", "json", "--token", TOKEN]  # options before the image, never after it
     assert run[-1] == "ghcr.io/acme/gpuq-agent:1"
@@ -109,9 +111,10 @@ async def test_create_runs_the_app_with_every_setting_and_it_boots(provider: Ovh
                  "--env GPUQ_AGENT_READY_URL=https://cp.example/trigger"):
         assert part in joined
     running = await wait_for(lambda: provider.get("box-1"), InstanceState.RUNNING)
-    assert running.id == created.id and running.agent_url == f"https://{created.id}.app.gra.ai.cloud.ovh.net"
+    assert running.id == "box-1" and running.agent_url == f"https://{app_id}.app.gra.ai.cloud.ovh.net"
+    assert await provider.get(app_id) == running  # by UUID too
     assert running.started_at is not None and running.provider == "ovh"
-    app = fake.read_state(state_path)["apps"][created.id]
+    app = fake.read_state(state_path)["apps"][app_id]
     assert app["spec"]["volumes"] == [{"dataStore": {"alias": "GRA", "container": "gpuq-models", "prefix": ""},
                                        "mountPath": "/root/.ollama", "permission": "RW", "cache": True}]
     assert [s for s, _ in app["_timeline"]] == ["QUEUED", "INITIALIZING", "RUNNING"]
@@ -125,7 +128,7 @@ async def test_stop_is_confirmed_and_idempotent_start_brings_it_back(provider: O
     await wait_for(lambda: provider.get(created.id), InstanceState.RUNNING)
     stopped = await provider.stop("box-1")
     assert stopped.state is InstanceState.STOPPED and stopped.agent_url is None and stopped.stopped_at is not None
-    history = [s for s, _ in fake.read_state(state_path)["apps"][created.id]["_timeline"]]
+    history = [s for s, _ in fake.read_state(state_path)["apps"][str(created.label)]["_timeline"]]
     assert history[-2:] == ["STOPPING", "STOPPED"]
     before = verbs(state_path)
     assert (await provider.stop("box-1")).state is InstanceState.STOPPED
@@ -157,7 +160,7 @@ async def test_a_box_that_finds_no_capacity_reads_as_stopped_with_the_reason(pro
     fake.configure(state_path, no_capacity=True)
     created = await provider.create("box-1")
     failed = await wait_for(lambda: provider.get(created.id), InstanceState.STOPPED)
-    assert failed.detail == "failed: not enough resources available to start the app"
+    assert failed.detail == f"failed (app {created.label}): not enough resources available to start the app"
 
 
 @synchronous
@@ -167,7 +170,7 @@ async def test_get_and_list_see_only_this_deployments_apps(provider: OvhProvider
                       "busybox"]) == 0
     assert fake.main(["app", "run", "--token", TOKEN, "--name", "unlabelled", "busybox"]) == 0
     listed = await provider.list()
-    assert [i.id for i in listed] == [ours.id]
+    assert [i.id for i in listed] == [ours.id] == ["box-1"]
     assert await provider.get("no-such-box") is None
     assert await provider.get("00000000-0000-4000-8000-000000000000") is None
 
@@ -179,7 +182,7 @@ async def test_delete_removes_the_app(provider: OvhProvider, state_path: Path) -
     await provider.stop("box-1")
     await provider.delete("box-1")
     deadline = time.monotonic() + 5
-    while await provider.get(created.id) is not None:
+    while await provider.get(str(created.label)) is not None:
         assert time.monotonic() < deadline
         await asyncio.sleep(0.05)
     assert await provider.list() == []
@@ -239,11 +242,11 @@ async def test_the_fake_can_launch_a_real_process_as_the_box(state_path: Path) -
     server = ("import http.server, os\n"
               "class H(http.server.BaseHTTPRequestHandler):\n"
               "    def do_GET(self):\n"
-              "        body = os.environ['GPUQ_AGENT_INSTANCE_ID'].encode()\n"
+              "        body = (os.environ['GPUQ_AGENT_INSTANCE_ID'] + ' ' + os.environ['GPUQ_AGENT_PORT']).encode()\n"
               "        self.send_response(200); self.end_headers(); self.wfile.write(body)\n"
               "    def log_message(self, *a): pass\n"
               "http.server.HTTPServer(('127.0.0.1', int(os.environ['PORT'])), H).serve_forever()\n")
-    fake.configure(state_path, launch={"command": [sys.executable, "-c", server]})
+    fake.configure(state_path, launch={"command": [sys.executable, "-c", server], "port_env": "GPUQ_AGENT_PORT"})
     provider = OvhProvider(settings())
     created = await provider.create("box-1")
     running = await wait_for(lambda: provider.get(created.id), InstanceState.RUNNING)
@@ -257,9 +260,10 @@ async def test_the_fake_can_launch_a_real_process_as_the_box(state_path: Path) -
             except httpx.TransportError:
                 assert time.monotonic() < deadline, "the launched box never answered"
                 await asyncio.sleep(0.05)
-        assert response.text == "box-1"  # it got the app's env (GPUQ_AGENT_INSTANCE_ID)
+        # It got the app's env (GPUQ_AGENT_INSTANCE_ID), and its port where the agent reads it.
+        assert response.text == f"box-1 {running.agent_url.rsplit(':', 1)[1]}"
         await provider.stop("box-1")
-        pid = fake.read_state(state_path)["apps"][created.id]
+        pid = fake.read_state(state_path)["apps"][str(created.label)]
         assert pid["_pid"] is None
         deadline = time.monotonic() + 10
         while True:

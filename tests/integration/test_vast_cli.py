@@ -38,7 +38,8 @@ def control(fake: FakeVastServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[F
 
 
 def gpuq(tmp_path: Path, *argv: str) -> int:
-    return main(["--data-dir", str(tmp_path), *argv])
+    """``gpuq <argv> --data-dir TMP``: the lead's ``gpuq`` passes everything from the group name on."""
+    return main([*argv, "--data-dir", str(tmp_path)])
 
 
 def test_offers_lists_matching_offers_cheapest_first(control: FakeVastControl, tmp_path: Path,

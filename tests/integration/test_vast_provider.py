@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
 from shared.errors import ProviderError
 from shared.fakes.ollama import FakeOllamaConfig
@@ -104,11 +105,11 @@ FAST = RetryPolicy(max_attempts=5, base_delay_s=0.01, max_delay_s=0.05, timeout_
 
 
 def provider(fake: FakeVastServer, tmp_path: Path, *, key: str = KEY, retry: RetryPolicy = FAST,
-             **settings: Any) -> VastProvider:
+             logical_id: str = "vast-1", **settings: Any) -> VastProvider:
     base: dict[str, Any] = {"api_key": key, "url": fake.url, "default_image": TINY, "onstart": "",
                             "restart_deadline_s": 30.0, "default_disk_gb": 20.0}
     base.update(settings)
-    return build_vast_provider(VastSettings(**base), logical_id="vast-1", state_dir=tmp_path / "vast", retry=retry,
+    return build_vast_provider(VastSettings(**base), logical_id=logical_id, state_dir=tmp_path / "vast", retry=retry,
                                agent_env={"GPUQ_AGENT_SECRET": SECRET, "GPUQ_AGENT_PRELOAD_MODELS": "llama3.2:1b",
                                           "GPUQ_AGENT_IDLE_GRACE_S": "3600"},
                                observe_ttl_s=0.0)
@@ -340,6 +341,9 @@ def test_an_existing_instance_from_settings_is_driven(fake: FakeVastServer, cont
     box = wait_state(p, InstanceState.RUNNING)
     assert p.current_vast_id() == existing and box.id == "vast-1"
     assert get_json(box.agent_url)["CONTAINER_ID"] == str(existing)
+    by_number = provider(fake, tmp_path / "numeric", logical_id=str(existing))  # GPUQ_INSTANCE_ID=<vast id>
+    assert by_number.current_vast_id() == existing
+    assert run_get(by_number, str(existing)).state is InstanceState.RUNNING
 
 
 # --------------------------------------------------------------------------------------------
@@ -434,7 +438,7 @@ def test_a_box_destroyed_behind_our_back_is_gone_and_the_next_start_rents_anew(
 
 
 def test_an_unreachable_api_is_a_provider_error_after_the_retries(tmp_path: Path) -> None:
-    settings = VastSettings(api_key=KEY, url="http://127.0.0.1:1", instance_id="7000001")
+    settings = VastSettings(api_key=SecretStr(KEY), url="http://127.0.0.1:1", instance_id="7000001")
     p = build_vast_provider(settings, state_dir=tmp_path, retry=FAST)
     with pytest.raises(ProviderError) as caught:
         run(p.get("vast-1"))

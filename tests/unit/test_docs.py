@@ -7,12 +7,17 @@ from pathlib import Path
 import pytest
 from pydantic_settings import BaseSettings
 
+from agent.vast_selfstop import VastSelfStopSettings
+from shared.blobs import BlobSettings
+from shared.providers.ovh import OvhSettings
+from shared.providers.vast import VastSettings
 from shared.settings import AgentSettings, ClientSettings, ControlPlaneSettings
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 
 
-@pytest.mark.parametrize("model", [ControlPlaneSettings, AgentSettings, ClientSettings])
+@pytest.mark.parametrize("model", [ControlPlaneSettings, AgentSettings, ClientSettings, BlobSettings, VastSettings,
+                                   VastSelfStopSettings, OvhSettings])
 def test_every_setting_is_in_the_readme_table(model: type[BaseSettings]) -> None:
     prefix = model.model_config.get("env_prefix", "")
     names = [str(f.validation_alias) if isinstance(f.validation_alias, str) else f"{prefix}{name}"
