@@ -424,12 +424,12 @@ def start_pyworker(work: Path, ollama_port: int, ollama_log: Path, secured: bool
 
 
 def start_agent(work: Path, secret: str, ollama_url: str, procs: list[Proc],
-                agent_path: Path | None = None) -> tuple[Proc, int]:
+                agent_path: Path | None = None, extra_env: dict[str, str] | None = None) -> tuple[Proc, int]:
     port = free_port()
     env = {"GPUQ_AGENT_SECRET": secret, "GPUQ_AGENT_HOST": HOST,
            "GPUQ_AGENT_PORT": str(port), "GPUQ_AGENT_INSTANCE_ID": "bench-agent", "GPUQ_AGENT_PROVIDER": "none",
            "GPUQ_AGENT_OLLAMA_URL": ollama_url, "GPUQ_AGENT_PRELOAD_MODELS": MODEL,
-           "GPUQ_AGENT_IDLE_GRACE_S": "86400", "GPUQ_AGENT_MAX_CONCURRENT_JOBS": "64"}
+           "GPUQ_AGENT_IDLE_GRACE_S": "86400", "GPUQ_AGENT_MAX_CONCURRENT_JOBS": "64", **(extra_env or {})}
     if agent_path is not None:  # a proposed change, measured before it lands (`-m` puts the cwd first on sys.path)
         env["PYTHONPATH"] = os.pathsep.join([str(agent_path), str(REPO), os.environ.get("PYTHONPATH", "")])
     agent = spawn("agent", [sys.executable, "-m", "agent"], work / "logs" / "agent.log", env=env,
@@ -557,6 +557,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "(perturbs the numbers: for finding causes only)")
     p.add_argument("--agent-path", type=Path, default=None, metavar="DIR",
                    help="put DIR first on the agent's PYTHONPATH: measure a proposed agent (or dependency) change")
+    p.add_argument("--agent-env", action="append", default=[], metavar="NAME=VALUE",
+                   help="extra agent setting, e.g. GPUQ_AGENT_REPORT_INTERVAL_S=1 (to try a setting)")
     p.add_argument("--max-s", type=float, default=480.0, help="stop starting new rounds after this long")
     p.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     p.add_argument("--keep-logs", action="store_true", help="keep the work folder (logs of every process)")
@@ -586,7 +588,8 @@ def main(argv: list[str] | None = None) -> int:
         stack = DevStack(DevStackConfig(port=free_port(), data_dir=work / "stack", ollama_url=ollama_url,
                                         reaper_period_s=3600.0, idle_grace_s=3600.0)).start()
         secret = secrets.token_urlsafe(32)  # what the control plane and this agent share (GPUQ_AGENT_SECRET)
-        agent, agent_port = start_agent(work, secret, ollama_url, procs, args.agent_path)
+        agent_env = dict(item.split("=", 1) for item in args.agent_env)
+        agent, agent_port = start_agent(work, secret, ollama_url, procs, args.agent_path, agent_env)
         functions_pid = _functions_pid()
         routes: list[Route] = [Route(ollama_port), GpuqRoute(agent_port, agent, secret, stack, functions_pid)]
         if not args.no_pyworker:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,6 +10,7 @@ from pathlib import Path
 from aiohttp import web
 
 from shared.devstack import DevStack, DevStackConfig, free_port
+from shared.fakes.serving import serve_in_thread
 
 __all__ = ["MODEL", "serve_app_in_thread", "start_stack", "wait_until"]
 
@@ -44,23 +43,16 @@ def instance_stopped(stack: DevStack) -> bool:
 @contextlib.contextmanager
 def serve_app_in_thread(app: web.Application) -> Iterator[str]:
     """Serve an aiohttp app on 127.0.0.1 (free port) from its own event loop; yields its URL."""
-    loop = asyncio.new_event_loop()
-    runner = web.AppRunner(app)
 
-    async def start() -> int:
+    async def start() -> tuple[web.AppRunner, int]:
+        runner = web.AppRunner(app)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
-        return int(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+        return runner, int(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
 
-    thread = threading.Thread(target=loop.run_forever, daemon=True, name="aiohttp-app")
-    thread.start()
-    try:
-        port = asyncio.run_coroutine_threadsafe(start(), loop).result(30)
+    async def close(served: tuple[web.AppRunner, int]) -> None:
+        await served[0].cleanup()
+
+    with serve_in_thread(start, close, name="aiohttp-app") as (_, port):
         yield f"http://127.0.0.1:{port}"
-    finally:
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(30)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(30)
-        loop.run_until_complete(loop.shutdown_asyncgens())
-        loop.close()

@@ -84,9 +84,7 @@ import itertools
 import json
 import math
 import re
-import signal
 import sys
-import threading
 import time
 import zlib
 from collections import Counter
@@ -96,6 +94,9 @@ from typing import Any, Final, Literal
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from shared.fakes.serving import serve_in_thread as _serve_in_thread
+from shared.fakes.serving import serve_until_signalled
 
 __all__ = [
     "DEFAULT_MODELS",
@@ -1532,27 +1533,9 @@ def serve_in_thread(
     Talk to it over HTTP (``server.url``, the ``/__fake__`` endpoints); its ``state`` belongs to
     the server thread.
     """
-    loop = asyncio.new_event_loop()
-
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_forever()
-        finally:
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
-
-    thread = threading.Thread(target=run, name="fake-ollama", daemon=True)
-    thread.start()
-    try:
-        server = asyncio.run_coroutine_threadsafe(start_fake_ollama(host, port, config), loop).result(30)
-        try:
-            yield server
-        finally:
-            asyncio.run_coroutine_threadsafe(server.close(), loop).result(30)
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(30)
+    with _serve_in_thread(lambda: start_fake_ollama(host, port, config), FakeOllamaServer.close,
+                          name="fake-ollama") as server:
+        yield server
 
 
 # --------------------------------------------------------------------------------------------
@@ -1593,26 +1576,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fake-ollama: {exc}", file=sys.stderr)
         return 2
 
-    async def serve() -> int:
-        try:
-            server = await start_fake_ollama(args.host, args.port, config)
-        except OSError as exc:
-            print(f"fake-ollama: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
-            return 1
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        print(f"fake ollama listening on {server.url} (models: {', '.join(config.models)})", flush=True)
-        try:
-            await stop.wait()
-        finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(sig)
-            await server.close()
-        return 0
-
-    return asyncio.run(serve())
+    return serve_until_signalled(
+        lambda: start_fake_ollama(args.host, args.port, config), FakeOllamaServer.close, name="fake-ollama",
+        where=f"{args.host}:{args.port}",
+        banner=lambda server: f"fake ollama listening on {server.url} (models: {', '.join(config.models)})")
 
 
 def _is_number(text: str) -> bool:

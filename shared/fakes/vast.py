@@ -68,7 +68,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
@@ -78,6 +77,9 @@ from typing import Any, Final, Literal
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from shared.fakes.serving import serve_in_thread as _serve_in_thread
+from shared.fakes.serving import serve_until_signalled
 
 __all__ = [
     "DEFAULT_OFFERS",
@@ -1128,27 +1130,9 @@ def serve_in_thread(config: FakeVastConfig | None = None, *, host: str = "127.0.
                     port: int = 0) -> Iterator[FakeVastServer]:
     """Run the fake on its own event loop in a daemon thread (for synchronous tests); every instance
     process is stopped when the block ends. Talk to it over HTTP; its ``state`` belongs to that thread."""
-    loop = asyncio.new_event_loop()
-
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_forever()
-        finally:
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
-
-    thread = threading.Thread(target=run, name="fake-vast", daemon=True)
-    thread.start()
-    try:
-        server = asyncio.run_coroutine_threadsafe(start_fake_vast(host, port, config), loop).result(30)
-        try:
-            yield server
-        finally:
-            asyncio.run_coroutine_threadsafe(server.close(), loop).result(60)
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(30)
+    with _serve_in_thread(lambda: start_fake_vast(host, port, config), FakeVastServer.close, name="fake-vast",
+                          close_timeout_s=60) as server:
+        yield server
 
 
 # --------------------------------------------------------------------------------------------
@@ -1188,27 +1172,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fake-vast: {exc}", file=sys.stderr)
         return 2
 
-    async def serve() -> int:
-        try:
-            server = await start_fake_vast(args.host, args.port, config)
-        except OSError as exc:
-            print(f"fake-vast: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
-            return 1
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        print(f"fake vast listening on {server.url}" + (f" (API key {key})" if generated else ""), flush=True)
-        try:
-            await stop.wait()
-        finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(sig)
-            await server.close()
-        print("fake vast stopped every instance", flush=True)
-        return 0
-
-    return asyncio.run(serve())
+    return serve_until_signalled(
+        lambda: start_fake_vast(args.host, args.port, config), FakeVastServer.close, name="fake-vast",
+        where=f"{args.host}:{args.port}", farewell="fake vast stopped every instance",
+        banner=lambda server: f"fake vast listening on {server.url}" + (f" (API key {key})" if generated else ""))
 
 
 if __name__ == "__main__":

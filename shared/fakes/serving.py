@@ -1,0 +1,73 @@
+"""Running an asyncio server for the fakes and tests: in a background thread (synchronous tests), or in
+the foreground until SIGINT/SIGTERM (the ``gpuq fake-*`` commands)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+import threading
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TypeVar
+
+__all__ = ["serve_in_thread", "serve_until_signalled"]
+
+S = TypeVar("S")
+
+
+@contextlib.contextmanager
+def serve_in_thread(start: Callable[[], Awaitable[S]], close: Callable[[S], Awaitable[None]], *, name: str,
+                    close_timeout_s: float = 30.0) -> Iterator[S]:
+    """Start a server on its own event loop in a daemon thread; close it and the loop when the block ends.
+
+    Talk to it over its sockets: whatever state it has belongs to that thread."""
+    loop = asyncio.new_event_loop()
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_forever()
+        finally:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    thread.start()
+    try:
+        server = asyncio.run_coroutine_threadsafe(start(), loop).result(30)
+        try:
+            yield server
+        finally:
+            asyncio.run_coroutine_threadsafe(close(server), loop).result(close_timeout_s)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(30)
+
+
+def serve_until_signalled(start: Callable[[], Awaitable[S]], close: Callable[[S], Awaitable[None]], *, name: str,
+                          where: str, banner: Callable[[S], str], farewell: str = "") -> int:
+    """Run a server in the foreground until SIGINT or SIGTERM. Returns the process exit code."""
+
+    async def serve() -> int:
+        try:
+            server = await start()
+        except OSError as exc:
+            print(f"{name}: cannot listen on {where}: {exc}", file=sys.stderr)
+            return 1
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        print(banner(server), flush=True)
+        try:
+            await stop.wait()
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+            await close(server)
+        if farewell:
+            print(farewell, flush=True)
+        return 0
+
+    return asyncio.run(serve())
