@@ -179,8 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     dev = sub.add_parser("dev", help="run the whole stack locally in the foreground")
     dev.add_argument("--port", type=int, default=8080)
-    dev.add_argument("--provider", choices=["local", "vast-fake"], default="local",
-                     help="local: boxes are local processes; vast-fake: a local fake of Vast's API rents them")
+    dev.add_argument("--provider", choices=["local", "vast-fake", "ovh-fake"], default="local",
+                     help="local: boxes are local processes; vast-fake: a local fake of Vast's API rents them; "
+                          "ovh-fake: a fake ovhai CLI runs one as an OVH AI Deploy app")
     dev.add_argument("--vast-port", type=int, default=8081, help="port of the fake Vast API (vast-fake)")
     dev.add_argument("--data-dir", default=".gpuq")
     dev.add_argument("--ollama-url", default=None, help="use a real Ollama instead of the stand-in")

@@ -7,12 +7,14 @@ is stopped when it exits, boxes included: SIGTERM, a grace period, then SIGKILL.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import importlib.util
 import logging
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -34,6 +36,7 @@ __all__ = ["DevStack", "DevStackConfig", "free_port"]
 log = logging.getLogger("gpuq.devstack")
 
 EMULATOR_STOP_GRACE_S = 8.0
+OVH_APP = "gpuq-box-1"
 STOP_GRACE_S = 5.0
 
 
@@ -63,7 +66,9 @@ def _module_file(module: str) -> str:
 class DevStackConfig:
     port: int = 8080
     data_dir: Path = Path(".gpuq")
-    provider: str = "local"  # or "vast-fake": the fake Vast API rents boxes that are local agent processes
+    # "local"; "vast-fake": the fake Vast API rents boxes that are local agent processes; "ovh-fake": a fake
+    # `ovhai` CLI runs an OVH AI Deploy app that is a local agent process.
+    provider: str = "local"
     vast_port: int = 8081
     ollama_url: str | None = None  # a real Ollama; None starts the stand-in
     token_delay_s: float = 0.02
@@ -100,6 +105,7 @@ class DevStack:
         self.tasks_port = free_port()
         self.ollama_url = config.ollama_url or f"http://127.0.0.1:{free_port()}"
         self.vast_url = f"http://127.0.0.1:{config.vast_port}" if config.provider == "vast-fake" else ""
+        self.ovh_state = self.data_dir / "ovhai-state.json" if config.provider == "ovh-fake" else None
         self.vast_api_key = ""
         if self.vast_url:
             self.vast_api_key = os.environ.get("VASTAI_API_KEY") or f"vast_{secrets.token_hex(16)}"
@@ -117,13 +123,14 @@ class DevStack:
             "data_dir": self.data_dir,
             "public_url": self.url,
             "tasks_emulator_host": f"127.0.0.1:{self.tasks_port}",
-            "provider": "vast" if self.vast_url else config.provider,
-            "instance_id": "vast-1" if self.vast_url else "local-1",
+            "provider": {"vast-fake": "vast", "ovh-fake": "ovh"}.get(config.provider, config.provider),
+            "instance_id": {"vast-fake": "vast-1", "ovh-fake": OVH_APP}.get(config.provider, "local-1"),
             "ollama_url": self.ollama_url,
             "agent_preload_models": split_csv(config.models)[0],
             "agent_idle_grace_s": config.idle_grace_s,
             "snooze_s": config.snooze_s,
-            "reaper_idle_limit_s": config.idle_grace_s + 30.0,
+            # An OVH box cannot stop itself (no self-stop API from inside): the reaper stops it once idle.
+            "reaper_idle_limit_s": config.idle_grace_s + (0.0 if self.ovh_state else 30.0),
         }
         self.settings = ControlPlaneSettings(**(defaults | config.overrides))
 
@@ -133,6 +140,8 @@ class DevStack:
         out: dict[str, str] = {}
         for name, value in self.settings.model_dump().items():
             out[f"GPUQ_{name.upper()}"] = str(value)
+        if self.ovh_state:
+            out.update(OVH_CLI=str(self.data_dir / "bin" / "ovhai"), OVH_IMAGE="gpuq/agent:dev", OVH_APP_NAME=OVH_APP)
         if self.vast_url:
             out.update(VASTAI_API_KEY=self.vast_api_key, VAST_URL=self.vast_url,
                        VASTAI_DEFAULT_IMAGE="gpuq/agent:dev", VASTAI_STATE_DIR=str(self.data_dir / "vast"))
@@ -191,14 +200,44 @@ class DevStack:
         self._wait_http("fake-ollama", self.ollama_url + "/", popen)
 
     def _start_fake_vast(self) -> None:
+        # The boxes stop themselves with the official CLI, as on Vast: the one in .venv/vastai, if installed.
+        cli = shutil.which("vastai") or str(Path(sys.executable).parent.parent / "vastai" / "bin" / "vastai")
         popen = self._spawn("fake-vast", [
             sys.executable, "-m", "shared.fakes.vast", "--host", "127.0.0.1", "--port", str(self.config.vast_port),
             "--log-dir", str(self.log_dir), "--env", f"GPUQ_AGENT_OLLAMA_URL={self.ollama_url}",
+            "--env", f"GPUQ_AGENT_VASTAI_CLI={cli}",
         ], {"VASTAI_API_KEY": self.vast_api_key}, grace_s=10.0)
         self._wait_http("fake-vast", self.vast_url + "/api/v0/gpu_names/unique/", popen)
 
+    def _prepare_fake_ovh(self) -> None:
+        """Install the fake `ovhai`, and create the app once, as a user does (README: Run on OVH AI Deploy)."""
+        from shared.fakes import ovhai
+        from shared.providers.ovh import OvhProvider, OvhSettings
+        from shared.security import derive_agent_secret
+
+        assert self.ovh_state is not None
+        cli = ovhai.install(self.data_dir / "bin", self.ovh_state)
+        ovhai.configure(self.ovh_state, timings={"QUEUED": 0.2, "INITIALIZING": 0.3, "STOPPING": 0.2},
+                        launch={"command": [sys.executable, "-m", "agent"], "port_env": "GPUQ_AGENT_PORT", "env": {
+                            "GPUQ_AGENT_HOST": "127.0.0.1", "GPUQ_AGENT_INSTANCE_ID": OVH_APP,
+                            "GPUQ_AGENT_PROVIDER": "none", "GPUQ_AGENT_OLLAMA_URL": self.ollama_url,
+                            "GPUQ_AGENT_READY_URL": self.url + "/trigger",
+                            "GPUQ_AGENT_PRELOAD_MODELS": self.settings.agent_preload_models,
+                            "GPUQ_AGENT_IDLE_POLICY": "fixed",
+                            "GPUQ_AGENT_IDLE_GRACE_S": str(self.config.idle_grace_s)}})
+        provider = OvhProvider(OvhSettings(cli=str(cli), image="gpuq/agent:dev", app_name=OVH_APP))
+        secret = derive_agent_secret(self.settings.agent_master_secret, OVH_APP)
+        asyncio.run(provider.create(env={"GPUQ_AGENT_SECRET": secret}))
+        asyncio.run(provider.stop(OVH_APP))
+
     def boxes(self) -> list[tuple[str, str, int]]:
         """(id, "running" | "stopped", starts) of every box this stack's provider knows."""
+        if self.ovh_state is not None:
+            from shared.fakes.ovhai import read_state
+
+            apps = read_state(self.ovh_state)["apps"].values()
+            return [(a["spec"]["name"], "running" if a["_pid"] else "stopped",
+                     sum(1 for state, _ in a["_timeline"] if state == "RUNNING")) for a in apps]
         if not self.vast_url:
             provider = self.provider()
             return [(i.id, "stopped" if i.state.value == "stopped" else "running", provider.start_count(i.id))
@@ -250,6 +289,8 @@ class DevStack:
                 self._start_fake_ollama()
             if self.vast_url:
                 self._start_fake_vast()
+            if self.ovh_state:
+                self._prepare_fake_ovh()
             self._start_functions()
         except BaseException:
             self.stop()
@@ -269,6 +310,13 @@ class DevStack:
             for instance in self.provider().list_sync():
                 if instance.state.is_up() or instance.state.value == "stopping":
                     self.provider().stop_sync(instance.id)
+        if self.ovh_state is not None:  # the fake ovhai's app processes (the fake Vast stops its own)
+            from shared.fakes.ovhai import read_state
+
+            for app in read_state(self.ovh_state)["apps"].values():
+                if app.get("_pid"):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(app["_pid"], signal.SIGKILL)
         for proc in reversed(self._procs):
             _terminate(proc)
         self._procs.clear()

@@ -16,13 +16,14 @@ from tests.servers import MODEL, instance_stopped, start_stack, wait_until
 NUM_TOKENS = 24  # the stand-in's default length
 
 
-@pytest.fixture(scope="module", params=["local", "vast-fake"])
+@pytest.fixture(scope="module", params=["local", "vast-fake", "ovh-fake"])
 def any_stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
-    """The whole pipeline once on local boxes and once on boxes rented from the fake Vast API."""
+    """The whole pipeline on local boxes, on boxes rented from the fake Vast API, and on an app run by the
+    fake `ovhai` CLI."""
     if request.param == "local":
         yield request.getfixturevalue("stack")
         return
-    running = start_stack(tmp_path_factory.mktemp("vast"), provider="vast-fake", vast_port=free_port())
+    running = start_stack(tmp_path_factory.mktemp(request.param), provider=request.param, vast_port=free_port())
     try:
         yield running
     finally:

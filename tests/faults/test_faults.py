@@ -7,6 +7,9 @@ import threading
 import time
 from collections.abc import Callable
 
+import httpx
+
+from shared.devstack import free_port
 from shared.fakes.ollama import fake_completion_text
 from shared.queue import TaskQueue
 from tests.faults.conftest import Audit, kill_agent
@@ -127,3 +130,20 @@ def test_sqlite_store_busy(scenario: Scenario) -> None:
         audit.submit()
     holder.join()
     audit.finish()
+
+
+def test_provider_api_5xx_and_429_bursts(scenario: Scenario) -> None:
+    """Boxes rented through the fake Vast API, which answers bursts of 503s and 429s (plain text too),
+    and refuses the box's first self-stop with ``success: false``."""
+    audit = scenario("provider_api_bursts", provider="vast-fake", vast_port=free_port())
+    stack = audit.stack
+    faults = {"error_burst": 4, "error_status": 503, "rate_limit_burst": 4, "stop_fails": 1}
+    armed = httpx.post(stack.vast_url + "/__fake__/faults", json=faults, timeout=10,
+                       headers={"Authorization": f"Bearer {stack.vast_api_key}"})
+    assert armed.status_code == 200, armed.text
+    for _ in range(3):
+        audit.submit()
+    audit.finish()
+    calls = httpx.get(stack.vast_url + "/__fake__/calls", timeout=10).json()
+    statuses = {code for per_endpoint in calls["statuses"].values() for code in per_endpoint}
+    assert {"503", "429"} <= statuses  # the bursts were really served, and absorbed
