@@ -31,10 +31,12 @@ tools:
 
 test: $(STAMP) tools
 	$(BIN)/ruff check .
+	$(BIN)/mypy shared functions agent
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy shared functions agent
 	$(BIN)/ruff format --check .
 
 clean:

@@ -102,7 +102,7 @@ class Reporter:
             with contextlib.suppress(Exception):
                 await self._flusher
         report = Report(attempt=self._job.attempt, started=not self._started_sent, chunks=self._take(),
-                        outcome=outcome, result=result, error=error)  # type: ignore[arg-type]
+                        outcome=outcome, result=result, error=error)
         delay = 0.2
         loop = asyncio.get_running_loop()
         deadline = loop.time() + FINAL_REPORT_DEADLINE_S

@@ -130,9 +130,10 @@ class GpuqRoute(Route):
         self._pending = []
         for prompt in prompts:
             job, _ = self._store.create(self._running_job(prompt, tokens, time.time()), None)
-            spec = AgentJob(job_id=job.id, attempt=1, model=MODEL, prompt=prompt, options=job.options,
-                            timeout_s=job.timeout_s, report_url=f"{self._stack.url}/v1/jobs/{job.id}/events",
-                            report_token=job_token(settings.job_token_secret, job.id, 1))
+            spec = AgentJob.model_validate({
+                "job_id": job.id, "attempt": 1, "model": MODEL, "prompt": prompt, "options": job.options,
+                "timeout_s": job.timeout_s, "report_url": f"{self._stack.url}/v1/jobs/{job.id}/events",
+                "report_token": job_token(settings.job_token_secret, job.id, 1)})
             body = spec.model_dump_json().encode()
             out.append(build_request(HOST, self.port, self.path, body, self._signer.sign("POST", self.path, body)))
             self._pending.append(job.id)
@@ -351,7 +352,8 @@ async def throughput_phase(bench: Bench, args: argparse.Namespace) -> None:
             break
         for n in args.throughput_streams:
             for route in bench.order(round_no):
-                await bench.burst(route, n, args.tokens, bench.sample("throughput", n, route))
+                for _ in range(args.singles if n == 1 else 1):
+                    await bench.burst(route, n, args.tokens, bench.sample("throughput", n, route))
 
 
 async def cpu_phase(bench: Bench, args: argparse.Namespace) -> None:
@@ -373,6 +375,18 @@ def _functions_pid() -> int:
     if pid is None:
         raise RuntimeError("the functions process of the dev stack was not found")
     return pid
+
+
+def _renice_control_plane() -> None:
+    """The control plane runs elsewhere in production, not on the GPU box: here it only gets spare CPU."""
+    me = os.getpid()
+    for marker in (b"functions_framework", b"gcloud_tasks_emulator"):
+        pid = find_child(me, marker)
+        todo = [pid] if pid else []
+        while todo:
+            current = todo.pop()
+            os.setpriority(os.PRIO_PROCESS, current, 19)
+            todo += [c for c in [find_child(current)] if c]
 
 
 def _gunicorn_worker(arbiter: int) -> int:
@@ -555,6 +569,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--profile", type=Path, default=None, metavar="DIR",
                    help="record py-spy profiles of the agent, PyWorker and the functions worker into DIR "
                         "(perturbs the numbers: for finding causes only)")
+    p.add_argument("--profile-gil", action="store_true", help="profile only the thread holding the GIL (CPU)")
+    p.add_argument("--nice-control-plane", action="store_true",
+                   help="renice the functions and emulator processes to 19: the control plane then takes only "
+                        "spare CPU, as if it ran elsewhere (its work and CPU are still measured)")
     p.add_argument("--agent-path", type=Path, default=None, metavar="DIR",
                    help="put DIR first on the agent's PYTHONPATH: measure a proposed agent (or dependency) change")
     p.add_argument("--agent-env", action="append", default=[], metavar="NAME=VALUE",
@@ -587,6 +605,8 @@ def main(argv: list[str] | None = None) -> int:
         log("starting the control plane (emulator + functions) and the agent")
         stack = DevStack(DevStackConfig(port=free_port(), data_dir=work / "stack", ollama_url=ollama_url,
                                         reaper_period_s=3600.0, idle_grace_s=3600.0)).start()
+        if args.nice_control_plane:
+            _renice_control_plane()
         secret = secrets.token_urlsafe(32)  # what the control plane and this agent share (GPUQ_AGENT_SECRET)
         agent_env = dict(item.split("=", 1) for item in args.agent_env)
         agent, agent_port = start_agent(work, secret, ollama_url, procs, args.agent_path, agent_env)
@@ -596,7 +616,7 @@ def main(argv: list[str] | None = None) -> int:
             log("starting PyWorker (vastai 1.9.1) and its fake autoscaler")
             routes.append(start_pyworker(work, ollama_port, ollama_log, args.pyworker_auth, procs))
         bench = Bench(routes, deadline=started + args.max_s, procs=procs)
-        profiler = Profiler(args.profile) if args.profile else None
+        profiler = Profiler(args.profile, gil_only=args.profile_gil) if args.profile else None
 
         def on_measuring() -> None:
             if profiler is not None:
@@ -633,6 +653,7 @@ def main(argv: list[str] | None = None) -> int:
                 "control_plane": "real functions process (DevStack: functions-framework + SQLite store + Cloud Tasks "
                                  "emulator); jobs created in the store as dispatch leaves them (running, attempt 1)",
                 "agent": "python -m agent, production settings, GPUQ_AGENT_MAX_CONCURRENT_JOBS=64",
+                "control_plane_niced": args.nice_control_plane,
                 "pyworker": None if pyworker is None else {"vastai": "1.9.1", "unsecured": not args.pyworker_auth},
                 "client": "bench/ndjson_client.py: one connection per request, requests pre-built and pre-signed",
             },

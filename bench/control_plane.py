@@ -234,7 +234,7 @@ def _box_running(stack: DevStack) -> bool:
 def bench_ready_to_running(stack: DevStack, client: JobsClient, cycles: int, label: str) -> dict[str, Any]:
     log(f"agent ready -> job running, {label}: {cycles} cold starts")
     agent_log = stack.log_dir / f"agent-{INSTANCE}.log"
-    samples, boots, failures = [], [], 0
+    samples, boots, failures, announced = [], [], 0, 0
     for _ in range(cycles):
         if _box_running(stack):
             stack.provider().stop_sync(INSTANCE)
@@ -250,7 +250,9 @@ def bench_ready_to_running(stack: DevStack, client: JobsClient, cycles: int, lab
             continue
         samples.append(accepted - ready)
         boots.append(ready - t_submit)
-    return {"variant": label, "cycles": cycles, "failures": failures, "ready_to_running": _ms(samples),
+        announced += _first(lines, "announced ready") is not None
+    return {"variant": label, "cycles": cycles, "failures": failures, "announced": announced,
+            "ready_to_running": _ms(samples),
             "mean_ms": _x1000(statistics.fmean(samples)) if samples else None,
             "submit_to_ready_p50_ms": _x1000(percentile(boots, 50))}
 
@@ -507,6 +509,8 @@ def main(argv: list[str] | None = None) -> int:
                                                 f"without (snoozed task, snooze_s={args.snooze_s:g})"))
             ready[-1]["announcements_refused"] = proxy.refused
             client.close()
+            if proxy.refused == 0:  # the agents found another way to /trigger: the variant measured nothing
+                raise RuntimeError("no ready announcement reached the refusing proxy: 'without' is not measured")
 
         targets = build_targets(enqueue, warm, ready[0])
         print_report(store, queue_alone, enqueue, warm, ready, targets)

@@ -1,7 +1,7 @@
 """Sampling profiles of the processes a benchmark measures, with py-spy (``pip install py-spy``).
 
 ``Profiler.attach(name, pid)`` starts ``py-spy record --format raw`` on a running process; ``stop()``
-ends every recording (SIGINT: py-spy writes its file) and ``summary()`` gives the functions with the
+ends every recording (SIGINT: py-spy writes its file) and summarizes it: the functions with the
 most samples: *self* (the frame on top of the stack) and *inclusive* (anywhere in the stack).
 Profiling perturbs what is measured: numbers from a profiled run are for finding causes only.
 """
@@ -15,6 +15,7 @@ import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 __all__ = ["Profiler", "print_profiles", "summarize"]
 
@@ -72,6 +73,7 @@ class _Recording:
     name: str
     popen: subprocess.Popen[bytes]
     output: Path
+    log: IO[bytes]
 
 
 class Profiler:
@@ -84,12 +86,13 @@ class Profiler:
 
     def attach(self, name: str, pid: int) -> None:
         output = self.out_dir / f"{name}.txt"
+        log = open(self.out_dir / f"{name}.py-spy.log", "wb")  # noqa: SIM115 - closed in stop()
         popen = subprocess.Popen(
             [_py_spy(), "record", "--format", "raw", "--rate", str(self.rate_hz), "--nonblocking",
              *(["--gil"] if self.gil_only else []), "--output", str(output), "--pid", str(pid)],
-            stdout=subprocess.DEVNULL, stderr=open(self.out_dir / f"{name}.py-spy.log", "wb"),  # noqa: SIM115
+            stdout=subprocess.DEVNULL, stderr=log,
         )
-        self._recordings.append(_Recording(name, popen, output))
+        self._recordings.append(_Recording(name, popen, output, log))
 
     def stop(self) -> dict[str, dict[str, list[tuple[str, float]]]]:
         out = {}
@@ -101,6 +104,7 @@ class Profiler:
             except subprocess.TimeoutExpired:
                 rec.popen.kill()
                 rec.popen.wait()
+            rec.log.close()
             if rec.output.exists():
                 out[rec.name] = summarize(rec.output)
         self._recordings.clear()

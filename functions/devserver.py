@@ -6,6 +6,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import cast
+
 import flask
 import functions_framework
 
@@ -17,14 +20,17 @@ from functions.trigger import trigger
 
 __all__ = ["gpuq"]
 
-_ROUTES = {"trigger": trigger, "dispatch": dispatch, "reaper": reaper}
+Handler = Callable[[flask.Request], flask.Response]
+# functions_framework.http returns the function itself; its annotations do not say so.
+_ENQUEUE = cast(Handler, enqueue)
+_ROUTES = cast(dict[str, Handler], {"trigger": trigger, "dispatch": dispatch, "reaper": reaper})
 
 
 @functions_framework.http
 def gpuq(request: flask.Request) -> flask.Response:
     first = request.path.strip("/").split("/", 1)[0]
     if first in ("v1", "enqueue"):
-        return enqueue(request)
+        return _ENQUEUE(request)
     if first == "healthz":
         control_plane()  # settings parse and the store opens, or this answers 500
         return json_response({"ok": True})

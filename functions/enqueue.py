@@ -12,6 +12,7 @@ import re
 
 import flask
 import functions_framework
+from pydantic import ValidationError
 
 from functions.edge import caller, control_plane, handle_errors, json_response, read_json
 from shared.callbacks import resend_failed
@@ -63,8 +64,8 @@ def _job_route(request: flask.Request, job_id: str, rest: str) -> flask.Response
         body = read_json(request, cp.settings.max_body_bytes * 8)
         try:
             report = Report.model_validate(body)
-        except Exception as exc:  # pydantic.ValidationError
-            raise ValidationFailed(validation_message(exc) if hasattr(exc, "errors") else str(exc)) from None
+        except ValidationError as exc:
+            raise ValidationFailed(validation_message(exc)) from None
         ack = apply_report(cp, job_id, bearer(request.headers), report)
         return json_response(ack.model_dump(mode="json"))
     owner = caller(request)

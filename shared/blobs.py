@@ -32,7 +32,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from shared.errors import NotFound, ServiceError
 
 if TYPE_CHECKING:
-    from botocore.client import BaseClient  # type: ignore[import-untyped]
+    from botocore.client import BaseClient
 
 __all__ = ["BlobRef", "BlobSettings", "BlobStore", "OutputView"]
 
@@ -88,7 +88,7 @@ class OutputView:
 
 
 def _vendor_errors() -> tuple[type[BaseException], ...]:
-    from botocore.exceptions import BotoCoreError, ClientError  # type: ignore[import-untyped]
+    from botocore.exceptions import BotoCoreError, ClientError
 
     return (BotoCoreError, ClientError)
 
@@ -117,8 +117,8 @@ class BlobStore:
             return self._client
 
     def _connect(self) -> BaseClient:
-        import boto3  # type: ignore[import-untyped]
-        from botocore.config import Config  # type: ignore[import-untyped]
+        import boto3
+        from botocore.config import Config
 
         s = self.settings
         config = Config(

@@ -140,7 +140,8 @@ def close_session(cp: ControlPlane, instance_id: str, *, stopped_at: float) -> d
     raw = record.pop("session", None)
     if not raw:
         return None
-    session = _session(instance_id, raw, max(stopped_at, raw["start_s"]))
+    stop_s = max(stopped_at, float(raw["start_s"]))
+    session = _session(instance_id, raw, stop_s)
     jobs = [j for j in (cp.store.get(job_id) for job_id in raw.get("jobs", [])) if j is not None]
     seconds = allocate_seconds(session, spans_of(jobs, stopped_at), stopped_at)
     rate = session.price_per_hour / 3600.0
@@ -152,13 +153,13 @@ def close_session(cp: ControlPlane, instance_id: str, *, stopped_at: float) -> d
             return current
 
         cp.store.modify(job.id, mutate)
-    closed = {**raw, "instance_id": instance_id, "stop_s": session.stop_s,
+    closed = {**raw, "instance_id": instance_id, "stop_s": stop_s,
               "cost_usd": round(session_cost_usd(session, stopped_at), 6),
               "allocated_s": round(sum(seconds.values()), 3)}
     cp.store.put_record(SESSION_KIND, f"{instance_id}@{raw['start_s']:.3f}", closed)
     cp.store.put_record(KIND, instance_id, record)
     log.info("instance %s session closed: %.0fs billed, $%.4f, %d job(s)", instance_id,
-             session.stop_s - session.start_s, closed["cost_usd"], len(jobs))
+             stop_s - session.start_s, closed["cost_usd"], len(jobs))
     return closed
 
 

@@ -55,6 +55,10 @@ class ChatMessage(BaseModel):
     images: list[str] | None = None
 
 
+def _completed_only() -> list[CallbackEvent]:
+    return ["completed"]
+
+
 NonEmpty = Annotated[str, Field(min_length=1, pattern=r"\S")]
 MODEL_NAME = r"^[A-Za-z0-9][A-Za-z0-9._:/\-]*$"
 PRINTABLE = r"^[\x21-\x7e]+$"
@@ -79,7 +83,7 @@ class JobCreate(BaseModel):
     messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=1000)] | None = None
     options: dict[str, Any] | None = None
     callback_url: Annotated[str, Field(max_length=2048, pattern=r"^[Hh][Tt][Tt][Pp][Ss]?://[^\s/?#]+")] | None = None
-    callback_events: list[CallbackEvent] = Field(default_factory=lambda: ["completed"])
+    callback_events: list[CallbackEvent] = Field(default_factory=_completed_only)
     idempotency_key: Annotated[str, Field(min_length=1, max_length=255, pattern=PRINTABLE)] | None = None
     max_queue_s: Annotated[float, Field(gt=0, le=7 * 86400)] | None = None
     timeout_s: Annotated[float, Field(gt=0, le=86400)] | None = None
@@ -147,7 +151,7 @@ class Job(BaseModel):
     messages: list[ChatMessage] | None = None
     options: dict[str, Any] | None = None
     callback_url: str | None = None
-    callback_events: list[CallbackEvent] = Field(default_factory=lambda: ["completed"])
+    callback_events: list[CallbackEvent] = Field(default_factory=_completed_only)
     idempotency_key: str | None = None
     request_hash: str | None = None
     metadata: dict[str, Any] | None = None

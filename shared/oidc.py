@@ -7,16 +7,19 @@ The token must be signed by Google (certificates from ``oidc_certs_url``), be fo
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import google.auth.transport.requests
 
 from shared.errors import Unauthorized
-from shared.security import bearer
+from shared.security import HeaderSource, bearer
 
 __all__ = ["verify_oidc"]
 
 
 @functools.cache
-def _transport() -> object:
+def _transport() -> google.auth.transport.requests.Request:
     import google.auth.transport.requests
     import requests
 
@@ -32,7 +35,7 @@ def _which_check(message: str) -> str:
     return next((label for needle, label in _CHECKS if needle in lowered), "could not be verified")
 
 
-def verify_oidc(headers: Mapping[str, str], *, audience: str, service_account: str, certs_url: str) -> None:
+def verify_oidc(headers: HeaderSource, *, audience: str, service_account: str, certs_url: str) -> None:
     token = bearer(headers)
     if not token:
         raise Unauthorized("missing OIDC token", code="missing_oidc_token")

@@ -70,7 +70,7 @@ class CallbackReceiver:
     def wait_for(self, predicate: Any, timeout: float) -> bool:
         """Block until ``predicate(events)`` holds (woken by each delivery), or the timeout."""
         with self._cond:
-            return self._cond.wait_for(lambda: predicate(self.events), timeout=timeout)
+            return bool(self._cond.wait_for(lambda: predicate(self.events), timeout=timeout))
 
     def start(self) -> CallbackReceiver:
         receiver = self

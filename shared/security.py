@@ -21,11 +21,13 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from shared.errors import Unauthorized, ValidationFailed
 
 __all__ = [
+    "HeaderSource",
     "NonceCache",
     "RequestSigner",
     "authenticate_api_key",
@@ -44,6 +46,12 @@ __all__ = [
 ]
 
 SIGNATURE_WINDOW_S = 300.0
+
+
+class HeaderSource(Protocol):
+    """Request headers as werkzeug, aiohttp and plain dicts all offer them (look-up by exact name)."""
+
+    def get(self, key: str, /) -> str | None: ...
 
 
 def generate_secret(prefix: str = "") -> str:
@@ -72,7 +80,7 @@ def _b64(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def bearer(headers: Mapping[str, str]) -> str:
+def bearer(headers: HeaderSource) -> str:
     value = headers.get("Authorization") or headers.get("authorization") or ""
     scheme, _, token = value.partition(" ")
     return token.strip() if scheme.lower() == "bearer" else ""
@@ -82,7 +90,7 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def authenticate_api_key(headers: Mapping[str, str], keys: Mapping[str, str]) -> str:
+def authenticate_api_key(headers: HeaderSource, keys: Mapping[str, str]) -> str:
     """Return the key's name, or raise :class:`Unauthorized`. ``keys`` maps sha256 hex → name;
     every entry is compared in constant time."""
     presented = bearer(headers)
@@ -98,7 +106,7 @@ def authenticate_api_key(headers: Mapping[str, str], keys: Mapping[str, str]) ->
     return found
 
 
-def verify_bearer(headers: Mapping[str, str], expected: str, *, what: str) -> None:
+def verify_bearer(headers: HeaderSource, expected: str, *, what: str) -> None:
     presented = bearer(headers)
     if not expected or not presented or not hmac.compare_digest(presented.encode(), expected.encode()):
         raise Unauthorized(f"missing or invalid {what}", code="unauthorized")
@@ -171,10 +179,10 @@ class RequestSigner:
         }
 
     def verify(
-        self, method: str, path: str, headers: Mapping[str, str], body: bytes, *, now: float | None = None
+        self, method: str, path: str, headers: HeaderSource, body: bytes, *, now: float | None = None
     ) -> None:
         now = now if now is not None else time.time()
-        ts, nonce, sig = (headers.get(h, "") for h in self.HEADERS)
+        ts, nonce, sig = (headers.get(h) or "" for h in self.HEADERS)
         if not (ts and nonce and sig):
             raise Unauthorized("unsigned request", code="missing_signature")
         if not hmac.compare_digest(sig, self._mac(method, path, ts, nonce, body)):
@@ -217,15 +225,15 @@ def sign_webhook(secret: str, msg_id: str, timestamp: int, body: bytes) -> dict[
     return {"webhook-id": msg_id, "webhook-timestamp": str(timestamp), "webhook-signature": f"v1,{sig}"}
 
 
-def verify_webhook(secret: str, headers: Mapping[str, str], body: bytes, *, now: float | None = None) -> None:
+def verify_webhook(secret: str, headers: HeaderSource, body: bytes, *, now: float | None = None) -> None:
     """What a receiver does (used by our demo receiver and tests)."""
-    msg_id, ts = headers.get("webhook-id", ""), headers.get("webhook-timestamp", "")
+    msg_id, ts = headers.get("webhook-id") or "", headers.get("webhook-timestamp") or ""
     if not msg_id or not ts.isdigit():
         raise Unauthorized("missing webhook headers")
     if abs((now if now is not None else time.time()) - int(ts)) > SIGNATURE_WINDOW_S:
         raise Unauthorized("webhook timestamp outside the window")
     expected = sign_webhook(secret, msg_id, int(ts), body)["webhook-signature"].split(",", 1)[1]
-    for candidate in headers.get("webhook-signature", "").split():
+    for candidate in (headers.get("webhook-signature") or "").split():
         version, _, sig = candidate.partition(",")
         if version == "v1" and hmac.compare_digest(sig, expected):
             return

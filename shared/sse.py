@@ -20,12 +20,14 @@ class SseEvent:
 
 
 def iter_sse(response: httpx.Response) -> Iterator[SseEvent]:
-    event, data, event_id = "message", [], None
+    event: str = "message"
+    event_id: str | None = None
+    data: list[str] = []
     for line in response.iter_lines():
         if not line:
             if data:
                 yield SseEvent(event, json.loads("\n".join(data)), event_id)
-            event, data, event_id = "message", [], None
+            event, event_id, data = "message", None, []
             continue
         if line.startswith(":"):
             continue

@@ -12,7 +12,8 @@ __all__ = ["job_output", "job_view"]
 
 def job_output(cp: ControlPlane, job: Job) -> str | None:
     """Output of the job's current attempt (partial while running), ``None`` before any."""
-    return job_view(cp, job)["output"]
+    output = job_view(cp, job)["output"]
+    return output if isinstance(output, str) else None
 
 
 def job_view(cp: ControlPlane, job: Job) -> dict[str, Any]:

@@ -8,8 +8,8 @@ import contextlib
 import signal
 import sys
 import threading
-from collections.abc import Awaitable, Callable, Iterator
-from typing import TypeVar
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any, TypeVar
 
 __all__ = ["serve_in_thread", "serve_until_signalled"]
 
@@ -17,7 +17,8 @@ S = TypeVar("S")
 
 
 @contextlib.contextmanager
-def serve_in_thread(start: Callable[[], Awaitable[S]], close: Callable[[S], Awaitable[None]], *, name: str,
+def serve_in_thread(start: Callable[[], Coroutine[Any, Any, S]], close: Callable[[S], Coroutine[Any, Any, None]], *,
+                    name: str,
                     close_timeout_s: float = 30.0) -> Iterator[S]:
     """Start a server on its own event loop in a daemon thread; close it and the loop when the block ends.
 
@@ -45,7 +46,8 @@ def serve_in_thread(start: Callable[[], Awaitable[S]], close: Callable[[S], Awai
         thread.join(30)
 
 
-def serve_until_signalled(start: Callable[[], Awaitable[S]], close: Callable[[S], Awaitable[None]], *, name: str,
+def serve_until_signalled(start: Callable[[], Coroutine[Any, Any, S]], close: Callable[[S], Coroutine[Any, Any, None]],
+                          *, name: str,
                           where: str, banner: Callable[[S], str], farewell: str = "") -> int:
     """Run a server in the foreground until SIGINT or SIGTERM. Returns the process exit code."""
 

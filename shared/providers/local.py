@@ -133,16 +133,14 @@ class LocalProvider:
                    "GPUQ_AGENT_INSTANCE_ID": instance_id, "GPUQ_AGENT_PROVIDER": "local",
                    "GPUQ_AGENT_LOCAL_STATE_DIR": str(self.state_dir),
                    "GPUQ_AGENT_SECRET": derive_agent_secret(self._launch.agent_master_secret, instance_id)}
-            out: int | Any = subprocess.DEVNULL
-            if self._launch.log_dir is not None:
-                self._launch.log_dir.mkdir(parents=True, exist_ok=True)
-                out = open(self._launch.log_dir / f"agent-{instance_id}.log", "ab")  # noqa: SIM115
-            proc = subprocess.Popen(
-                self._launch.command, env=env, stdout=out, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,
-            )
-            if out is not subprocess.DEVNULL:
-                out.close()
+            log_path = (self._launch.log_dir / f"agent-{instance_id}.log") if self._launch.log_dir else None
+            if log_path is not None:
+                log_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(log_path or os.devnull, "ab") as out:
+                proc = subprocess.Popen(
+                    self._launch.command, env=env, stdout=out, stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL, start_new_session=True,
+                )
             _children[proc.pid] = proc
             record.update(
                 pid=proc.pid, start_ticks=_proc_start_ticks(proc.pid), port=port, started_at=time.time(),

@@ -92,7 +92,7 @@ def _translate_errors(fn: Callable[P, T]) -> Callable[P, T]:
 
 @functools.cache
 def _grpc_error_types() -> type[BaseException]:
-    import grpc  # type: ignore[import-untyped]
+    import grpc
 
     error: type[BaseException] = grpc.RpcError
     return error
