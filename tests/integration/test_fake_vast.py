@@ -55,15 +55,6 @@ def fake(script: Path) -> Iterator[FakeVastServer]:
 
 
 @pytest.fixture
-def control(fake: FakeVastServer) -> Iterator[FakeVastControl]:
-    ctl = FakeVastControl(fake.url, KEY)
-    ctl.reset()
-    yield ctl
-    ctl.reset()
-    ctl.close()
-
-
-@pytest.fixture
 def api(fake: FakeVastServer) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=fake.url, headers={"Authorization": f"Bearer {KEY}"}, timeout=10) as client:
         yield client

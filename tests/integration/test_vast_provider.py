@@ -92,15 +92,6 @@ def fake(tmp_path_factory: pytest.TempPathFactory, ollama: str) -> Iterator[Fake
         yield server
 
 
-@pytest.fixture
-def control(fake: FakeVastServer) -> Iterator[FakeVastControl]:
-    ctl = FakeVastControl(fake.url, KEY)
-    ctl.reset()
-    yield ctl
-    ctl.reset()
-    ctl.close()
-
-
 FAST = RetryPolicy(max_attempts=5, base_delay_s=0.01, max_delay_s=0.05, timeout_s=10.0, min_interval_s={})
 
 

@@ -57,15 +57,6 @@ def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeVastServer]:
 
 
 @pytest.fixture
-def control(fake: FakeVastServer) -> Iterator[FakeVastControl]:
-    ctl = FakeVastControl(fake.url, KEY)
-    ctl.reset()
-    yield ctl
-    ctl.reset()
-    ctl.close()
-
-
-@pytest.fixture
 def cli_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The CLI's config/cache go to a fresh folder (the self-stop passes this process's env on to it)."""
     for name, sub in (("HOME", ""), ("XDG_CONFIG_HOME", "config"), ("XDG_CACHE_HOME", "cache"),
