@@ -30,6 +30,7 @@ import asyncio
 import itertools
 import json
 import os
+import random
 import shutil
 import statistics
 import sys
@@ -64,6 +65,10 @@ MODEL = "llama3.2:1b"
 HOST = "127.0.0.1"
 INSTANCE = "local-1"
 SHORT = {"num_predict": 8}  # warm and cycle jobs: short generations, the stand-in's first token is what counts
+# Jobs one after the other would phase-lock onto the emulator's 100 ms dispatch loop and the SSE stream's 50 ms
+# store poll, and every job would see the same wait (38 ms in one run, 103 ms in the next). A random pause
+# before each submission samples both loops' phase evenly: the spread is part of what is measured.
+JITTER_S = 0.2
 
 
 def log(message: str) -> None:
@@ -177,7 +182,7 @@ def model_ttft(stack: DevStack, n: int) -> list[float]:
     return asyncio.run(run())
 
 
-def bench_warm_first_token(stack: DevStack, client: JobsClient, n: int) -> dict[str, Any]:
+def bench_warm_first_token(stack: DevStack, client: JobsClient, n: int, rng: random.Random) -> dict[str, Any]:
     log("cold start (not counted)")
     t0 = time.time()
     first = client.submit({"model": MODEL, "prompt": f"cold {uuid.uuid4()}", "options": SHORT})
@@ -190,6 +195,7 @@ def bench_warm_first_token(stack: DevStack, client: JobsClient, n: int) -> dict[
     totals, enqueue, to_agent, agent_to_started, started_to_client = [], [], [], [], []
     failures = 0
     for i in range(n):
+        time.sleep(rng.uniform(0.0, JITTER_S))
         t_submit = time.time()
         job = client.submit({"model": MODEL, "prompt": f"warm {i} {uuid.uuid4()}", "options": SHORT})
         t_accepted_api = time.time()
@@ -231,7 +237,8 @@ def _box_running(stack: DevStack) -> bool:
     return stack.provider().get_sync(INSTANCE).state is not InstanceState.STOPPED
 
 
-def bench_ready_to_running(stack: DevStack, client: JobsClient, cycles: int, label: str) -> dict[str, Any]:
+def bench_ready_to_running(stack: DevStack, client: JobsClient, cycles: int, label: str,
+                           rng: random.Random) -> dict[str, Any]:
     log(f"agent ready -> job running, {label}: {cycles} cold starts")
     agent_log = stack.log_dir / f"agent-{INSTANCE}.log"
     samples, boots, failures, announced = [], [], 0, 0
@@ -239,6 +246,7 @@ def bench_ready_to_running(stack: DevStack, client: JobsClient, cycles: int, lab
         if _box_running(stack):
             stack.provider().stop_sync(INSTANCE)
         offset = agent_log.stat().st_size if agent_log.exists() else 0
+        time.sleep(rng.uniform(0.0, JITTER_S))
         t_submit = time.time()
         job = client.submit({"model": MODEL, "prompt": f"cycle {uuid.uuid4()}", "options": SHORT})
         done = client.wait(job["id"], timeout_s=60, poll_s=0.05)
@@ -454,7 +462,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--queue-pushes", type=int, default=500, help="TaskQueue.push calls (queue alone)")
     p.add_argument("--enqueue-requests", type=int, default=1000, help="jobs per concurrency level")
     p.add_argument("--concurrency", type=_ints, default=[1, 4, 16, 64])
-    p.add_argument("--warm-jobs", type=int, default=20)
+    p.add_argument("--warm-jobs", type=int, default=40)
+    p.add_argument("--seed", type=int, default=0, help="seed of the random pauses between submissions")
     p.add_argument("--cycles", type=int, default=5, help="cold starts per ready -> running variant")
     p.add_argument("--snooze-s", type=float, default=2.0, help="dispatch snooze while the box boots (GPUQ_SNOOZE_S)")
     p.add_argument("--token-delay-ms", type=float, default=5.0)
@@ -482,6 +491,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in [n for n in os.environ if n.startswith("GPUQ_")]:
         del os.environ[name]
     started = time.monotonic()
+    rng = random.Random(args.seed)
     work = Path(tempfile.mkdtemp(prefix="gpuq-bench-cp-"))
     ok = False
     try:
@@ -491,8 +501,8 @@ def main(argv: list[str] | None = None) -> int:
         log("stack with the ready announcement")
         with _stack(work, "stack", args) as stack:
             client = JobsClient(stack.url, stack.api_key)
-            warm = bench_warm_first_token(stack, client, args.warm_jobs)
-            ready = [bench_ready_to_running(stack, client, args.cycles, "with ready announcement")]
+            warm = bench_warm_first_token(stack, client, args.warm_jobs, rng)
+            ready = [bench_ready_to_running(stack, client, args.cycles, "with ready announcement", rng)]
             log(f"queue alone: {args.queue_pushes} pushes")
             queue_alone = bench_queue(stack, args.queue_pushes)
             enqueue, profiles = bench_enqueue(stack, args.enqueue_requests, args.concurrency, started + args.max_s,
@@ -506,7 +516,7 @@ def main(argv: list[str] | None = None) -> int:
             "GPUQ_PUBLIC_URL": proxy.url, "GPUQ_DISPATCH_URL": f"http://{HOST}:{port}/dispatch"}) as quiet:
             client = JobsClient(quiet.url, quiet.api_key)
             ready.append(bench_ready_to_running(quiet, client, args.cycles,
-                                                f"without (snoozed task, snooze_s={args.snooze_s:g})"))
+                                                f"without (snoozed task, snooze_s={args.snooze_s:g})", rng))
             ready[-1]["announcements_refused"] = proxy.refused
             client.close()
             if proxy.refused == 0:  # the agents found another way to /trigger: the variant measured nothing

@@ -25,6 +25,9 @@ HANDOVER_TIMEOUT = httpx.Timeout(5.0, connect=2.0)
 def _signed_post(cp: ControlPlane, instance_id: str, url: str, payload: bytes) -> httpx.Response:
     headers = cp.agent_signer(instance_id).sign("POST", urlsplit(url).path, payload)
     headers["Content-Type"] = "application/json"
+    gateway_auth = getattr(cp.provider, "agent_auth_headers", None)  # OVH apps behind OVH's own auth
+    if gateway_auth is not None:
+        headers.update(gateway_auth())
     return cp.http.post(url, content=payload, headers=headers, timeout=HANDOVER_TIMEOUT)
 
 
