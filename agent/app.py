@@ -68,7 +68,7 @@ async def health(request: web.Request) -> web.Response:
 
 
 def _finished(state: AgentState, run: JobRun) -> None:
-    state.jobs_done += 1
+    state.finished(run)
     if not state.active():
         state.idle_since = time.monotonic()
     state.activity.set()
@@ -99,7 +99,7 @@ async def _intake(request: web.Request, *, stream: bool) -> tuple[JobRun | None,
     if not state.active():  # this job ends an idle gap: the policy learns from it
         keep_warm.observe_gap(time.monotonic() - state.idle_since)
     run = JobRun(spec, listener=asyncio.Queue() if stream else None)
-    state.runs[spec.job_id] = run
+    state.admitted(run)
     run.task = asyncio.create_task(
         run_job(run, app[OLLAMA], app[HTTP], report_interval_s=settings.report_interval_s)
     )

@@ -1,8 +1,12 @@
 """Progress and result reports to the control plane, batched off the hot path.
 
 Chunks are appended to a buffer (no I/O per token); a flusher sends whatever accumulated at most
-every ``interval_s`` (the first chunk at once, for a short time to first token). The final report
-is retried until the control plane takes it, with backoff, and is shielded from cancellation.
+every ``interval_s``. The "started" report rides with the first chunk: at once for a job whose
+output is read through the control plane (``eager_first``, for a short time to first token there),
+at the first interval for a job streamed straight back to its caller (no POST competes with its
+first tokens). A report goes out at least every ``heartbeat_s`` while the job runs, renewing its
+lease even while no token comes. The final report is retried until the control plane takes it, with
+backoff, and is shielded from cancellation.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ FINAL_REPORT_DEADLINE_S = 600.0
 
 class Reporter:
     def __init__(self, http: httpx.AsyncClient, job: AgentJob, *, interval_s: float,
-                 on_cancel: Callable[[], None]) -> None:
+                 on_cancel: Callable[[], None], eager_first: bool = True, heartbeat_s: float = 10.0) -> None:
         self._http = http
         self._job = job
         self._interval_s = interval_s
@@ -39,16 +43,17 @@ class Reporter:
         self._started_sent = False
         self._wake = asyncio.Event()
         self._closed = False
+        self._eager_first = eager_first
+        self._heartbeat_s = heartbeat_s
         self._flusher: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._started = True
         self._flusher = asyncio.create_task(self._flush_loop())
-        self._wake.set()
 
     def add(self, text: str) -> None:
         self._buffer.append(text)
-        if not self._wake.is_set():
+        if not self._wake.is_set() and (self._eager_first or self._started_sent):
             self._wake.set()
 
     def _take(self) -> list[ReportChunk]:
@@ -73,12 +78,18 @@ class Reporter:
         return ReportAck.model_validate_json(response.content)
 
     async def _flush_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        last_sent = loop.time()
         while not self._closed:
-            await self._wake.wait()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._interval_s)
             self._wake.clear()
             if self._closed:
                 return
             chunks = self._take()
+            if not chunks and self._started_sent and loop.time() - last_sent < self._heartbeat_s:
+                continue
+            last_sent = loop.time()
             report = Report(attempt=self._job.attempt, started=not self._started_sent, chunks=chunks)
             try:
                 ack = await self._send(report)

@@ -35,7 +35,8 @@ class JobRun:
 
 async def run_job(run: JobRun, ollama: OllamaClient, http: httpx.AsyncClient, *, report_interval_s: float) -> None:
     spec = run.spec
-    reporter = Reporter(http, spec, interval_s=report_interval_s, on_cancel=run.cancel)
+    reporter = Reporter(http, spec, interval_s=report_interval_s, on_cancel=run.cancel,
+                        eager_first=run.listener is None)
     reporter.start()
     outcome, result, error = "failed", None, None
     try:

@@ -12,6 +12,9 @@ from agent.runner import JobRun
 __all__ = ["AgentState", "Phase"]
 
 
+MAX_FINISHED = 2000
+
+
 class Phase(StrEnum):
     STARTING = "starting_instance"
     LOADING_MODEL = "loading_model"
@@ -24,13 +27,26 @@ class Phase(StrEnum):
 class AgentState:
     phase: Phase = Phase.STARTING
     detail: str = ""
-    runs: dict[str, JobRun] = field(default_factory=dict)
+    runs: dict[str, JobRun] = field(default_factory=dict)  # running, and the last MAX_FINISHED finished
     idle_since: float = field(default_factory=time.monotonic)
     activity: asyncio.Event = field(default_factory=asyncio.Event)
     jobs_done: int = 0
+    running: int = 0
 
     def active(self) -> int:
-        return sum(1 for run in self.runs.values() if not run.done.is_set())
+        return self.running
+
+    def admitted(self, run: JobRun) -> None:
+        self.runs[run.spec.job_id] = run
+        self.running += 1
+
+    def finished(self, run: JobRun) -> None:
+        """Count it done; forget the oldest finished runs beyond MAX_FINISHED (kept to answer duplicates)."""
+        self.running -= 1
+        self.jobs_done += 1
+        if len(self.runs) > MAX_FINISHED + self.running:
+            for job_id in [j for j, r in self.runs.items() if r.done.is_set()][: len(self.runs) // 4]:
+                del self.runs[job_id]
 
     def idle_s(self) -> float:
         return 0.0 if self.active() else time.monotonic() - self.idle_since

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 
-from vastai.serverless.server.worker import (  # type: ignore[import-not-found]
+from vastai.serverless.server.worker import (  # type: ignore[import-not-found,unused-ignore]
     BenchmarkConfig,
     HandlerConfig,
     LogActionConfig,

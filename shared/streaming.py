@@ -21,7 +21,7 @@ __all__ = ["parse_last_event_id", "sse_events"]
 
 log = logging.getLogger("gpuq.stream")
 
-POLL_S = 0.05
+POLL_S = 0.02
 HEARTBEAT_S = 10.0
 
 

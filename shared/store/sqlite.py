@@ -95,34 +95,24 @@ class SqliteJobStore:
 
     # --- jobs ---------------------------------------------------------------------------------
     def create(self, job: Job, claim: IdempotencyClaim | None) -> tuple[Job, bool]:
-        with self._tx() as db:
-            if claim is not None:
-                row = db.execute(
-                    "SELECT request_hash, doc FROM jobs WHERE owner = ? AND idem_key = ?",
-                    (claim.owner, claim.key),
-                ).fetchone()
-                if row is not None:
-                    if row[0] != claim.request_hash:
-                        raise Conflict(
-                            "idempotency_key was already used with a different request",
-                            code="idempotency_conflict",
-                        )
-                    return Job.model_validate_json(row[1]), False
-            db.execute(
-                "INSERT INTO jobs (id, owner, status, version, queued_at, idem_key, request_hash, doc) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    job.id,
-                    job.owner,
-                    job.status.value,
-                    job.version,
-                    job.queued_at,
-                    claim.key if claim else None,
-                    claim.request_hash if claim else None,
-                    job.model_dump_json(),
-                ),
-            )
-        return job, True
+        # One autocommit INSERT, serialised beforehand: no write lock is held across Python work, which
+        # was the enqueue latency tail under concurrency (busy handler waits).
+        doc = job.model_dump_json()
+        cursor = self._conn().execute(
+            "INSERT INTO jobs (id, owner, status, version, queued_at, idem_key, request_hash, doc) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            (job.id, job.owner, job.status.value, job.version, job.queued_at,
+             claim.key if claim else None, claim.request_hash if claim else None, doc),
+        )
+        if cursor.rowcount == 1:
+            return job, True
+        assert claim is not None, f"job id {job.id} already exists"
+        row = self._conn().execute(
+            "SELECT request_hash, doc FROM jobs WHERE owner = ? AND idem_key = ?", (claim.owner, claim.key)
+        ).fetchone()
+        if row[0] != claim.request_hash:
+            raise Conflict("idempotency_key was already used with a different request", code="idempotency_conflict")
+        return Job.model_validate_json(row[1]), False
 
     def get(self, job_id: str) -> Job | None:
         row = self._conn().execute("SELECT doc FROM jobs WHERE id = ?", (job_id,)).fetchone()
