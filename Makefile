@@ -39,5 +39,9 @@ lint: $(STAMP)
 	$(BIN)/mypy shared functions agent
 	$(BIN)/ruff format --check .
 
+# Benchmarks (not part of make test; tests/bench runs them tiny). Results in bench/results/.
+bench: $(STAMP)
+	$(BIN)/python -m bench.run_all
+
 clean:
 	rm -rf $(VENV) .gpuq .pytest_cache

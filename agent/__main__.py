@@ -14,7 +14,7 @@ from shared.settings import AgentSettings
 def main() -> None:
     logging.basicConfig(level=os.environ.get("GPUQ_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # no per-request (per-report) log lines
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # the Vast self-stop's REST calls: no per-request lines
     settings = AgentSettings()
     web.run_app(build_app(settings), host=settings.host, port=settings.port, print=None,
                 access_log=None, shutdown_timeout=20.0)

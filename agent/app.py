@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
+import aiohttp
 from aiohttp import web
 from pydantic import ValidationError
 
@@ -40,7 +40,7 @@ KEEP_WARM = web.AppKey("keep_warm", KeepWarm)
 STATE = web.AppKey("state", AgentState)
 SIGNER = web.AppKey("signer", RequestSigner)
 OLLAMA = web.AppKey("ollama", OllamaClient)
-HTTP = web.AppKey("http", httpx.AsyncClient)
+HTTP = web.AppKey("http", aiohttp.ClientSession)
 
 
 def _error(status: int, code: str, message: str) -> web.Response:
@@ -170,6 +170,9 @@ def _provider(settings: AgentSettings) -> ComputeProvider | None:
 
 async def _background(app: web.Application) -> AsyncIterator[None]:
     settings, state = app[SETTINGS], app[STATE]
+    # One pooled session for reports and announcements, made inside the running loop.
+    app[HTTP] = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=16),
+                                      timeout=aiohttp.ClientTimeout(total=10))
     tasks = [
         asyncio.create_task(become_ready(settings, state, app[OLLAMA], app[HTTP])),
         asyncio.create_task(
@@ -188,7 +191,7 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await task
     await app[OLLAMA].aclose()
-    await app[HTTP].aclose()
+    await app[HTTP].close()
 
 
 def build_app(settings: AgentSettings) -> web.Application:
@@ -203,7 +206,6 @@ def build_app(settings: AgentSettings) -> web.Application:
     app[STATE] = AgentState()
     app[SIGNER] = RequestSigner(settings.secret)
     app[OLLAMA] = OllamaClient(settings.ollama_url)
-    app[HTTP] = httpx.AsyncClient(timeout=10.0, limits=httpx.Limits(max_keepalive_connections=16))
     app.router.add_get("/health", health)
     app.router.add_post("/v1/jobs", accept_job)
     app.router.add_post("/v1/stream", stream_job)

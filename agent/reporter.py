@@ -17,7 +17,7 @@ import logging
 import random
 from collections.abc import Callable
 
-import httpx
+import aiohttp
 
 from shared.events import AgentJob, Report, ReportAck, ReportChunk
 from shared.models import JobError, JobResult
@@ -27,10 +27,11 @@ __all__ = ["Reporter"]
 log = logging.getLogger("gpuq.agent.reporter")
 
 FINAL_REPORT_DEADLINE_S = 600.0
+REPORT_TIMEOUT = aiohttp.ClientTimeout(total=10)
 
 
 class Reporter:
-    def __init__(self, http: httpx.AsyncClient, job: AgentJob, *, interval_s: float,
+    def __init__(self, http: aiohttp.ClientSession, job: AgentJob, *, interval_s: float,
                  on_cancel: Callable[[], None], eager_first: bool = True, heartbeat_s: float = 10.0) -> None:
         self._http = http
         self._job = job
@@ -65,17 +66,18 @@ class Reporter:
         return list(self._unacked)
 
     async def _send(self, report: Report) -> ReportAck:
-        response = await self._http.post(
-            self._job.report_url, content=report.model_dump_json(exclude_defaults=True).encode(),
+        async with self._http.post(
+            self._job.report_url, data=report.model_dump_json(exclude_defaults=True).encode(),
             headers={"Authorization": f"Bearer {self._job.report_token}", "Content-Type": "application/json"},
-            timeout=10.0,
-        )
-        if response.status_code in (401, 404):
-            log.warning("job %s: control plane refused the report (%d); stopping", self._job.job_id,
-                        response.status_code)
-            return ReportAck.model_validate({"status": "failed", "cancel": True})
-        response.raise_for_status()
-        return ReportAck.model_validate_json(response.content)
+            timeout=REPORT_TIMEOUT,
+        ) as response:
+            body = await response.read()
+            if response.status in (401, 404):
+                log.warning("job %s: control plane refused the report (%d); stopping", self._job.job_id,
+                            response.status)
+                return ReportAck.model_validate({"status": "failed", "cancel": True})
+            response.raise_for_status()
+            return ReportAck.model_validate_json(body)
 
     async def _flush_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -95,7 +97,7 @@ class Reporter:
                 ack = await self._send(report)
                 self._started_sent = True
                 self._unacked.clear()
-            except (httpx.HTTPError, ValueError) as exc:
+            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
                 log.info("job %s: progress report failed (%s); will resend", self._job.job_id, type(exc).__name__)
                 ack = None
                 self._wake.set()
@@ -121,7 +123,7 @@ class Reporter:
             try:
                 await self._send(report)
                 return
-            except (httpx.HTTPError, ValueError) as exc:
+            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
                 if loop.time() > deadline:
                     log.error("job %s: final report not accepted after %.0fs: giving up (%s); the reaper "
                               "re-drives the job", self._job.job_id, FINAL_REPORT_DEADLINE_S, exc)

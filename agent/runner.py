@@ -6,7 +6,7 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 
-import httpx
+import aiohttp
 
 from agent.ollama import OllamaClient, OllamaError
 from agent.reporter import Reporter
@@ -33,7 +33,8 @@ class JobRun:
             self.task.cancel()
 
 
-async def run_job(run: JobRun, ollama: OllamaClient, http: httpx.AsyncClient, *, report_interval_s: float) -> None:
+async def run_job(run: JobRun, ollama: OllamaClient, http: aiohttp.ClientSession, *,
+                  report_interval_s: float) -> None:
     spec = run.spec
     reporter = Reporter(http, spec, interval_s=report_interval_s, on_cancel=run.cancel,
                         eager_first=run.listener is None)
@@ -43,12 +44,12 @@ async def run_job(run: JobRun, ollama: OllamaClient, http: httpx.AsyncClient, *,
         async with asyncio.timeout(spec.timeout_s):
             result = await _generate(ollama, spec, reporter, run.listener)
         outcome = "succeeded"
+    except aiohttp.ClientError as exc:  # before TimeoutError: aiohttp's connect timeout is both
+        error = JobError(code="model_server_unreachable", message=f"{type(exc).__name__}: {exc}")
     except TimeoutError:
         error = JobError(code="timeout", message=f"ran longer than timeout_s={spec.timeout_s:g}s")
     except OllamaError as exc:
         error = JobError(code=exc.code, message=exc.message)
-    except httpx.HTTPError as exc:
-        error = JobError(code="model_server_unreachable", message=f"{type(exc).__name__}: {exc}")
     except asyncio.CancelledError:
         if not run.cancel_requested:
             raise

@@ -8,7 +8,7 @@ import logging
 import time
 from urllib.parse import urlsplit
 
-import httpx
+import aiohttp
 
 from agent.ollama import OllamaClient, OllamaError
 from agent.state import AgentState, Phase
@@ -29,7 +29,7 @@ async def _wait_for_model_server(ollama: OllamaClient) -> list[str]:
     while True:
         try:
             return await ollama.tags()
-        except httpx.HTTPError:
+        except (aiohttp.ClientError, TimeoutError):
             if loop.time() > deadline:
                 raise
             await asyncio.sleep(delay)
@@ -39,7 +39,7 @@ async def _wait_for_model_server(ollama: OllamaClient) -> list[str]:
 PROCESS_START = time.monotonic()  # this module is imported at agent start-up
 
 
-async def announce_ready(settings: AgentSettings, http: httpx.AsyncClient, phases: dict[str, float]) -> None:
+async def announce_ready(settings: AgentSettings, http: aiohttp.ClientSession, phases: dict[str, float]) -> None:
     """Tell the control plane (trigger) this box is ready, with how long its own start-up phases took."""
     if not settings.ready_url:
         return
@@ -49,18 +49,20 @@ async def announce_ready(settings: AgentSettings, http: httpx.AsyncClient, phase
         headers = signer.sign("POST", urlsplit(settings.ready_url).path, body)
         headers["Content-Type"] = "application/json"
         try:
-            response = await http.post(settings.ready_url, content=body, headers=headers, timeout=10.0)
-            if response.status_code < 300:
-                log.info("announced ready: %s", response.text)
+            async with http.post(settings.ready_url, data=body, headers=headers,
+                                 timeout=aiohttp.ClientTimeout(total=10)) as response:
+                text = await response.text()
+            if response.status < 300:
+                log.info("announced ready: %s", text)
                 return
-            log.warning("ready announcement answered %d: %s", response.status_code, response.text[:200])
-        except httpx.HTTPError as exc:
+            log.warning("ready announcement answered %d: %s", response.status, text[:200])
+        except (aiohttp.ClientError, TimeoutError) as exc:
             log.warning("ready announcement failed: %s", type(exc).__name__)
         await asyncio.sleep(0.5 * 2**attempt)
 
 
 async def become_ready(settings: AgentSettings, state: AgentState, ollama: OllamaClient,
-                       http: httpx.AsyncClient) -> None:
+                       http: aiohttp.ClientSession) -> None:
     up_at = time.monotonic()
     try:
         available = await _wait_for_model_server(ollama)
@@ -71,7 +73,7 @@ async def become_ready(settings: AgentSettings, state: AgentState, ollama: Ollam
                 await ollama.pull(model)
             log.info("loading %s", model)
             await ollama.load(model)
-    except (httpx.HTTPError, OllamaError) as exc:
+    except (aiohttp.ClientError, TimeoutError, OllamaError) as exc:
         state.phase = Phase.FAILED
         state.detail = f"{type(exc).__name__}: {exc}"
         log.error("model server not usable: %s", state.detail)
