@@ -33,7 +33,6 @@ __all__ = [
     "authenticate_api_key",
     "check_callback_url",
     "derive_agent_secret",
-    "generate_secret",
     "hash_key",
     "job_token",
     "printable",
@@ -52,10 +51,6 @@ class HeaderSource(Protocol):
     """Request headers as werkzeug, aiohttp and plain dicts all offer them (look-up by exact name)."""
 
     def get(self, key: str, /) -> str | None: ...
-
-
-def generate_secret(prefix: str = "") -> str:
-    return prefix + secrets.token_urlsafe(32)
 
 
 def derive_agent_secret(master: str, instance_id: str) -> str:

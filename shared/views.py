@@ -7,13 +7,7 @@ from typing import Any
 from shared.controlplane import ControlPlane
 from shared.models import Job, iso
 
-__all__ = ["job_output", "job_view"]
-
-
-def job_output(cp: ControlPlane, job: Job) -> str | None:
-    """Output of the job's current attempt (partial while running), ``None`` before any."""
-    output = job_view(cp, job)["output"]
-    return output if isinstance(output, str) else None
+__all__ = ["job_view"]
 
 
 def job_view(cp: ControlPlane, job: Job) -> dict[str, Any]:
