@@ -92,7 +92,9 @@ def run_demo(args: argparse.Namespace) -> int:
             t_warm = time.monotonic()
             warm_job = client.submit({"model": MODEL, "prompt": "One more, while the box is warm."})
             warm = _first_token_s(client, warm_job["id"], t_warm, None)
-            narrator.say(f"warm box: enqueue → first token {warm:.2f}s ({client.get(warm_job['id'])['status']})")
+            warm_status = client.get(warm_job["id"])["status"]
+            narrator.say(f"warm box: enqueue → first token {warm:.2f}s"
+                         + ("" if warm_status == "succeeded" else f" (job {warm_status})"))
 
             idle_from = time.monotonic()
             narrator.say(f"queue empty: box stops itself after {config.idle_grace_s:g}s idle…")
