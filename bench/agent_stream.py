@@ -51,7 +51,17 @@ import httpx
 from bench.ndjson_client import StreamResult, build_request, stream
 from bench.procs import Proc, find_child, spawn, tree_cpu_s
 from bench.profiling import Profiler, print_profiles
-from bench.report import RESULTS_DIR, Target, fmt, markdown_table, percentile, ratio, targets_table, write_results
+from bench.report import (
+    RESULTS_DIR,
+    Target,
+    fmt,
+    int_list,
+    markdown_table,
+    percentile,
+    ratio,
+    targets_table,
+    write_results,
+)
 from shared.devstack import DevStack, DevStackConfig, free_port
 from shared.events import AgentJob
 from shared.fakes.ollama import fake_completion_text
@@ -545,19 +555,15 @@ def print_report(latency: list[dict[str, Any]], throughput: list[dict[str, Any]]
 
 
 # --- main -----------------------------------------------------------------------------------------
-def _ints(text: str) -> list[int]:
-    return [int(x) for x in text.split(",") if x.strip()]
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="bench.agent_stream", description=__doc__.split("\n")[0])
     p.add_argument("--rounds", type=int, default=12, help="latency rounds (each path: singles, 8, 32 streams)")
-    p.add_argument("--streams", type=_ints, default=[1, 8, 32], help="concurrency levels of the latency phase")
+    p.add_argument("--streams", type=int_list, default=[1, 8, 32], help="concurrency levels of the latency phase")
     p.add_argument("--singles", type=int, default=3, help="one-at-a-time streams per path per round")
     p.add_argument("--tokens", type=int, default=200, help="tokens per stream")
     p.add_argument("--token-delay-ms", type=float, default=5.0)
     p.add_argument("--throughput-rounds", type=int, default=4)
-    p.add_argument("--throughput-streams", type=_ints, default=[1, 32])
+    p.add_argument("--throughput-streams", type=int_list, default=[1, 32])
     p.add_argument("--cpu-requests", type=int, default=320, help="one-token requests per path (CPU per request)")
     p.add_argument("--cpu-concurrency", type=int, default=8)
     p.add_argument("--idle-s", type=float, default=2.0, help="quiet window measuring each proxy's idle CPU")

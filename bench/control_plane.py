@@ -51,7 +51,7 @@ from aiohttp import web
 from bench.ndjson_client import build_request, stream
 from bench.procs import find_child, tree_cpu_s
 from bench.profiling import Profiler, print_profiles
-from bench.report import RESULTS_DIR, Target, fmt, markdown_table, percentile, targets_table, write_results
+from bench.report import RESULTS_DIR, Target, fmt, int_list, markdown_table, percentile, targets_table, write_results
 from shared.client import JobsClient
 from shared.devstack import DevStack, DevStackConfig, free_port
 from shared.models import InstanceState, Job, new_job_id
@@ -455,16 +455,12 @@ def print_report(store: list[dict[str, Any]], queue: dict[str, Any], enqueue: li
 
 
 # --- main -------------------------------------------------------------------------------------------
-def _ints(text: str) -> list[int]:
-    return [int(x) for x in text.split(",") if x.strip()]
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="bench.control_plane", description=__doc__.split("\n")[0])
     p.add_argument("--store-jobs", type=int, default=2000, help="creates per thread count (store alone)")
     p.add_argument("--queue-pushes", type=int, default=500, help="TaskQueue.push calls (queue alone)")
     p.add_argument("--enqueue-requests", type=int, default=1000, help="jobs per concurrency level")
-    p.add_argument("--concurrency", type=_ints, default=[1, 4, 16, 64])
+    p.add_argument("--concurrency", type=int_list, default=[1, 4, 16, 64])
     p.add_argument("--warm-jobs", type=int, default=40)
     p.add_argument("--seed", type=int, default=0, help="seed of the random pauses between submissions")
     p.add_argument("--cycles", type=int, default=5, help="cold starts per ready -> running variant")

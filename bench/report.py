@@ -32,6 +32,11 @@ __all__ = [
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
+def int_list(text: str) -> list[int]:
+    """``"1,8,32"`` → ``[1, 8, 32]`` (argparse type for concurrency levels)."""
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
 def percentile(values: Iterable[float], q: float) -> float | None:
     """The q-th percentile (0-100), linear between closest ranks; ``None`` for no values."""
     data = sorted(values)

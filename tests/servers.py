@@ -10,7 +10,7 @@ from pathlib import Path
 from aiohttp import web
 
 from shared.devstack import DevStack, DevStackConfig, free_port
-from shared.fakes.serving import serve_in_thread
+from shared.fakes.serving import serve_in_thread, start_site
 
 __all__ = ["MODEL", "serve_app_in_thread", "start_stack", "wait_until"]
 
@@ -45,11 +45,7 @@ def serve_app_in_thread(app: web.Application) -> Iterator[str]:
     """Serve an aiohttp app on 127.0.0.1 (free port) from its own event loop; yields its URL."""
 
     async def start() -> tuple[web.AppRunner, int]:
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        return runner, int(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+        return await start_site(app, "127.0.0.1", 0)
 
     async def close(served: tuple[web.AppRunner, int]) -> None:
         await served[0].cleanup()

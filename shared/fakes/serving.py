@@ -11,7 +11,9 @@ import threading
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
-__all__ = ["serve_in_thread", "serve_until_signalled"]
+from aiohttp import web
+
+__all__ = ["serve_in_thread", "serve_until_signalled", "start_site"]
 
 S = TypeVar("S")
 
@@ -73,3 +75,17 @@ def serve_until_signalled(start: Callable[[], Coroutine[Any, Any, S]], close: Ca
         return 0
 
     return asyncio.run(serve())
+
+
+async def start_site(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
+    """Serve an aiohttp app on ``host:port`` (0 picks a free port); returns the runner and the bound port."""
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    bound = runner.addresses[0][1] if runner.addresses else port
+    return runner, int(bound)

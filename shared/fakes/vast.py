@@ -79,7 +79,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shared.fakes.serving import serve_in_thread as _serve_in_thread
-from shared.fakes.serving import serve_until_signalled
+from shared.fakes.serving import serve_until_signalled, start_site
 
 __all__ = [
     "DEFAULT_OFFERS",
@@ -1111,16 +1111,8 @@ class FakeVastServer:
 async def start_fake_vast(host: str = "127.0.0.1", port: int = 0,
                           config: FakeVastConfig | None = None) -> FakeVastServer:
     """Start the fake on the running event loop; port 0 picks a free port."""
-    runner = web.AppRunner(build_app(config), access_log=None, handle_signals=False, shutdown_timeout=2.0)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-    except BaseException:
-        await runner.cleanup()
-        raise
-    bound = runner.addresses[0][1] if runner.addresses else port
-    server = FakeVastServer(runner=runner, host=host, port=int(bound))
+    runner, bound = await start_site(build_app(config), host, port)
+    server = FakeVastServer(runner=runner, host=host, port=bound)
     server.state.url = server.url
     return server
 
