@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 
@@ -16,7 +17,9 @@ def main() -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # the Vast self-stop's REST calls: no per-request lines
     settings = AgentSettings()
-    web.run_app(build_app(settings), host=settings.host, port=settings.port, print=None,
+    app = build_app(settings)
+    gc.freeze()  # what is built by now lives as long as the process: no full collection walks it mid-stream
+    web.run_app(app, host=settings.host, port=settings.port, print=None,
                 access_log=None, shutdown_timeout=20.0)
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -18,8 +17,10 @@ import aiohttp
 from aiohttp import web
 from pydantic import ValidationError
 
+from agent.direct_stream import DirectStream
 from agent.keepwarm import KeepWarm
 from agent.ollama import OllamaClient
+from agent.report_sender import ReportSender
 from agent.runner import JobRun, run_job
 from agent.selfstop import watch_idle
 from agent.startup import become_ready
@@ -41,6 +42,7 @@ STATE = web.AppKey("state", AgentState)
 SIGNER = web.AppKey("signer", RequestSigner)
 OLLAMA = web.AppKey("ollama", OllamaClient)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
+REPORTS = web.AppKey("reports", ReportSender)
 
 
 def _error(status: int, code: str, message: str) -> web.Response:
@@ -74,7 +76,8 @@ def _finished(state: AgentState, run: JobRun) -> None:
     state.activity.set()
 
 
-async def _intake(request: web.Request, *, stream: bool) -> tuple[JobRun | None, web.Response | None]:
+async def _intake(request: web.Request, *, direct: DirectStream | None = None
+                  ) -> tuple[JobRun | None, web.Response | None]:
     """Verify, parse and start a job attempt: ``(run, None)`` when started, else ``(None, answer)``."""
     try:
         body = await _verified_body(request)
@@ -92,17 +95,15 @@ async def _intake(request: web.Request, *, stream: bool) -> tuple[JobRun | None,
         return None, web.json_response(accepted.model_dump(), status=200)
     if state.phase is not Phase.READY:
         return None, _error(503, state.phase.value, state.detail or f"agent is {state.phase.value}")
-    if state.active() >= settings.max_concurrent_jobs:
+    if state.generating >= settings.max_concurrent_jobs:
         return None, _error(503, "agent_busy", f"{settings.max_concurrent_jobs} jobs already running")
     keep_warm = app[KEEP_WARM]
     keep_warm.update(spec.cold_start_s, spec.price_per_hour)
     if not state.active():  # this job ends an idle gap: the policy learns from it
         keep_warm.observe_gap(time.monotonic() - state.idle_since)
-    run = JobRun(spec, listener=asyncio.Queue() if stream else None)
+    run = JobRun(spec, direct=direct)
     state.admitted(run)
-    run.task = asyncio.create_task(
-        run_job(run, app[OLLAMA], app[HTTP], report_interval_s=settings.report_interval_s)
-    )
+    run.task = asyncio.create_task(run_job(run, app[OLLAMA], app[REPORTS]))
     run.task.add_done_callback(lambda _t: _finished(state, run))
     state.activity.set()
     return run, None
@@ -110,7 +111,7 @@ async def _intake(request: web.Request, *, stream: bool) -> tuple[JobRun | None,
 
 async def accept_job(request: web.Request) -> web.Response:
     """The control plane hands over a job; it runs in the background and reports as it goes."""
-    run, answer = await _intake(request, stream=False)
+    run, answer = await _intake(request)
     if run is None:
         assert answer is not None
         return answer
@@ -126,21 +127,15 @@ async def stream_job(request: web.Request) -> web.StreamResponse:
     chunk storage at the control plane go on as for any job; if this client goes away the job
     still completes.
     """
-    run, answer = await _intake(request, stream=True)
+    direct = DirectStream()
+    run, answer = await _intake(request, direct=direct)
     if run is None:
         assert answer is not None
         return answer
-    assert run.listener is not None
-    response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
-    await response.prepare(request)
-    listener = run.listener
-    try:
-        while (text := await listener.get()) is not None:
-            await response.write(b'{"response":' + json.dumps(text).encode() + b"}\n")
-        await response.write(json.dumps({"done": True, "status": run.outcome}).encode() + b"\n")
-    except ConnectionResetError:
-        run.listener = None  # the client left; the job goes on and reports as usual
-    await response.write_eof()
+    await asyncio.sleep(0)  # one loop turn: the job's request reaches the model server before our headers go out
+    response = await direct.open(request)  # the job's own task writes the output to it as it comes
+    await run.ended.wait()
+    await direct.close(run.outcome)
     return response
 
 
@@ -173,7 +168,9 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
     # One pooled session for reports and announcements, made inside the running loop.
     app[HTTP] = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=16),
                                       timeout=aiohttp.ClientTimeout(total=10))
+    app[REPORTS] = ReportSender(app[HTTP], interval_s=settings.report_interval_s)
     tasks = [
+        asyncio.create_task(app[REPORTS].run()),
         asyncio.create_task(become_ready(settings, state, app[OLLAMA], app[HTTP])),
         asyncio.create_task(
             watch_idle(state, _provider(settings), settings.instance_id, app[KEEP_WARM].keep_warm_s)
@@ -185,6 +182,8 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
     pending = [run.task for run in state.runs.values() if run.task is not None]
     if pending:
         await asyncio.wait(pending, timeout=15.0)  # let final reports go out
+        app[REPORTS].abandon()
+        await asyncio.wait(pending)
     for task in tasks:
         task.cancel()
     for task in tasks:

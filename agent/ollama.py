@@ -1,22 +1,18 @@
-"""Streaming client for Ollama's native API (NDJSON), over one pooled keep-alive connection pool.
-
-aiohttp rather than httpx on this hot path: measured in bench/agent_stream.py, httpx's per-chunk
-machinery cost the agent several times PyWorker's CPU per token.
-"""
+"""Client for Ollama's native API: model listing, pull and load (aiohttp), and the streaming
+generate/chat calls, which go through :mod:`agent.ollama_stream` (the hot path, its own pool)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 
+from agent.ollama_stream import ModelServerError, ModelServerUnreachable, OllamaStreams, Sink, StreamFailed
 from shared.events import AgentJob
 from shared.models import JobResult
 
-__all__ = ["OllamaClient", "OllamaError", "Piece"]
+__all__ = ["OllamaClient", "OllamaError"]
 
 
 class OllamaError(Exception):
@@ -24,12 +20,6 @@ class OllamaError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
-
-
-@dataclass(slots=True)
-class Piece:
-    text: str
-    result: JobResult | None = None  # set on the final line
 
 
 def _error_of(status: int, raw: bytes) -> OllamaError:
@@ -52,6 +42,7 @@ class OllamaClient:
         self._base = base_url.rstrip("/")
         self._keep_alive = keep_alive
         self._session: aiohttp.ClientSession | None = None
+        self._streams = OllamaStreams(self._base)
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:  # created inside the running loop, on first use
@@ -62,6 +53,7 @@ class OllamaClient:
         return self._session
 
     async def aclose(self) -> None:
+        self._streams.close()
         if self._session is not None:
             await self._session.close()
 
@@ -84,8 +76,9 @@ class OllamaClient:
         await self._post_json("/api/generate", {"model": model, "prompt": "", "keep_alive": self._keep_alive,
                                                 "stream": False})
 
-    async def stream(self, job: AgentJob) -> AsyncIterator[Piece]:
-        """Yield output pieces; the last one carries the model server's final counters."""
+    async def generate(self, job: AgentJob, sink: Sink) -> JobResult:
+        """Run the job on the model server, handing each read's output texts to ``sink`` as they come
+        (see :mod:`agent.ollama_stream`); return the model server's final counters."""
         chat = job.messages is not None
         body: dict[str, Any] = {"model": job.model, "stream": True, "keep_alive": self._keep_alive}
         if chat:
@@ -94,40 +87,13 @@ class OllamaClient:
             body["prompt"] = job.prompt
         if job.options:
             body["options"] = job.options
-        url = self._base + ("/api/chat" if chat else "/api/generate")
-        async with self._http().post(url, json=body) as response:
-            if response.status != 200:
-                raise _error_of(response.status, await response.read())
-            tail = b""
-            async for data in response.content.iter_any():
-                lines = (tail + data).split(b"\n")
-                tail = lines.pop()
-                for line in lines:
-                    if not line:
-                        continue
-                    piece = _piece(json.loads(line), chat)
-                    if piece is not None:
-                        yield piece
-                        if piece.result is not None:
-                            return
-            if tail.strip():
-                piece = _piece(json.loads(tail), chat)
-                if piece is not None and piece.result is not None:
-                    yield piece
-                    return
-        raise OllamaError("model_server_error", "the stream ended without a final line")
+        try:
+            return await self._streams.stream("/api/chat" if chat else "/api/generate", body, sink, chat=chat)
+        except StreamFailed as exc:
+            raise _error_of(exc.status, exc.body) from None
+        except ModelServerError as exc:
+            raise OllamaError("model_server_error", str(exc)) from None
+        except ModelServerUnreachable as exc:
+            raise OllamaError("model_server_unreachable", str(exc)) from None
 
 
-def _piece(data: dict[str, Any], chat: bool) -> Piece | None:
-    if "error" in data:
-        raise OllamaError("model_server_error", str(data["error"]))
-    text = data["message"].get("content", "") if chat else data.get("response", "")
-    if data.get("done"):
-        return Piece(text, JobResult(
-            done_reason=data.get("done_reason"),
-            prompt_eval_count=data.get("prompt_eval_count"),
-            eval_count=data.get("eval_count"),
-            total_duration_ns=data.get("total_duration"),
-            load_duration_ns=data.get("load_duration"),
-        ))
-    return Piece(text) if text else None

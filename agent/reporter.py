@@ -1,134 +1,84 @@
-"""Progress and result reports to the control plane, batched off the hot path.
+"""One job attempt's progress, kept until the control plane has it: output chunks, started, outcome.
 
-Chunks are appended to a buffer (no I/O per token); a flusher sends whatever accumulated at most
-every ``interval_s``. The "started" report rides with the first chunk: at once for a job whose
-output is read through the control plane (``eager_first``, for a short time to first token there),
-at the first interval for a job streamed straight back to its caller (no POST competes with its
-first tokens). A report goes out at least every ``heartbeat_s`` while the job runs, renewing its
-lease even while no token comes. The final report is retried until the control plane takes it, with
-backoff, and is shielded from cancellation.
+The runner appends text (no I/O per token); :class:`agent.report_sender.ReportSender` takes what is
+pending from every job on the box and sends it in one request. A chunk, once cut, keeps its ``seq`` and
+its text and is resent as it was until acknowledged, so a resent report changes nothing twice.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
-import random
 from collections.abc import Callable
 
-import aiohttp
-
-from shared.events import AgentJob, Report, ReportAck, ReportChunk
+from shared.events import AgentJob, Report, ReportChunk
 from shared.models import JobError, JobResult
 
-__all__ = ["Reporter"]
-
-log = logging.getLogger("gpuq.agent.reporter")
-
-FINAL_REPORT_DEADLINE_S = 600.0
-REPORT_TIMEOUT = aiohttp.ClientTimeout(total=10)
+__all__ = ["JobReporter"]
 
 
-class Reporter:
-    def __init__(self, http: aiohttp.ClientSession, job: AgentJob, *, interval_s: float,
-                 on_cancel: Callable[[], None], eager_first: bool = True, heartbeat_s: float = 10.0) -> None:
-        self._http = http
-        self._job = job
-        self._interval_s = interval_s
+class JobReporter:
+    def __init__(self, job: AgentJob, *, on_cancel: Callable[[], None], wake: Callable[[], None],
+                 eager: bool, now: float) -> None:
+        self.job = job
         self._on_cancel = on_cancel
+        self._wake = wake
+        # Somebody reads this job through the control plane: its first output and its outcome go at once.
+        # (A job streamed straight to its caller waits for the next tick: the caller has it already.)
+        self._eager = eager
+        self._first = eager
         self._buffer: list[str] = []
-        self._unacked: list[ReportChunk] = []  # sent, not yet acknowledged: resent as they were
+        self._unacked: list[ReportChunk] = []
         self._seq = 0
-        self._started = False
         self._started_sent = False
-        self._wake = asyncio.Event()
-        self._closed = False
-        self._eager_first = eager_first
-        self._heartbeat_s = heartbeat_s
-        self._flusher: asyncio.Task[None] | None = None
+        self.last_sent = now
+        self.final: Report | None = None
+        self.final_since = 0.0
+        self.accepted = asyncio.Event()  # set when the final report is acknowledged (or given up on)
 
-    def start(self) -> None:
-        self._started = True
-        self._flusher = asyncio.create_task(self._flush_loop())
+    def add(self, texts: list[str]) -> None:
+        self._buffer.extend(texts)
+        if self._first:
+            self._first = False  # one urgent wake per job, not one per token
+            self._wake()
 
-    def add(self, text: str) -> None:
-        self._buffer.append(text)
-        if not self._wake.is_set() and (self._eager_first or self._started_sent):
-            self._wake.set()
+    def finish(self, outcome: str, *, result: JobResult | None, error: JobError | None, now: float) -> None:
+        self.final = Report(attempt=self.job.attempt, outcome=outcome, result=result, error=error)
+        self.final_since = now
+        if self._eager:
+            self._wake()
 
-    def _take(self) -> list[ReportChunk]:
-        """Unacknowledged chunks plus the buffer as one new chunk (same seq → same text, always)."""
+    def due(self, now: float, heartbeat_s: float) -> bool:
+        """Something to send: output, the start, the outcome, or a heartbeat that renews the lease."""
+        return (bool(self._buffer or self._unacked) or not self._started_sent or self.final is not None
+                or now - self.last_sent >= heartbeat_s)
+
+    def take(self) -> tuple[Report, int]:
+        """The report to send now, and how many unacknowledged chunks it carries (see :meth:`sent`)."""
         if self._buffer:
             self._unacked.append(ReportChunk(seq=self._seq, text="".join(self._buffer)))
             self._buffer.clear()
             self._seq += 1
-        return list(self._unacked)
+        final = self.final
+        report = Report.model_construct(  # our own fields, valid already: no validation per report
+            attempt=self.job.attempt, started=not self._started_sent, chunks=list(self._unacked),
+            outcome=final.outcome if final else None, result=final.result if final else None,
+            error=final.error if final else None)
+        return report, len(self._unacked)
 
-    async def _send(self, report: Report) -> ReportAck:
-        async with self._http.post(
-            self._job.report_url, data=report.model_dump_json(exclude_defaults=True).encode(),
-            headers={"Authorization": f"Bearer {self._job.report_token}", "Content-Type": "application/json"},
-            timeout=REPORT_TIMEOUT,
-        ) as response:
-            body = await response.read()
-            if response.status in (401, 404):
-                log.warning("job %s: control plane refused the report (%d); stopping", self._job.job_id,
-                            response.status)
-                return ReportAck.model_validate({"status": "failed", "cancel": True})
-            response.raise_for_status()
-            return ReportAck.model_validate_json(body)
+    def sent(self, chunks: int, *, cancel: bool, now: float, final: bool) -> None:
+        """The control plane acknowledged a report from :meth:`take`."""
+        del self._unacked[:chunks]
+        self._started_sent = True
+        self.last_sent = now
+        if cancel and not final:
+            self._on_cancel()
+        if final:
+            self.accepted.set()
 
-    async def _flush_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        last_sent = loop.time()
-        while not self._closed:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._interval_s)
-            self._wake.clear()
-            if self._closed:
-                return
-            chunks = self._take()
-            if not chunks and self._started_sent and loop.time() - last_sent < self._heartbeat_s:
-                continue
-            last_sent = loop.time()
-            report = Report(attempt=self._job.attempt, started=not self._started_sent, chunks=chunks)
-            try:
-                ack = await self._send(report)
-                self._started_sent = True
-                self._unacked.clear()
-            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-                log.info("job %s: progress report failed (%s); will resend", self._job.job_id, type(exc).__name__)
-                ack = None
-                self._wake.set()
-            if ack is not None and ack.cancel:
-                self._on_cancel()
-            if chunks or ack is None:
-                await asyncio.sleep(self._interval_s)
+    def refused(self) -> None:
+        """The control plane will never take this job's reports (token refused, job gone): stop it."""
+        self._on_cancel()
+        self.accepted.set()
 
-    async def finish(self, outcome: str, *, result: JobResult | None = None, error: JobError | None = None) -> None:
-        """Send everything left with the outcome, retrying until the control plane accepts it."""
-        self._closed = True
-        self._wake.set()
-        if self._flusher is not None:
-            # The flusher's errors were logged already; what matters now is the final report.
-            with contextlib.suppress(Exception):
-                await self._flusher
-        report = Report(attempt=self._job.attempt, started=not self._started_sent, chunks=self._take(),
-                        outcome=outcome, result=result, error=error)
-        delay = 0.2
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + FINAL_REPORT_DEADLINE_S
-        while True:
-            try:
-                await self._send(report)
-                return
-            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-                if loop.time() > deadline:
-                    log.error("job %s: final report not accepted after %.0fs: giving up (%s); the reaper "
-                              "re-drives the job", self._job.job_id, FINAL_REPORT_DEADLINE_S, exc)
-                    return
-                log.warning("job %s: final report failed (%s); retrying in %.1fs", self._job.job_id,
-                            type(exc).__name__, delay)
-                await asyncio.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 2, 30.0)
+    def pending_chars(self) -> int:
+        return sum(map(len, self._buffer)) + sum(len(c.text) for c in self._unacked)

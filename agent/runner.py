@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-import aiohttp
-
+from agent.direct_stream import DirectStream
 from agent.ollama import OllamaClient, OllamaError
-from agent.reporter import Reporter
+from agent.report_sender import ReportSender
+from agent.reporter import JobReporter
 from shared.events import AgentJob
-from shared.models import JobError, JobResult
+from shared.models import JobError
 
 __all__ = ["JobRun", "run_job"]
 
@@ -21,31 +22,49 @@ log = logging.getLogger("gpuq.agent.runner")
 @dataclass
 class JobRun:
     spec: AgentJob
-    listener: asyncio.Queue[str | None] | None = None  # a direct stream's reader, if any
+    direct: DirectStream | None = None  # the caller reading the output on its own connection, if any
     task: asyncio.Task[None] | None = None
     outcome: str | None = None
     cancel_requested: bool = False
-    done: asyncio.Event = field(default_factory=asyncio.Event)
+    ended: asyncio.Event = field(default_factory=asyncio.Event)  # generation over, outcome known
+    on_ended: Callable[[], None] | None = None
+    done: asyncio.Event = field(default_factory=asyncio.Event)  # ...and the control plane has the outcome
 
     def cancel(self) -> None:
-        if self.task is not None and not self.task.done():
+        if self.task is not None and not self.task.done() and not self.ended.is_set():
             self.cancel_requested = True
             self.task.cancel()
 
 
-async def run_job(run: JobRun, ollama: OllamaClient, http: aiohttp.ClientSession, *,
-                  report_interval_s: float) -> None:
+class _Output:
+    """Where each read of the model server's output goes, synchronously: the report buffer, and the
+    direct caller's socket if there is one (what to await when that caller reads slower than the model)."""
+
+    __slots__ = ("_reporter", "_run")
+
+    def __init__(self, reporter: JobReporter, run: JobRun) -> None:
+        self._reporter = reporter
+        self._run = run
+
+    def __call__(self, texts: list[str]) -> Awaitable[None] | None:
+        self._reporter.add(texts)
+        direct = self._run.direct
+        if direct is None:
+            return None
+        pending = direct.write_now(texts)
+        if direct.gone:
+            self._run.direct = None  # the caller left; the job goes on and reports as usual
+        return pending
+
+
+async def run_job(run: JobRun, ollama: OllamaClient, reports: ReportSender) -> None:
     spec = run.spec
-    reporter = Reporter(http, spec, interval_s=report_interval_s, on_cancel=run.cancel,
-                        eager_first=run.listener is None)
-    reporter.start()
+    reporter = reports.register(spec, on_cancel=run.cancel, eager=run.direct is None)
     outcome, result, error = "failed", None, None
     try:
         async with asyncio.timeout(spec.timeout_s):
-            result = await _generate(ollama, spec, reporter, run.listener)
+            result = await ollama.generate(spec, _Output(reporter, run))
         outcome = "succeeded"
-    except aiohttp.ClientError as exc:  # before TimeoutError: aiohttp's connect timeout is both
-        error = JobError(code="model_server_unreachable", message=f"{type(exc).__name__}: {exc}")
     except TimeoutError:
         error = JobError(code="timeout", message=f"ran longer than timeout_s={spec.timeout_s:g}s")
     except OllamaError as exc:
@@ -58,21 +77,11 @@ async def run_job(run: JobRun, ollama: OllamaClient, http: aiohttp.ClientSession
     finally:
         run.outcome = outcome
         log.info("job %s attempt %d %s%s", spec.job_id, spec.attempt, outcome, f" ({error.code})" if error else "")
-        if run.listener is not None:
-            run.listener.put_nowait(None)
+        run.ended.set()
+        if run.on_ended is not None:
+            run.on_ended()
+        reporter.finish(outcome, result=result, error=error, now=asyncio.get_running_loop().time())
         try:
-            await asyncio.shield(reporter.finish(outcome, result=result, error=error))
+            await asyncio.shield(reporter.accepted.wait())
         finally:
             run.done.set()
-
-
-async def _generate(ollama: OllamaClient, spec: AgentJob, reporter: Reporter,
-                    listener: asyncio.Queue[str | None] | None) -> JobResult | None:
-    async for piece in ollama.stream(spec):
-        if piece.text:
-            reporter.add(piece.text)
-            if listener is not None:
-                listener.put_nowait(piece.text)
-        if piece.result is not None:
-            return piece.result
-    return None

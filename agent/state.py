@@ -31,7 +31,8 @@ class AgentState:
     idle_since: float = field(default_factory=time.monotonic)
     activity: asyncio.Event = field(default_factory=asyncio.Event)
     jobs_done: int = 0
-    running: int = 0
+    running: int = 0  # admitted and not finished (generating, or its outcome not yet accepted)
+    generating: int = 0  # what the model server is working on: the limit on new jobs
 
     def active(self) -> int:
         return self.running
@@ -39,6 +40,11 @@ class AgentState:
     def admitted(self, run: JobRun) -> None:
         self.runs[run.spec.job_id] = run
         self.running += 1
+        self.generating += 1
+        run.on_ended = self._ended
+
+    def _ended(self) -> None:
+        self.generating -= 1
 
     def finished(self, run: JobRun) -> None:
         """Count it done; forget the oldest finished runs beyond MAX_FINISHED (kept to answer duplicates)."""

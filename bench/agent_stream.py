@@ -49,7 +49,7 @@ from typing import Any
 import httpx
 
 from bench.ndjson_client import StreamResult, build_request, stream
-from bench.procs import Proc, find_child, spawn, tree_cpu_s
+from bench.procs import Proc, children, find_child, spawn, tree_cpu_s
 from bench.profiling import Profiler, print_profiles
 from bench.report import (
     RESULTS_DIR,
@@ -143,6 +143,7 @@ class GpuqRoute(Route):
             spec = AgentJob.model_validate({
                 "job_id": job.id, "attempt": 1, "model": MODEL, "prompt": prompt, "options": job.options,
                 "timeout_s": job.timeout_s, "report_url": f"{self._stack.url}/v1/jobs/{job.id}/events",
+                "reports_url": f"{self._stack.url}/v1/reports",
                 "report_token": job_token(settings.job_token_secret, job.id, 1)})
             body = spec.model_dump_json().encode()
             out.append(build_request(HOST, self.port, self.path, body, self._signer.sign("POST", self.path, body)))
@@ -396,12 +397,7 @@ def _renice_control_plane() -> None:
         while todo:
             current = todo.pop()
             os.setpriority(os.PRIO_PROCESS, current, 19)
-            todo += [c for c in [find_child(current)] if c]
-
-
-def _gunicorn_worker(arbiter: int) -> int:
-    """gunicorn serves from a worker process under its arbiter: that is the one to profile."""
-    return find_child(arbiter) or arbiter
+            todo += children(current)
 
 
 def _rsa_key_and_signature(url: str) -> tuple[bytes, str]:
@@ -629,7 +625,8 @@ def main(argv: list[str] | None = None) -> int:
                 for route in routes:
                     if route.proxy is not None:
                         profiler.attach(route.name, route.proxy.pid)
-                profiler.attach("functions-worker", _gunicorn_worker(functions_pid))
+                for n, worker in enumerate(children(functions_pid) or [functions_pid], start=1):
+                    profiler.attach(f"functions-worker-{n}", worker)  # gunicorn serves from its workers
 
         usage0 = resource.getrusage(resource.RUSAGE_SELF)
         idle = asyncio.run(run_phases(bench, args, ollama_url, on_measuring))

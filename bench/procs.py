@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 
-__all__ = ["Proc", "cpu_s", "find_child", "spawn", "tree_cpu_s"]
+__all__ = ["Proc", "children", "cpu_s", "find_child", "spawn", "tree_cpu_s"]
 
 _TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 
@@ -47,7 +47,8 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICKS_PER_S
 
 
-def _children(pid: int) -> list[int]:
+def children(pid: int) -> list[int]:
+    """Live child processes of ``pid`` (e.g. gunicorn's workers under its arbiter)."""
     out = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -59,7 +60,7 @@ def _children(pid: int) -> list[int]:
 
 def find_child(parent: int, marker: bytes = b"") -> int | None:
     """A live child of ``parent`` whose command line contains ``marker`` (e.g. a process DevStack started)."""
-    for pid in _children(parent):
+    for pid in children(parent):
         try:
             if marker in Path(f"/proc/{pid}/cmdline").read_bytes():
                 return pid
@@ -74,7 +75,7 @@ def tree_cpu_s(pid: int) -> float:
     while todo:
         current = todo.pop()
         total += cpu_s(current)
-        todo.extend(_children(current))
+        todo.extend(children(current))
     return total
 
 

@@ -8,6 +8,7 @@ answered 500 without detail.
 from __future__ import annotations
 
 import functools
+import gc
 import json
 import logging
 import os
@@ -59,10 +60,15 @@ def rate_limiter() -> RateLimiter:
     return RateLimiter(control_plane().settings.rate_limit_per_min)
 
 
+@functools.cache
+def _api_keys() -> dict[str, str]:
+    """sha256 hex → key name, parsed once: settings do not change while the process runs."""
+    return control_plane().settings.api_key_map()
+
+
 def caller(request: flask.Request) -> str:
     """Authenticate the jobs API caller by API key and take one token of its rate limit. Returns its name."""
-    cp = control_plane()
-    name = authenticate_api_key(request.headers, cp.settings.api_key_map())
+    name = authenticate_api_key(request.headers, _api_keys())
     rate_limiter().check(name)
     return name
 
@@ -70,10 +76,22 @@ def caller(request: flask.Request) -> str:
 def control_plane() -> ControlPlane:
     """The process's control plane, built on first use from ``GPUQ_*`` settings."""
     global _cp
+    if _cp is not None:  # built once; every request asks for it
+        return _cp
     with _cp_lock:
         if _cp is None:
             _configure_logging()
-            _cp = build_control_plane(ControlPlaneSettings())
+            cp = build_control_plane(ControlPlaneSettings())
+            from shared.store.sqlite import SqliteJobStore, SqliteNonceCache  # only when the store is SQLite
+
+            if isinstance(cp.store, SqliteJobStore):
+                # The dev stack serves from several gunicorn workers: a replayed signed request must be
+                # refused by every one of them, so its nonce is remembered in the file they share.
+                cp.nonces = SqliteNonceCache(cp.store)
+            _cp = cp  # published whole: the fast path above reads it without the lock
+            # Everything built so far (modules, settings, pydantic schemas, clients) lives as long as the
+            # process: out of the collector's sight, a full collection no longer walks it mid-request.
+            gc.freeze()
         return _cp
 
 

@@ -2,7 +2,8 @@
 
 Routes: ``POST /v1/jobs``, ``GET /v1/jobs/{id}``, ``GET /v1/jobs/{id}/stream``,
 ``POST /v1/jobs/{id}/cancel``, ``POST /v1/jobs/{id}/callback/resend``; and the agent's
-``POST /v1/jobs/{id}/events`` (per-job token).
+``POST /v1/jobs/{id}/events`` (per-job token), and ``POST /v1/reports``: a box's
+reports for all its jobs in one request (a per-job token in each entry).
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from functions.edge import caller, control_plane, handle_errors, json_response, 
 from shared.callbacks import resend_failed
 from shared.costreport import cost_report, parse_since
 from shared.errors import InvalidRequest, MethodNotAllowed, NotFound, ValidationFailed
-from shared.events import Report
+from shared.events import Report, ReportBatch
 from shared.intake import cancel_job, get_job, parse_job_create, submit_job, validation_message
-from shared.reports import apply_report
+from shared.reports import apply_report, apply_reports
 from shared.security import bearer, printable
 from shared.streaming import sse_events
 from shared.views import job_view
@@ -58,6 +59,16 @@ def _seed_enqueue(request: flask.Request) -> flask.Response:
     return _create(request, owner, mapped)
 
 
+def _reports(request: flask.Request) -> flask.Response:
+    cp = control_plane()
+    body = read_json(request, cp.settings.max_body_bytes * 8)
+    try:
+        batch = ReportBatch.model_validate(body)
+    except ValidationError as exc:
+        raise ValidationFailed(validation_message(exc)) from None
+    return json_response(apply_reports(cp, batch).model_dump(mode="json"))
+
+
 def _job_route(request: flask.Request, job_id: str, rest: str) -> flask.Response:
     cp = control_plane()
     if rest == "/events" and request.method == "POST":
@@ -89,7 +100,8 @@ def _job_route(request: flask.Request, job_id: str, rest: str) -> flask.Response
 
 
 _METHODS = {"": ["GET"], "/stream": ["GET"], "/cancel": ["POST"], "/events": ["POST"], "/callback/resend": ["POST"]}
-_FIXED = {"/v1/jobs": ["POST"], "/enqueue": ["POST"], "/v1/openapi.json": ["GET"], "/v1/cost": ["GET"]}
+_FIXED = {"/v1/jobs": ["POST"], "/enqueue": ["POST"], "/v1/openapi.json": ["GET"], "/v1/cost": ["GET"],
+          "/v1/reports": ["POST"]}
 
 
 def _check_method(request: flask.Request, allowed: list[str]) -> None:
@@ -117,6 +129,8 @@ def enqueue(request: flask.Request) -> flask.Response:
         return _create(request, owner, read_json(request, cp.settings.max_body_bytes))
     if path == "/enqueue" and request.method == "POST":
         return _seed_enqueue(request)
+    if path == "/v1/reports" and request.method == "POST":
+        return _reports(request)
     if path == "/v1/openapi.json" and request.method == "GET":
         return json_response(_openapi())
     if path == "/v1/cost" and request.method == "GET":

@@ -5,6 +5,8 @@
   started long ago needs no reconfiguration.
 - :class:`Report` — the agent's batched progress: output chunks, started/completed/failed.
 - :class:`ReportAck` — the control plane's answer; ``cancel`` tells the agent to stop generating.
+- :class:`ReportBatch` — one POST per box per interval carrying the reports of every job it runs,
+  each entry authenticated by its own job token; :class:`ReportBatchAck` answers entry by entry.
 """
 
 from __future__ import annotations
@@ -22,7 +24,11 @@ __all__ = [
     "AgentJobAccepted",
     "Report",
     "ReportAck",
+    "ReportBatch",
+    "ReportBatchAck",
     "ReportChunk",
+    "ReportEntry",
+    "ReportEntryAck",
     "callback_event_type",
 ]
 
@@ -39,6 +45,9 @@ class AgentJob(BaseModel):
     timeout_s: float
     report_url: str
     report_token: str
+    reports_url: str | None = Field(
+        None, description="The control plane's batch endpoint (POST /v1/reports): when set, the agent sends the "
+                          "reports of all its jobs there together instead of one POST per job to report_url.")
     cold_start_s: float | None = Field(None, description="The control plane's measured cold-start estimate.")
     price_per_hour: float | None = Field(None, description="What this box costs, from the provider.")
 
@@ -68,6 +77,33 @@ class Report(BaseModel):
 class ReportAck(BaseModel):
     status: JobStatus
     cancel: bool = False
+
+
+class ReportEntry(BaseModel):
+    """One job's report inside a :class:`ReportBatch`, with the job's own per-attempt token."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    job_id: str = Field(pattern=r"^[A-Za-z0-9_\-]{1,64}$")
+    token: str = Field(max_length=512)
+    report: Report
+
+
+class ReportBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reports: list[ReportEntry] = Field(min_length=1, max_length=1000)
+
+
+class ReportEntryAck(BaseModel):
+    job_id: str
+    status: JobStatus | None = Field(None, description="The job's status after the report; null when refused.")
+    cancel: bool = Field(False, description="Stop generating this job (cancelled, fenced, or refused).")
+    error: JobError | None = Field(None, description="Why this entry was refused (bad token, unknown job).")
+
+
+class ReportBatchAck(BaseModel):
+    acks: list[ReportEntryAck]
 
 
 TERMINAL_EVENT_TYPES = {

@@ -44,6 +44,7 @@ def hand_over(cp: ControlPlane, job: Job, instance: Instance) -> AgentJobAccepte
         options=job.options,
         timeout_s=job.timeout_s,
         report_url=f"{cp.settings.public_url.rstrip('/')}/v1/jobs/{job.id}/events",
+        reports_url=f"{cp.settings.public_url.rstrip('/')}/v1/reports",
         report_token=job_token(cp.settings.job_token_secret, job.id, attempt),
         cold_start_s=cold_start_estimate_s(cp),
         price_per_hour=instance.price_per_hour or None,

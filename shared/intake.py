@@ -66,7 +66,8 @@ def submit_job(
         check_callback_url(request.callback_url, cp.allow_hosts(), resolve=False,
                            allow_http=s.callback_allow_http)
     now = cp.clock.now()
-    request_hash = _request_hash(request)
+    # Only an idempotency claim compares the request's hash: no key, no hash to compute.
+    claim = IdempotencyClaim(owner=owner, key=key, request_hash=_request_hash(request)) if key else None
     job = Job(
         id=new_job_id(now),
         owner=owner,
@@ -77,14 +78,13 @@ def submit_job(
         callback_url=request.callback_url,
         callback_events=request.callback_events,
         idempotency_key=key,
-        request_hash=request_hash,
+        request_hash=claim.request_hash if claim else None,
         metadata=request.metadata,
         max_queue_s=request.max_queue_s or s.default_max_queue_s,
         timeout_s=request.timeout_s or s.default_timeout_s,
         max_attempts=s.max_attempts,
         queued_at=now,
     )
-    claim = IdempotencyClaim(owner=owner, key=key, request_hash=request_hash) if key else None
     stored, created = cp.store.create(job, claim)
     if not created:
         log.info("job %s returned again for idempotency key", stored.id)

@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 from pydantic.json_schema import models_json_schema
 
-from shared.events import AgentJob, AgentJobAccepted, Report, ReportAck
+from shared.events import AgentJob, AgentJobAccepted, Report, ReportAck, ReportBatch, ReportBatchAck
 from shared.models import CallbackEvent, JobCreate, JobError, JobResult
 from shared.states import JobStatus
 
@@ -194,7 +194,8 @@ def jobs_openapi() -> dict[str, Any]:
 
 
 def agent_openapi() -> dict[str, Any]:
-    schemas = _components([AgentJob, AgentJobAccepted, AgentHealth, ErrorBody, Report, ReportAck])
+    schemas = _components([AgentJob, AgentJobAccepted, AgentHealth, ErrorBody, Report, ReportAck, ReportBatch,
+                           ReportBatchAck])
     signed = {"description": "HMAC-SHA256 over method, path, timestamp, nonce and body hash; headers "
                              "X-Gpuq-Timestamp, X-Gpuq-Nonce, X-Gpuq-Signature; 5-minute window; no replay."}
     accepted = {"description": "Accepted", "content": _json("AgentJobAccepted")}
@@ -227,8 +228,12 @@ def agent_openapi() -> dict[str, Any]:
                                                   "responses": {"200": {"description": "Cancelled"},
                                                                 **_errors(401, 404)}}},
         },
-        "x-reports": {"description": "The agent POSTs Report bodies to each job's report_url with "
-                                     "`Authorization: Bearer <report_token>` and gets a ReportAck."},
+        "x-reports": {"description": "The agent POSTs one ReportBatch per interval to the job's reports_url "
+                                     "(the control plane's POST /v1/reports), an entry per job, each with the "
+                                     "job's report_token, and gets a ReportBatchAck (an ack per entry; 401 when "
+                                     "no entry's token is valid). A job handed over without reports_url is "
+                                     "reported alone: a Report to its report_url with `Authorization: Bearer "
+                                     "<report_token>`, answered by a ReportAck."},
     }
 
 

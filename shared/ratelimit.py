@@ -1,8 +1,9 @@
 """Per-caller rate limits: a token bucket per key name, in this process.
 
-Functions scale out, so the limit holds per function instance; with ``max-instances`` N a key can
-reach N times the rate at most. That bounds abuse without a store write on every request (which
-would cost the enqueue path far more than the limit saves).
+Functions scale out, so the limit holds per functions process: per instance in production (with
+``max-instances`` N a key can reach N times the rate at most), per gunicorn worker in the dev stack.
+That bounds abuse without a store write on every request (which would cost the enqueue path far more
+than the limit saves).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Apply an agent's progress report: store chunks, renew the lease, finish the job.
 
 Fenced by attempt: the report's token is scoped to one attempt, and a report for any attempt other
-than the job's current one changes nothing and tells the agent to stop.
+than the job's current one changes nothing and tells the agent to stop. A box sends the reports of all
+its jobs in one batch (:func:`apply_reports`); each entry is checked and applied on its own.
 """
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ import logging
 
 from shared.callbacks import schedule_callback
 from shared.controlplane import ControlPlane
-from shared.errors import NotFound, Unauthorized
-from shared.events import Report, ReportAck
+from shared.errors import ClientError, NotFound, Unauthorized
+from shared.events import Report, ReportAck, ReportBatch, ReportBatchAck, ReportEntryAck
 from shared.instances import note_activity
 from shared.lifecycle import finish, redrive
 from shared.models import Job, JobError
@@ -19,7 +20,7 @@ from shared.security import verify_job_token
 from shared.states import JobStatus
 from shared.store.base import Chunk
 
-__all__ = ["apply_report"]
+__all__ = ["apply_report", "apply_reports"]
 
 log = logging.getLogger("gpuq.reports")
 
@@ -85,6 +86,30 @@ def apply_report(cp: ControlPlane, job_id: str, token: str, report: Report) -> R
             _offload_output(cp, job_id, attempt)
         return ReportAck(status=finished.status)
     return ReportAck(status=updated.status, cancel=updated.status is not JobStatus.RUNNING)
+
+
+def apply_reports(cp: ControlPlane, batch: ReportBatch) -> ReportBatchAck:
+    """Apply each entry on its own: one refused entry (bad token, unknown job) does not hold up the others.
+
+    Raises :class:`Unauthorized` when no entry carries a valid token: a caller with no job of ours gets
+    a plain 401. A server-side failure propagates: the agent resends the whole batch,
+    and a resent report changes nothing twice (chunks are keyed by attempt and seq).
+    """
+    acks: list[ReportEntryAck] = []
+    unauthorized: list[Unauthorized] = []
+    for entry in batch.reports:
+        try:
+            ack = apply_report(cp, entry.job_id, entry.token, entry.report)
+        except ClientError as exc:
+            if isinstance(exc, Unauthorized):
+                unauthorized.append(exc)
+            acks.append(ReportEntryAck(job_id=entry.job_id, cancel=True,
+                                       error=JobError(code=exc.code, message=exc.message)))
+            continue
+        acks.append(ReportEntryAck(job_id=entry.job_id, status=ack.status, cancel=ack.cancel))
+    if len(unauthorized) == len(acks):
+        raise unauthorized[-1]
+    return ReportBatchAck(acks=acks)
 
 
 def _offload_output(cp: ControlPlane, job_id: str, attempt: int) -> None:

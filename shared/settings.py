@@ -39,7 +39,7 @@ class ControlPlaneSettings(BaseSettings):
     callback_allow_http: bool = Field(False, description="Allow plain-http callback URLs (dev); production "
                                       "needs https.")
     rate_limit_per_min: float = Field(100.0, description="Requests per minute per API key (and for the trigger "
-                                      "token), per function instance; over it: 429 with Retry-After.")
+                                      "token), per functions process; over it: 429 with Retry-After.")
     oidc_certs_url: str = Field("https://www.googleapis.com/oauth2/v1/certs", description="Where Google's OIDC "
                                 "token signing certificates are fetched.")
     scheduler_service_account: str = Field("", description="Service account whose OIDC token Cloud Scheduler sends "
@@ -143,7 +143,8 @@ class AgentSettings(BaseSettings):
     idle_max_keep_warm_s: float = Field(3600.0, description="Upper bound on any policy's keep-warm time.")
     ready_url: str = Field("", description="Where to announce readiness (the trigger function).")
     max_concurrent_jobs: int = Field(4, description="Jobs generating at once; more are refused (503 agent_busy).")
-    report_interval_s: float = Field(0.25, description="Batching period of progress reports.")
+    report_interval_s: float = Field(0.25, description="Batching period of progress reports (one request per box "
+                                                       "per tick).")
     local_state_dir: Path = Field(Path(".gpuq/instances"), description="Local provider's state folder.")
 
 

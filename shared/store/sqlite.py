@@ -1,6 +1,9 @@
 """SQLite job store: one file, WAL mode, one connection per thread.
 
 Jobs are JSON documents with a few indexed columns; writes are compare-and-set on ``version``.
+The file is shared by every process that opens it (the functions' gunicorn workers), and so is what
+it remembers: :class:`SqliteNonceCache` keeps signed-request nonces there, so a replay is refused
+whichever worker it reaches.
 """
 
 from __future__ import annotations
@@ -15,10 +18,11 @@ from typing import Any
 
 from shared.errors import Conflict, StaleWrite
 from shared.models import Job
+from shared.security import SIGNATURE_WINDOW_S, NonceCache
 from shared.states import JobStatus
 from shared.store.base import Chunk, IdempotencyClaim, Mutation
 
-__all__ = ["SqliteJobStore"]
+__all__ = ["SqliteJobStore", "SqliteNonceCache"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -46,6 +50,11 @@ CREATE TABLE IF NOT EXISTS records (
     doc TEXT NOT NULL,
     PRIMARY KEY (kind, key)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS nonces (
+    nonce TEXT PRIMARY KEY,
+    seen_at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS nonces_seen ON nonces(seen_at);
 """
 
 _CAS_RETRIES = 20
@@ -193,3 +202,23 @@ class SqliteJobStore:
             "ON CONFLICT(kind, key) DO UPDATE SET doc = excluded.doc",
             (kind, key, json.dumps(value)),
         )
+
+    # --- nonces of signed requests ------------------------------------------------------------
+    def claim_nonce(self, nonce: str, now: float, window_s: float) -> bool:
+        """Remember ``nonce``; ``False`` if it was already seen within ``window_s`` (a replay)."""
+        with self._tx() as db:
+            db.execute("DELETE FROM nonces WHERE seen_at < ?", (now - window_s,))
+            cursor = db.execute("INSERT INTO nonces (nonce, seen_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                                (nonce, now))
+            return cursor.rowcount == 1
+
+
+class SqliteNonceCache(NonceCache):
+    """A :class:`NonceCache` kept in the store's file: one memory for every process that shares it."""
+
+    def __init__(self, store: SqliteJobStore, window_s: float = SIGNATURE_WINDOW_S) -> None:
+        super().__init__(window_s)
+        self._store = store
+
+    def check_and_add(self, nonce: str, now: float) -> bool:
+        return self._store.claim_nonce(nonce, now, self._window_s)

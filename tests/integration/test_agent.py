@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,10 +26,17 @@ MODEL = "llama3.2:1b"
 
 
 class ReportSink:
-    """The control plane's report endpoint, reduced to recording and acknowledging."""
+    """The control plane's report endpoints, reduced to recording and acknowledging.
+
+    ``POST /v1/jobs/{id}/events`` takes one job's report (bearer token); ``POST /v1/reports`` a box's batch
+    (a token per entry). Each report is recorded with its job id and the token it came with.
+    """
 
     def __init__(self) -> None:
         self.reports: list[dict[str, Any]] = []
+        self.requests = 0
+        self.hold_s = 0.0  # answer each request this late (a slow control plane)
+        self.fail_next = 0  # answer this many requests 503, recording nothing (a control plane in trouble)
         self.cancel_after_chunks: int | None = None
         self.cond = threading.Condition()
         sink = self
@@ -35,12 +44,27 @@ class ReportSink:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if self.path == "/v1/reports":
+                    entries = [(e["job_id"], f"Bearer {e['token']}", e["report"]) for e in body["reports"]]
+                else:
+                    entries = [(self.path.split("/")[3], self.headers["Authorization"], body)]
+                time.sleep(sink.hold_s)
+                acks = []
                 with sink.cond:
-                    sink.reports.append({"auth": self.headers["Authorization"], **body})
-                    chunks = sum(len(r.get("chunks", [])) for r in sink.reports)
-                    cancel = sink.cancel_after_chunks is not None and chunks >= sink.cancel_after_chunks
+                    sink.requests += 1
+                    if sink.fail_next > 0:
+                        sink.fail_next -= 1
+                        self.send_response(503)
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return
+                    for job_id, auth, report in entries:
+                        sink.reports.append({"job_id": job_id, "auth": auth, **report})
+                        chunks = sum(len(r.get("chunks", [])) for r in sink.reports)
+                        cancel = sink.cancel_after_chunks is not None and chunks >= sink.cancel_after_chunks
+                        acks.append({"job_id": job_id, "status": "running", "cancel": cancel})
                     sink.cond.notify_all()
-                payload = json.dumps({"status": "running", "cancel": cancel}).encode()
+                payload = json.dumps({"acks": acks} if self.path == "/v1/reports" else acks[0]).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
@@ -52,15 +76,19 @@ class ReportSink:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1/jobs/x/events"
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
 
     def final(self, job_id: str, timeout: float = 20) -> dict[str, Any]:
-        with self.cond:
-            assert self.cond.wait_for(lambda: any(r.get("outcome") for r in self.reports), timeout)
-            return next(r for r in self.reports if r.get("outcome"))
+        def found() -> dict[str, Any] | None:
+            return next((r for r in self.reports if r["job_id"] == job_id and r.get("outcome")), None)
 
-    def text(self) -> str:
-        chunks = sorted({c["seq"]: c["text"] for r in self.reports for c in r.get("chunks", [])}.items())
+        with self.cond:
+            assert self.cond.wait_for(lambda: found() is not None, timeout)
+            return found() or {}
+
+    def text(self, job_id: str) -> str:
+        chunks = sorted({c["seq"]: c["text"] for r in self.reports if r["job_id"] == job_id
+                         for c in r.get("chunks", [])}.items())
         return "".join(text for _, text in chunks)
 
 
@@ -81,7 +109,8 @@ def sink() -> Iterator[ReportSink]:
 @pytest.fixture
 def agent(ollama: str) -> Iterator[str]:
     settings = AgentSettings(secret=SECRET, instance_id="test-box", provider="none", ollama_url=ollama,
-                             preload_models=MODEL, idle_grace_s=3600, report_interval_s=0.05)
+                             preload_models=MODEL, idle_grace_s=3600, report_interval_s=0.05,
+                             max_concurrent_jobs=16)
     with serve_app_in_thread(build_app(settings)) as url:
         yield url
 
@@ -90,10 +119,12 @@ def ready(url: str) -> bool:
     return httpx.get(url + "/health").status_code == 200
 
 
-def job(sink: ReportSink, prompt: str, **fields: Any) -> AgentJob:
-    return AgentJob.model_validate({"job_id": f"job_{uuid.uuid4().hex[:12]}", "attempt": 1, "model": MODEL,
-                                    "prompt": prompt, "timeout_s": 30, "report_url": sink.url,
-                                    "report_token": "1.tok", **fields})
+def job(sink: ReportSink, prompt: str, *, batched: bool = False, **fields: Any) -> AgentJob:
+    job_id = f"job_{uuid.uuid4().hex[:12]}"
+    return AgentJob.model_validate({
+        "job_id": job_id, "attempt": 1, "model": MODEL, "prompt": prompt, "timeout_s": 30,
+        "report_url": f"{sink.url}/v1/jobs/{job_id}/events", "report_token": f"1.tok-{job_id}",
+        "reports_url": f"{sink.url}/v1/reports" if batched else None, **fields})
 
 
 def signed_post(url: str, path: str, body: bytes, signer: RequestSigner | None = None) -> httpx.Response:
@@ -116,6 +147,7 @@ def test_unsigned_forged_and_replayed_intake_is_refused(agent: str, sink: Report
     assert httpx.post(agent + "/v1/jobs", content=body, headers=headers).status_code == 202
     replay = httpx.post(agent + "/v1/jobs", content=body, headers=headers)
     assert replay.status_code == 401 and replay.json()["error"]["code"] == "replayed_request"
+    assert sink.final(json.loads(body)["job_id"])["outcome"] == "succeeded"  # the one signed hand-over ran
 
 
 def test_a_job_handed_over_twice_runs_once_and_reports_its_exact_text(agent: str, sink: ReportSink,
@@ -130,8 +162,8 @@ def test_a_job_handed_over_twice_runs_once_and_reports_its_exact_text(agent: str
     assert second.status_code == 200 and second.json()["duplicate"] is True
     final = sink.final(spec.job_id)
     assert final["outcome"] == "succeeded" and final["result"]["eval_count"] == 24
-    assert sink.text() == fake_completion_text(MODEL, prompt, 24)
-    assert sink.reports[0]["started"] is True and sink.reports[0]["auth"] == "Bearer 1.tok"
+    assert sink.text(spec.job_id) == fake_completion_text(MODEL, prompt, 24)
+    assert sink.reports[0]["started"] is True and sink.reports[0]["auth"] == f"Bearer 1.tok-{spec.job_id}"
     stats = httpx.get(ollama + "/__fake__/stats").json()
     assert stats["generations_by_prompt"][prompt_key(prompt)] == 1
 
@@ -145,7 +177,7 @@ def test_direct_stream_returns_ndjson_and_still_reports(agent: str, sink: Report
     assert lines[-1] == {"done": True, "status": "succeeded"}
     assert "".join(line["response"] for line in lines[:-1]) == fake_completion_text(MODEL, prompt, 24)
     assert sink.final(spec.job_id)["outcome"] == "succeeded"
-    assert sink.text() == fake_completion_text(MODEL, prompt, 24)
+    assert sink.text(spec.job_id) == fake_completion_text(MODEL, prompt, 24)
 
 
 def test_cancel_from_the_control_plane_stops_generation_and_keeps_partial_output(agent: str,
@@ -156,7 +188,7 @@ def test_cancel_from_the_control_plane_stops_generation_and_keeps_partial_output
     assert signed_post(agent, "/v1/jobs", spec.model_dump_json().encode()).status_code == 202
     final = sink.final(spec.job_id)
     assert final["outcome"] == "cancelled"
-    partial = sink.text()
+    partial = sink.text(spec.job_id)
     assert partial and fake_completion_text(MODEL, "long one", 5000).startswith(partial)
     assert len(partial) < len(fake_completion_text(MODEL, "long one", 5000))
 
@@ -167,7 +199,7 @@ def test_timeout_fails_the_attempt_with_partial_output(agent: str, sink: ReportS
     signed_post(agent, "/v1/jobs", spec.model_dump_json().encode())
     final = sink.final(spec.job_id)
     assert final["outcome"] == "failed" and final["error"]["code"] == "timeout"
-    assert sink.text()
+    assert sink.text(spec.job_id)
 
 
 def test_unknown_model_fails_with_the_model_servers_reason(agent: str, sink: ReportSink) -> None:
@@ -177,3 +209,46 @@ def test_unknown_model_fails_with_the_model_servers_reason(agent: str, sink: Rep
     final = sink.final(spec.job_id)
     assert final["outcome"] == "failed" and final["error"]["code"] == "model_not_found"
     assert "no-such-model" in final["error"]["message"]
+
+
+def test_jobs_running_together_report_in_shared_requests_each_with_its_own_token(agent: str,
+                                                                                 sink: ReportSink) -> None:
+    wait_until(lambda: ready(agent), 10, "agent ready")
+    sink.hold_s = 0.1  # a slow control plane: one request in flight, the rest of the box's news waits for the next
+    specs = [job(sink, f"batch {i} {uuid.uuid4()}", batched=True) for i in range(10)]
+    for spec in specs:
+        assert signed_post(agent, "/v1/jobs", spec.model_dump_json().encode()).status_code == 202
+    for spec in specs:
+        assert sink.final(spec.job_id)["outcome"] == "succeeded"
+        assert sink.text(spec.job_id) == fake_completion_text(MODEL, spec.prompt or "", 24)
+        assert {r["auth"] for r in sink.reports if r["job_id"] == spec.job_id} == {f"Bearer 1.tok-{spec.job_id}"}
+    assert sink.requests < len(specs)  # one POST per job and report would be at least 2 per job
+
+
+def test_an_http_1_0_caller_gets_the_stream_unframed_until_the_connection_closes(agent: str, sink: ReportSink
+                                                                                  ) -> None:
+    wait_until(lambda: ready(agent), 10, "agent ready")
+    spec = job(sink, f"old client {uuid.uuid4()}", batched=True)
+    body = spec.model_dump_json().encode()
+    headers = "".join(f"{k}: {v}\r\n" for k, v in RequestSigner(SECRET).sign("POST", "/v1/stream", body).items())
+    host, port = agent.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as conn:
+        conn.sendall(f"POST /v1/stream HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+                     f"{headers}\r\n".encode() + body)
+        received = b"".join(iter(lambda: conn.recv(65536), b""))
+    head, _, rest = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 200") and b"chunked" not in head.lower()
+    lines = [json.loads(line) for line in rest.splitlines()]
+    assert lines[-1] == {"done": True, "status": "succeeded"}
+    assert "".join(line["response"] for line in lines[:-1]) == fake_completion_text(MODEL, spec.prompt or "", 24)
+    assert sink.final(spec.job_id)["outcome"] == "succeeded"
+
+
+def test_reports_refused_by_a_control_plane_in_trouble_are_resent_until_taken(agent: str, sink: ReportSink) -> None:
+    wait_until(lambda: ready(agent), 10, "agent ready")
+    sink.fail_next = 3
+    spec = job(sink, f"resent {uuid.uuid4()}", batched=True)
+    assert signed_post(agent, "/v1/jobs", spec.model_dump_json().encode()).status_code == 202
+    assert sink.final(spec.job_id)["outcome"] == "succeeded"
+    assert sink.text(spec.job_id) == fake_completion_text(MODEL, spec.prompt or "", 24)
+    assert sink.fail_next == 0 and sink.requests > 3

@@ -101,6 +101,9 @@ def test_internal_endpoints_refuse_unauthenticated_callers(stack: DevStack) -> N
     report = post(stack, "/v1/jobs/job_x/events", body={"attempt": 1}, auth=False,
                   headers={"Authorization": "Bearer 1.forged"})
     assert report.status_code == 401 and report.json()["error"]["code"] == "invalid_job_token"
+    batch = post(stack, "/v1/reports", auth=False,
+                 body={"reports": [{"job_id": "job_x", "token": "1.forged", "report": {"attempt": 1}}]})
+    assert batch.status_code == 401 and batch.json()["error"]["code"] == "invalid_job_token"
 
 
 def test_trigger_with_its_token_reports_what_waits(stack: DevStack) -> None:

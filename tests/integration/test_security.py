@@ -148,6 +148,18 @@ def test_reports_need_the_token_of_that_job_and_attempt(hardened: DevStack, clie
                       headers={"Authorization": f"Bearer {job_token(secret, job['id'], 1)}"})
     assert late.status_code == 200 and late.json()["cancel"] is True  # a finished job is not rewritten
     assert client.get(job["id"])["status"] == "succeeded"
+    # In a box's batch each entry stands on its own token: the forged one is refused, the other applied.
+    batch = httpx.post(f"{hardened.url}/v1/reports", json={"reports": [
+        {"job_id": job["id"], "token": wrong_job, "report": {"attempt": 1}},
+        {"job_id": other["id"], "token": job_token(secret, other["id"], 1), "report": {"attempt": 1}},
+    ]})
+    assert batch.status_code == 200
+    forged, genuine = batch.json()["acks"]
+    assert forged["error"]["code"] == "invalid_job_token" and forged["cancel"] is True and forged["status"] is None
+    assert genuine["error"] is None and genuine["status"] == "succeeded" and genuine["cancel"] is True
+    only_forged = httpx.post(f"{hardened.url}/v1/reports", json={"reports": [
+        {"job_id": job["id"], "token": wrong_job, "report": {"attempt": 1}}]})
+    assert only_forged.status_code == 401 and only_forged.json()["error"]["code"] == "invalid_job_token"
 
 
 def test_callback_to_a_name_resolving_to_loopback_is_refused_at_delivery(hardened: DevStack, client: JobsClient
