@@ -52,7 +52,6 @@ class ReportSender:
         self._urgent = asyncio.Event()
         self._has_jobs = asyncio.Event()
         self._loop = asyncio.get_running_loop()
-        self.requests = 0  # for tests and logs: how many POSTs went out
 
     def register(self, job: AgentJob, *, on_cancel: Callable[[], None], eager: bool) -> JobReporter:
         reporter = JobReporter(job, on_cancel=on_cancel, wake=self._urgent.set, eager=eager, now=self._loop.time())
@@ -113,7 +112,6 @@ class ReportSender:
     async def _post_batch(self, url: str, entries: list[tuple[JobReporter, Report, int]]) -> None:
         batch = ReportBatch(reports=[ReportEntry(job_id=r.job.job_id, token=r.job.report_token, report=report)
                                      for r, report, _ in entries])
-        self.requests += 1
         async with self._http.post(url, data=batch.model_dump_json(exclude_defaults=True).encode(),
                                    headers={"Content-Type": "application/json"}, timeout=REPORT_TIMEOUT) as response:
             body = await response.read()
@@ -138,7 +136,6 @@ class ReportSender:
 
     async def _post_one(self, reporter: JobReporter, report: Report, chunks: int) -> None:
         job = reporter.job
-        self.requests += 1
         async with self._http.post(
             job.report_url, data=report.model_dump_json(exclude_defaults=True).encode(),
             headers={"Authorization": f"Bearer {job.report_token}", "Content-Type": "application/json"},
