@@ -81,14 +81,7 @@ def control_plane() -> ControlPlane:
     with _cp_lock:
         if _cp is None:
             _configure_logging()
-            cp = build_control_plane(ControlPlaneSettings())
-            from shared.store.sqlite import SqliteJobStore, SqliteNonceCache  # only when the store is SQLite
-
-            if isinstance(cp.store, SqliteJobStore):
-                # The dev stack serves from several gunicorn workers: a replayed signed request must be
-                # refused by every one of them, so its nonce is remembered in the file they share.
-                cp.nonces = SqliteNonceCache(cp.store)
-            _cp = cp  # published whole: the fast path above reads it without the lock
+            _cp = build_control_plane(ControlPlaneSettings())  # published whole: the fast path reads it unlocked
             # Everything built so far (modules, settings, pydantic schemas, clients) lives as long as the
             # process: out of the collector's sight, a full collection no longer walks it mid-request.
             gc.freeze()

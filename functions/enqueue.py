@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import functools
 import re
+from typing import TypeVar
 
 import flask
 import functions_framework
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from functions.edge import caller, control_plane, handle_errors, json_response, read_json
 from shared.callbacks import resend_failed
@@ -59,24 +60,27 @@ def _seed_enqueue(request: flask.Request) -> flask.Response:
     return _create(request, owner, mapped)
 
 
-def _reports(request: flask.Request) -> flask.Response:
-    cp = control_plane()
-    body = read_json(request, cp.settings.max_body_bytes * 8)
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def _agent_body(request: flask.Request, model: type[_M]) -> _M:
+    """An agent's report body (larger than a job's: it carries output), parsed into ``model``."""
+    body = read_json(request, control_plane().settings.max_body_bytes * 8)
     try:
-        batch = ReportBatch.model_validate(body)
+        return model.model_validate(body)
     except ValidationError as exc:
         raise ValidationFailed(validation_message(exc)) from None
-    return json_response(apply_reports(cp, batch).model_dump(mode="json"))
+
+
+def _reports(request: flask.Request) -> flask.Response:
+    batch = _agent_body(request, ReportBatch)
+    return json_response(apply_reports(control_plane(), batch).model_dump(mode="json"))
 
 
 def _job_route(request: flask.Request, job_id: str, rest: str) -> flask.Response:
     cp = control_plane()
     if rest == "/events" and request.method == "POST":
-        body = read_json(request, cp.settings.max_body_bytes * 8)
-        try:
-            report = Report.model_validate(body)
-        except ValidationError as exc:
-            raise ValidationFailed(validation_message(exc)) from None
+        report = _agent_body(request, Report)
         ack = apply_report(cp, job_id, bearer(request.headers), report)
         return json_response(ack.model_dump(mode="json"))
     owner = caller(request)

@@ -97,11 +97,21 @@ def build_store(settings: ControlPlaneSettings) -> JobStore:
     return SqliteJobStore(settings.sqlite_path())
 
 
+def build_nonce_cache(store: JobStore) -> NonceCache:
+    """Where replayed signed requests are caught. With the SQLite store, in its file: every process that
+    shares it (the dev stack's gunicorn workers) refuses a replay another one saw. Otherwise per process."""
+    from shared.store.sqlite import SqliteJobStore, SqliteNonceCache
+
+    return SqliteNonceCache(store) if isinstance(store, SqliteJobStore) else NonceCache()
+
+
 def build_control_plane(settings: ControlPlaneSettings) -> ControlPlane:
     blob_settings = BlobSettings()
+    store = build_store(settings)
     return ControlPlane(
         settings=settings,
-        store=build_store(settings),
+        store=store,
+        nonces=build_nonce_cache(store),
         queue=TaskQueue(settings),
         provider=build_provider(settings),
         blobs=BlobStore(blob_settings) if blob_settings.enabled() else None,
