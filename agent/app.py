@@ -25,11 +25,11 @@ from agent.runner import JobRun, run_job
 from agent.selfstop import watch_idle
 from agent.startup import become_ready
 from agent.state import AgentState, Phase
+from shared.boxes.providers.base import ComputeProvider
 from shared.errors import GpuqError
-from shared.events import AgentJob, AgentJobAccepted
-from shared.idle import IdlePolicyConfig
-from shared.providers.base import ComputeProvider
-from shared.security import RequestSigner
+from shared.jobs.events import AgentJob, AgentJobAccepted
+from shared.money.idle import IdlePolicyConfig
+from shared.security.signing import RequestSigner
 from shared.settings import AgentSettings
 
 __all__ = ["build_app"]
@@ -153,7 +153,7 @@ async def cancel_job(request: web.Request) -> web.Response:
 
 def _provider(settings: AgentSettings) -> ComputeProvider | None:
     if settings.provider == "local":
-        from shared.providers.local import LocalProvider
+        from shared.boxes.providers.local import LocalProvider
 
         return LocalProvider(settings.local_state_dir)
     if settings.provider == "vast":  # `vastai stop instance $CONTAINER_ID`, confirmed; REST fallback

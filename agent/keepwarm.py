@@ -1,11 +1,11 @@
-"""How long this box stays warm after its last job: the idle policy (``shared/idle.py``), fed with the
+"""How long this box stays warm after its last job: the idle policy (``shared/money/idle.py``), fed with the
 measured cold start the control plane sends with each job, and with the idle gaps this box observes."""
 
 from __future__ import annotations
 
 import logging
 
-from shared.idle import AdaptivePolicy, IdlePolicy, IdlePolicyConfig, make_policy
+from shared.money.idle import AdaptivePolicy, IdlePolicy, IdlePolicyConfig, make_policy
 
 __all__ = ["KeepWarm"]
 

@@ -9,7 +9,7 @@ from typing import Any
 import aiohttp
 
 from agent.ollama_stream import ModelServerError, ModelServerUnreachable, OllamaStreams, Sink, StreamFailed
-from shared.events import AgentJob
+from shared.jobs.events import AgentJob
 from shared.models import JobResult
 
 __all__ = ["OllamaClient", "OllamaError"]

@@ -24,7 +24,7 @@ from collections.abc import Callable
 import aiohttp
 
 from agent.reporter import JobReporter
-from shared.events import (
+from shared.jobs.events import (
     AgentJob,
     Report,
     ReportAck,

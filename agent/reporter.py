@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from shared.events import AgentJob, Report, ReportChunk
+from shared.jobs.events import AgentJob, Report, ReportChunk
 from shared.models import JobError, JobResult
 
 __all__ = ["JobReporter"]

@@ -11,7 +11,7 @@ from agent.direct_stream import DirectStream
 from agent.ollama import OllamaClient, OllamaError
 from agent.report_sender import ReportSender
 from agent.reporter import JobReporter
-from shared.events import AgentJob
+from shared.jobs.events import AgentJob
 from shared.models import JobError
 
 __all__ = ["JobRun", "run_job"]

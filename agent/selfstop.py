@@ -13,8 +13,8 @@ import time
 from collections.abc import Callable
 
 from agent.state import AgentState, Phase
+from shared.boxes.providers.base import ComputeProvider
 from shared.models import InstanceState
-from shared.providers.base import ComputeProvider
 
 __all__ = ["watch_idle"]
 

@@ -12,7 +12,7 @@ import aiohttp
 
 from agent.ollama import OllamaClient, OllamaError
 from agent.state import AgentState, Phase
-from shared.security import RequestSigner
+from shared.security.signing import RequestSigner
 from shared.settings import AgentSettings, split_csv
 
 __all__ = ["become_ready"]

@@ -15,7 +15,7 @@ can show/start/stop/destroy only that instance. :meth:`VastSelfStop.stop`:
 Confirmed means Vast reports ``intended_status: stopped`` (STOPPING while the container is still
 being stopped, then STOPPED) or the instance is gone. Every outcome is logged; the key never is.
 The class also answers ``get``/``list`` for its own instance, so it can stand in for the agent's
-:class:`~shared.providers.base.ComputeProvider` (``watch_idle`` only calls ``stop``).
+:class:`~shared.boxes.providers.base.ComputeProvider` (``watch_idle`` only calls ``stop``).
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ from typing import Any
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.boxes.providers.vast import RetryPolicy, VastClient, agent_url_of, instance_state
 from shared.errors import ProviderError
 from shared.models import Instance, InstanceState
-from shared.providers.vast import RetryPolicy, VastClient, agent_url_of, instance_state
 
 __all__ = ["VastSelfStop", "VastSelfStopSettings"]
 

@@ -62,13 +62,13 @@ from bench.report import (
     targets_table,
     write_results,
 )
-from shared.devstack import DevStack, DevStackConfig, free_port
-from shared.events import AgentJob
 from shared.fakes.ollama import fake_completion_text
+from shared.jobs.events import AgentJob
 from shared.models import Job, new_job_id
-from shared.security import RequestSigner, job_token
+from shared.security.signing import RequestSigner, job_token
 from shared.states import JobStatus
 from shared.store.sqlite import SqliteJobStore
+from shared.tools.devstack import DevStack, DevStackConfig, free_port
 
 __all__ = ["main"]
 

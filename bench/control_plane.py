@@ -59,12 +59,12 @@ from bench.ndjson_client import build_request, stream
 from bench.procs import children, find_child, tree_cpu_s
 from bench.profiling import Profiler, print_profiles
 from bench.report import RESULTS_DIR, Target, fmt, int_list, markdown_table, percentile, targets_table, write_results
-from shared.client import JobsClient
-from shared.devstack import DevStack, DevStackConfig, free_port
 from shared.models import InstanceState, Job, new_job_id
-from shared.queue import TaskQueue
 from shared.states import JobStatus
+from shared.store.queue import TaskQueue
 from shared.store.sqlite import SqliteJobStore
+from shared.tools.client import JobsClient
+from shared.tools.devstack import DevStack, DevStackConfig, free_port
 
 __all__ = ["main"]
 

@@ -21,9 +21,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
 
-from shared.idle import POLICY_NAMES, IdlePolicyConfig
-from shared.simulator import ServiceModel, SimulationResult, compare, simulate
-from shared.trace import TraceRequest, load_trace
+from shared.money.idle import POLICY_NAMES, IdlePolicyConfig
+from shared.sim.simulator import ServiceModel, SimulationResult, compare, simulate
+from shared.sim.trace import TraceRequest, load_trace
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_TRACE = REPO.parent / "shared" / "traces" / "AzureLLMInferenceTrace_code_2023.csv"

@@ -10,12 +10,12 @@ import flask
 import functions_framework
 
 from functions.edge import control_plane, handle_errors, json_response, read_body, read_json
-from shared.callbacks import deliver_callback
-from shared.dispatcher import dispatch_job
 from shared.errors import ValidationFailed
-from shared.lifecycle import check_lease
-from shared.oidc import verify_oidc
-from shared.security import TASK_SIGNATURE_HEADER, verify_task
+from shared.jobs.callbacks import deliver_callback
+from shared.jobs.dispatcher import dispatch_job
+from shared.jobs.lifecycle import check_lease
+from shared.security.oidc import verify_oidc
+from shared.security.signing import TASK_SIGNATURE_HEADER, verify_task
 
 __all__ = ["dispatch"]
 

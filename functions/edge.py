@@ -30,8 +30,8 @@ from shared.errors import (
     RateLimited,
     UnsupportedMediaType,
 )
-from shared.ratelimit import RateLimiter
-from shared.security import authenticate_api_key, printable
+from shared.security.ratelimit import RateLimiter
+from shared.security.signing import authenticate_api_key, printable
 from shared.settings import ControlPlaneSettings
 
 __all__ = ["control_plane", "handle_errors", "json_response", "read_body", "read_json"]

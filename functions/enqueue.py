@@ -17,15 +17,15 @@ import functions_framework
 from pydantic import BaseModel, ValidationError
 
 from functions.edge import caller, control_plane, handle_errors, json_response, read_json
-from shared.callbacks import resend_failed
-from shared.costreport import cost_report, parse_since
 from shared.errors import InvalidRequest, MethodNotAllowed, NotFound, ValidationFailed
-from shared.events import Report, ReportBatch
-from shared.intake import cancel_job, get_job, parse_job_create, submit_job, validation_message
-from shared.reports import apply_report, apply_reports
-from shared.security import bearer, printable
-from shared.streaming import sse_events
-from shared.views import job_view
+from shared.jobs.callbacks import resend_failed
+from shared.jobs.events import Report, ReportBatch
+from shared.jobs.intake import cancel_job, get_job, parse_job_create, submit_job, validation_message
+from shared.jobs.reports import apply_report, apply_reports
+from shared.jobs.streaming import sse_events
+from shared.jobs.views import job_view
+from shared.money.costreport import cost_report, parse_since
+from shared.security.signing import bearer, printable
 
 __all__ = ["enqueue"]
 
@@ -116,7 +116,7 @@ def _check_method(request: flask.Request, allowed: list[str]) -> None:
 
 @functools.cache
 def _openapi() -> dict[str, object]:
-    from shared.openapi import jobs_openapi
+    from shared.jobs.openapi import jobs_openapi
 
     return jobs_openapi()
 

@@ -6,9 +6,9 @@ import flask
 import functions_framework
 
 from functions.edge import control_plane, handle_errors, json_response
-from shared.oidc import verify_oidc
-from shared.reaping import reap
-from shared.security import verify_bearer
+from shared.boxes.reaping import reap
+from shared.security.oidc import verify_oidc
+from shared.security.signing import verify_bearer
 
 __all__ = ["reaper"]
 

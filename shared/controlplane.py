@@ -10,13 +10,13 @@ from typing import Any, TypeVar
 
 import httpx
 
-from shared.blobs import BlobSettings, BlobStore
+from shared.boxes.providers.base import ComputeProvider
 from shared.clock import Clock, SystemClock
-from shared.providers.base import ComputeProvider
-from shared.queue import TaskQueue
-from shared.security import NonceCache, RequestSigner, derive_agent_secret
+from shared.security.signing import NonceCache, RequestSigner, derive_agent_secret
 from shared.settings import ControlPlaneSettings, split_csv
 from shared.store.base import JobStore
+from shared.store.blobs import BlobSettings, BlobStore
+from shared.store.queue import TaskQueue
 
 __all__ = ["ControlPlane", "build_control_plane", "build_provider", "build_store"]
 
@@ -49,7 +49,7 @@ class ControlPlane:
 
 def build_provider(settings: ControlPlaneSettings) -> ComputeProvider:
     if settings.provider == "local":
-        from shared.providers.local import LocalLaunch, LocalProvider
+        from shared.boxes.providers.local import LocalLaunch, LocalProvider
 
         launch = LocalLaunch(
             agent_master_secret=settings.agent_master_secret,
@@ -65,7 +65,7 @@ def build_provider(settings: ControlPlaneSettings) -> ComputeProvider:
         )
         return LocalProvider(settings.data_dir / "instances", launch)
     if settings.provider == "vast":
-        from shared.providers.vast import VastSettings, build_vast_provider
+        from shared.boxes.providers.vast import VastSettings, build_vast_provider
 
         vast = VastSettings()
         return build_vast_provider(
@@ -80,7 +80,7 @@ def build_provider(settings: ControlPlaneSettings) -> ComputeProvider:
             },
         )
     if settings.provider == "ovh":
-        from shared.providers.ovh import OvhProvider, OvhSettings
+        from shared.boxes.providers.ovh import OvhProvider, OvhSettings
 
         return OvhProvider(OvhSettings())
     raise NotImplementedError(f"provider {settings.provider!r} is not available in this build")

@@ -9,10 +9,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from shared.blobs import BlobRef
 from shared.states import JobStatus
 
 __all__ = [
+    "BlobRef",
     "CallbackDelivery",
     "CallbackEvent",
     "CallbackState",
@@ -43,6 +43,15 @@ def iso(ts: float | None) -> str | None:
     if ts is None:
         return None
     return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+class BlobRef(BaseModel):
+    """Where one output object is, and what it must contain. Stored on the job (small, JSON)."""
+
+    bucket: str
+    key: str
+    size_bytes: int
+    sha256: str
 
 
 class ChatMessage(BaseModel):

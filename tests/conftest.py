@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from shared.client import JobsClient
-from shared.devstack import DevStack
-from shared.receiver import CallbackReceiver
+from shared.tools.client import JobsClient
+from shared.tools.devstack import DevStack
+from shared.tools.receiver import CallbackReceiver
 from tests.servers import start_stack
 
 

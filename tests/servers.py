@@ -9,8 +9,8 @@ from pathlib import Path
 
 from aiohttp import web
 
-from shared.devstack import DevStack, DevStackConfig, free_port
 from shared.fakes.serving import serve_in_thread, start_site
+from shared.tools.devstack import DevStack, DevStackConfig, free_port
 
 __all__ = ["MODEL", "serve_app_in_thread", "start_stack", "wait_until"]
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from shared.errors import Conflict, StaleWrite
 from shared.models import Job
-from shared.security import SIGNATURE_WINDOW_S, NonceCache
+from shared.security.signing import SIGNATURE_WINDOW_S, NonceCache
 from shared.states import JobStatus
 from shared.store.base import Chunk, IdempotencyClaim, Mutation
 

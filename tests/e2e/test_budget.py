@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from shared.client import JobsClient
+from shared.tools.client import JobsClient
 from tests.servers import MODEL, instance_stopped, start_stack, wait_until
 
 

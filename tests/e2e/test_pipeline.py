@@ -7,10 +7,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from shared.client import JobsClient
-from shared.devstack import DevStack, free_port
 from shared.fakes.ollama import fake_completion_text
-from shared.receiver import CallbackReceiver
+from shared.tools.client import JobsClient
+from shared.tools.devstack import DevStack, free_port
+from shared.tools.receiver import CallbackReceiver
 from tests.servers import MODEL, instance_stopped, start_stack, wait_until
 
 NUM_TOKENS = 24  # the stand-in's default length

@@ -19,10 +19,10 @@ from typing import Any
 import httpx
 import pytest
 
-from shared.client import JobsClient
-from shared.devstack import DevStack
 from shared.fakes.ollama import prompt_key
-from shared.receiver import CallbackReceiver
+from shared.tools.client import JobsClient
+from shared.tools.devstack import DevStack
+from shared.tools.receiver import CallbackReceiver
 from tests.servers import MODEL, start_stack, wait_until
 
 SUMMARIES: list[str] = []

@@ -9,9 +9,9 @@ from collections.abc import Callable
 
 import httpx
 
-from shared.devstack import free_port
 from shared.fakes.ollama import fake_completion_text
-from shared.queue import TaskQueue
+from shared.store.queue import TaskQueue
+from shared.tools.devstack import free_port
 from tests.faults.conftest import Audit, kill_agent
 from tests.servers import MODEL, wait_until
 

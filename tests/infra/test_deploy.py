@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from shared.deploy import FUNCTIONS, SECRET_NAMES, Deployment, GcloudResult, execute, main, plan
+from shared.tools.deploy import FUNCTIONS, SECRET_NAMES, Deployment, GcloudResult, execute, main, plan
 
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT, REGION = "acme-gpuq", "europe-west1"
@@ -227,7 +227,7 @@ class FakeGcloud:
 
 
 def deployment(tmp_path: Path, **extra: str) -> Deployment:
-    from shared.deploy import read_settings_file
+    from shared.tools.deploy import read_settings_file
 
     settings = read_settings_file(write_settings(tmp_path / "deploy.env", **extra))
     return Deployment(project=PROJECT, region=REGION, settings=settings, out_dir=tmp_path / "out")
@@ -275,7 +275,7 @@ def test_a_changed_setting_redeploys_the_functions(tmp_path: Path) -> None:
 
 
 def test_a_failing_command_stops_the_deploy_with_the_reason_and_no_secret(tmp_path: Path) -> None:
-    from shared.deploy import DeployError
+    from shared.tools.deploy import DeployError
 
     class Refusing(FakeGcloud):
         def __call__(self, argv: Sequence[str], *, stdin: str | None = None) -> GcloudResult:

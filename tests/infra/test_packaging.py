@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.deploy import FUNCTIONS, package_function, tree_hash
+from shared.tools.deploy import FUNCTIONS, package_function, tree_hash
 from tests.infra.sandbox import import_in_sandbox, requirement_closure, site_with
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,8 +78,8 @@ def test_the_clients_imported_lazily_in_production_are_in_the_package_too(packag
     """Firestore, the bucket and Cloud Tasks are imported on first use only: check them explicitly."""
     found = import_in_sandbox(packages["dispatch"], functions_site, [
         ("shared.store.firestore", "FirestoreJobStore"), ("google.cloud.firestore", "Client"),
-        ("shared.blobs", "BlobStore"), ("boto3", "client"), ("google.cloud.tasks_v2", "CloudTasksClient"),
-        ("shared.oidc", "verify_oidc"), ("google.oauth2.id_token", "verify_oauth2_token"),
+        ("shared.store.blobs", "BlobStore"), ("boto3", "client"), ("google.cloud.tasks_v2", "CloudTasksClient"),
+        ("shared.security.oidc", "verify_oidc"), ("google.oauth2.id_token", "verify_oauth2_token"),
         ("google.auth.transport.requests", "Request"),
     ])
     assert all(entry["callable"] for name, entry in found.items() if name != "__sys_path__")

@@ -15,9 +15,9 @@ import httpx
 import pytest
 
 from agent.app import build_app
-from shared.events import AgentJob
 from shared.fakes.ollama import FakeOllamaConfig, fake_completion_text, prompt_key, serve_in_thread
-from shared.security import RequestSigner
+from shared.jobs.events import AgentJob
+from shared.security.signing import RequestSigner
 from shared.settings import AgentSettings
 from tests.servers import serve_app_in_thread, wait_until
 

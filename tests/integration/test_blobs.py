@@ -10,8 +10,9 @@ import httpx
 import pytest
 from moto.server import ThreadedMotoServer
 
-from shared.blobs import BlobRef, BlobSettings, BlobStore
 from shared.errors import GpuqError, NotFound, ServiceError
+from shared.models import BlobRef
+from shared.store.blobs import BlobSettings, BlobStore
 
 
 def _free_port() -> int:

@@ -11,8 +11,8 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import positive_data_acceptance
 
-from shared.devstack import DevStack
-from shared.openapi import agent_openapi, dumps, jobs_openapi
+from shared.jobs.openapi import agent_openapi, dumps, jobs_openapi
+from shared.tools.devstack import DevStack
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
@@ -20,7 +20,7 @@ DOCS = Path(__file__).resolve().parents[2] / "docs"
 @pytest.mark.parametrize(("name", "build"), [("openapi.json", jobs_openapi), ("agent-openapi.json", agent_openapi)])
 def test_stored_documents_match_the_code(name: str, build: object) -> None:
     stored = (DOCS / name).read_text()
-    assert stored == dumps(build()), f"docs/{name} is stale: run `.venv/bin/python -m shared.openapi`"  # type: ignore[operator]
+    assert stored == dumps(build()), f"docs/{name} is stale: run `.venv/bin/python -m shared.jobs.openapi`"  # type: ignore[operator]
 
 
 def test_the_api_serves_its_document(stack: DevStack) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from shared.devstack import DevStack
+from shared.tools.devstack import DevStack
 from tests.servers import MODEL
 
 

@@ -13,8 +13,8 @@ from collections.abc import Awaitable, Callable, Iterator
 import pytest
 
 from agent.ollama_stream import ModelServerError, ModelServerUnreachable, OllamaStreams, StreamFailed
-from shared.devstack import free_port
 from shared.fakes.ollama import FakeOllamaConfig, fake_completion_text, serve_in_thread
+from shared.tools.devstack import free_port
 
 MODEL = "llama3.2:1b"
 

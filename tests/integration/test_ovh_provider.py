@@ -17,10 +17,10 @@ from typing import Any, ParamSpec, TypeVar
 import httpx
 import pytest
 
+from shared.boxes.providers.ovh import OvhProvider, OvhSettings
 from shared.errors import ProviderError
 from shared.fakes import ovhai as fake
 from shared.models import Instance, InstanceState
-from shared.providers.ovh import OvhProvider, OvhSettings
 
 TOKEN = "tok-secret-123"
 P = ParamSpec("P")

@@ -19,16 +19,16 @@ import pytest
 from google.cloud.tasks_v2 import HttpMethod, Queue, Task
 from google.cloud.tasks_v2.types import cloudtasks
 
+from shared.boxes.providers.local import LocalProvider
 from shared.controlplane import ControlPlane
-from shared.devstack import DevStack, free_port
 from shared.errors import QueueUnavailable
-from shared.intake import parse_job_create, submit_job
-from shared.providers.local import LocalProvider
-from shared.queue import TaskQueue
-from shared.security import TASK_SIGNATURE_HEADER, verify_task
+from shared.jobs.intake import parse_job_create, submit_job
+from shared.security.signing import TASK_SIGNATURE_HEADER, verify_task
 from shared.settings import ControlPlaneSettings
 from shared.states import JobStatus
 from shared.store import SqliteJobStore
+from shared.store.queue import TaskQueue
+from shared.tools.devstack import DevStack, free_port
 from tests.servers import MODEL
 
 QUEUE = "gpuq-test-push"  # a queue of its own, paused: its tasks stay to be read back, never dispatched

@@ -21,10 +21,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from google.auth import crypt, jwt
 
-from shared.client import JobsClient
-from shared.devstack import DevStack
-from shared.receiver import CallbackReceiver
-from shared.security import RequestSigner, derive_agent_secret, job_token
+from shared.security.signing import RequestSigner, derive_agent_secret, job_token
+from shared.tools.client import JobsClient
+from shared.tools.devstack import DevStack
+from shared.tools.receiver import CallbackReceiver
 from tests.servers import MODEL, start_stack, wait_until
 
 SCHEDULER_SA = "scheduler@gpuq-test.iam.gserviceaccount.com"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from shared.fakes.vast import FakeVastConfig, FakeVastControl, FakeVastServer, serve_in_thread
-from shared.vast_cli import main
+from shared.tools.vast_cli import main
 from tests.servers import wait_until
 
 KEY = "acct-key-gpuq-cli"

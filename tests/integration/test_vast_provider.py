@@ -13,12 +13,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from shared.errors import ProviderError
-from shared.fakes.ollama import FakeOllamaConfig
-from shared.fakes.ollama import serve_in_thread as serve_ollama
-from shared.fakes.vast import FakeVastConfig, FakeVastControl, FakeVastServer, serve_in_thread
-from shared.models import Instance, InstanceState
-from shared.providers.vast import (
+from shared.boxes.providers.vast import (
     INTENT_ENV,
     NoCapacity,
     RetryPolicy,
@@ -30,7 +25,12 @@ from shared.providers.vast import (
     build_vast_provider,
     instance_state,
 )
-from shared.security import RequestSigner
+from shared.errors import ProviderError
+from shared.fakes.ollama import FakeOllamaConfig
+from shared.fakes.ollama import serve_in_thread as serve_ollama
+from shared.fakes.vast import FakeVastConfig, FakeVastControl, FakeVastServer, serve_in_thread
+from shared.models import Instance, InstanceState
+from shared.security.signing import RequestSigner
 from tests.servers import wait_until
 
 T = TypeVar("T")

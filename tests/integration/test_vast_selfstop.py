@@ -16,10 +16,10 @@ import pytest
 from agent.selfstop import watch_idle
 from agent.state import AgentState, Phase
 from agent.vast_selfstop import VastSelfStop, VastSelfStopSettings
+from shared.boxes.providers.vast import RetryPolicy
 from shared.errors import ProviderError
 from shared.fakes.vast import FakeVastConfig, FakeVastControl, FakeVastServer, serve_in_thread
 from shared.models import InstanceState
-from shared.providers.vast import RetryPolicy
 from tests.servers import wait_until
 
 KEY = "acct-key-selfstop"

@@ -8,17 +8,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from shared.boxes.instances import close_session, note_handover, note_ready, note_start_requested
+from shared.boxes.providers.local import LocalProvider
 from shared.clock import FakeClock
 from shared.controlplane import ControlPlane
-from shared.cost import Session, Span, allocate_seconds
-from shared.costreport import cost_report, parse_since
-from shared.instances import close_session, note_handover, note_ready, note_start_requested
 from shared.models import Instance, InstanceState, Job
-from shared.providers.local import LocalProvider
-from shared.queue import TaskQueue
+from shared.money.cost import Session, Span, allocate_seconds
+from shared.money.costreport import cost_report, parse_since
 from shared.settings import ControlPlaneSettings
 from shared.states import JobStatus
 from shared.store import SqliteJobStore
+from shared.store.queue import TaskQueue
 
 # Box billed 36 $/h = 0.01 $/s. Start requested at 0, ready at 100, stopped at 400.
 # A: queued 0, runs 100-200.  B: queued 50, runs 150-250.  C: queued 260, runs 300-320.

@@ -8,10 +8,10 @@ import pytest
 from pydantic_settings import BaseSettings
 
 from agent.vast_selfstop import VastSelfStopSettings
-from shared.blobs import BlobSettings
-from shared.providers.ovh import OvhSettings
-from shared.providers.vast import VastSettings
+from shared.boxes.providers.ovh import OvhSettings
+from shared.boxes.providers.vast import VastSettings
 from shared.settings import AgentSettings, ClientSettings, ControlPlaneSettings
+from shared.store.blobs import BlobSettings
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from shared.coldstart import ColdStartEstimator, ColdStartPhases, estimator_key
-from shared.idle import (
+from shared.boxes.coldstart import ColdStartEstimator, ColdStartPhases, estimator_key
+from shared.money.idle import (
     POLICY_NAMES,
     RANDOMIZED_COMPETITIVE_RATIO,
     AdaptivePolicy,
@@ -24,8 +24,8 @@ from shared.idle import (
     break_even_horizon_s,
     make_policy,
 )
-from shared.simulator import ServiceModel, gap_game, simulate
-from shared.trace import TraceRequest
+from shared.sim.simulator import ServiceModel, gap_game, simulate
+from shared.sim.trace import TraceRequest
 
 # Service time == generated tokens (seconds), no prompt term: traces below are written in seconds.
 SECONDS = ServiceModel(tokens_per_s=1.0, prefill_tokens_per_s=0.0)

@@ -5,8 +5,8 @@ import base64
 import pytest
 
 from shared.errors import RateLimited, Unauthorized, ValidationFailed
-from shared.ratelimit import RateLimiter
-from shared.security import (
+from shared.security.ratelimit import RateLimiter
+from shared.security.signing import (
     RequestSigner,
     authenticate_api_key,
     check_callback_url,

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from shared.idle import POLICY_NAMES, IdlePolicyConfig, PolicyName
-from shared.simulator import JSON_KEYS, ServiceModel, compare, gap_game, main, simulate
-from shared.trace import TraceRequest, load_trace, parse_timestamp_ns, write_trace
+from shared.money.idle import POLICY_NAMES, IdlePolicyConfig, PolicyName
+from shared.sim.simulator import JSON_KEYS, ServiceModel, compare, gap_game, main, simulate
+from shared.sim.trace import TraceRequest, load_trace, parse_timestamp_ns, write_trace
 
 REPO = Path(__file__).resolve().parents[2]
 AZURE = REPO.parent / "shared" / "traces" / "AzureLLMInferenceTrace_code_2023.csv"
@@ -214,7 +214,7 @@ def test_unsorted_requests_are_rejected() -> None:
 
 
 def test_gap_game_matches_the_formula() -> None:
-    from shared.idle import make_policy
+    from shared.money.idle import make_policy
 
     online, offline = gap_game(make_policy(cfg("fixed", fixed_keep_warm_s=30.0)), [10.0, 50.0, 500.0])
     assert online == pytest.approx(10 + (30 + 100) + (30 + 100))
@@ -304,7 +304,7 @@ def test_cli_errors(tmp_path: Path, small_trace: Path, capsys: pytest.CaptureFix
 def test_python_dash_m_works(small_trace: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.run(
-        [sys.executable, "-m", "shared.simulator", "--trace", str(small_trace), "--json"],
+        [sys.executable, "-m", "shared.sim.simulator", "--trace", str(small_trace), "--json"],
         capture_output=True,
         text=True,
         env=env,

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from shared.errors import Unauthorized
-from shared.security import RequestSigner
+from shared.security.signing import RequestSigner
 from shared.store import SqliteJobStore
 from shared.store.sqlite import SqliteNonceCache
 

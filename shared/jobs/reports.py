@@ -1,0 +1,140 @@
+"""Apply an agent's progress report: store chunks, renew the lease, finish the job.
+
+Fenced by attempt: the report's token is scoped to one attempt, and a report for any attempt other
+than the job's current one changes nothing and tells the agent to stop. A box sends the reports of all
+its jobs in one batch (:func:`apply_reports`); each entry is checked and applied on its own.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from shared.boxes.instances import note_activity
+from shared.controlplane import ControlPlane
+from shared.errors import ClientError, NotFound, Unauthorized
+from shared.jobs.callbacks import schedule_callback
+from shared.jobs.events import Report, ReportAck, ReportBatch, ReportBatchAck, ReportEntryAck
+from shared.jobs.lifecycle import finish, redrive
+from shared.models import Job, JobError
+from shared.security.signing import verify_job_token
+from shared.states import JobStatus
+from shared.store.base import Chunk
+
+__all__ = ["apply_report", "apply_reports"]
+
+log = logging.getLogger("gpuq.reports")
+
+OUTPUT_CALLBACK_EVERY_S = 1.0
+
+
+def apply_report(cp: ControlPlane, job_id: str, token: str, report: Report) -> ReportAck:
+    attempt = verify_job_token(cp.settings.job_token_secret, job_id, token)
+    if attempt != report.attempt:
+        raise Unauthorized("token and report are for different attempts", code="invalid_job_token")
+    job = cp.store.get(job_id)
+    if job is None:
+        raise NotFound(f"no job {job_id!r}", code="job_not_found")
+    if job.attempt != attempt or not _current(job):
+        return ReportAck(status=job.status, cancel=True)
+
+    if report.chunks:
+        cp.store.append_chunks(job_id, (Chunk(attempt, c.seq, c.text) for c in report.chunks))
+    now = cp.clock.now()
+    events: list[tuple[str, str, str]] = []
+
+    def mutate(current: Job) -> Job | None:
+        events.clear()
+        if current.attempt != attempt or not _current(current):
+            return None
+        current.status = JobStatus.RUNNING  # a report can beat dispatch's own confirmation of the handover
+        current.lease_expires_at = now + cp.settings.lease_s
+        if report.started and current.started_at is None:
+            current.started_at = now
+            current.status_reason = "generating"
+            events.append(("started", "job.started", ""))
+        if report.chunks and (
+            current.callback.last_output_at is None or now - current.callback.last_output_at >= OUTPUT_CALLBACK_EVERY_S
+        ):
+            current.callback.last_output_at = now
+            events.append(("output", "job.output", f".{report.chunks[-1].seq}"))
+        if report.result is not None:
+            current.result = report.result
+        return current
+
+    updated = cp.store.modify(job_id, mutate)
+    assert updated is not None
+    for subscription, event_type, suffix in events:
+        schedule_callback(cp, updated, subscription, event_type, suffix)
+
+    if report.outcome == "cancelled":
+        # The agent stops only when told to (a cancelled job, a fenced attempt); a job still running here
+        # was not cancelled by anyone, so this attempt is lost, not the job: run it again.
+        job_now = cp.store.get(job_id)
+        if job_now is not None and job_now.status is JobStatus.RUNNING and job_now.attempt == attempt:
+            redrive(cp, job_now, force=True)
+        return ReportAck(status=job_now.status if job_now else JobStatus.CANCELLED, cancel=True)
+    if report.outcome is not None:
+        status = {"succeeded": JobStatus.SUCCEEDED, "failed": JobStatus.FAILED,
+                  "cancelled": JobStatus.CANCELLED}[report.outcome]
+        error = report.error if status is not JobStatus.SUCCEEDED else None
+        reason = None if status is JobStatus.SUCCEEDED else (error.code if error else report.outcome)
+        finished = finish(cp, job_id, status, reason=reason, error=error or _default_error(status), attempt=attempt)
+        if updated.instance_id:
+            note_activity(cp, updated.instance_id)
+        assert finished is not None
+        if cp.blobs is not None and finished.attempt == attempt and finished.status.is_terminal():
+            _offload_output(cp, job_id, attempt)
+        return ReportAck(status=finished.status)
+    return ReportAck(status=updated.status, cancel=updated.status is not JobStatus.RUNNING)
+
+
+def apply_reports(cp: ControlPlane, batch: ReportBatch) -> ReportBatchAck:
+    """Apply each entry on its own: one refused entry (bad token, unknown job) does not hold up the others.
+
+    Raises :class:`Unauthorized` when no entry carries a valid token: a caller with no job of ours gets
+    a plain 401. A server-side failure propagates: the agent resends the whole batch,
+    and a resent report changes nothing twice (chunks are keyed by attempt and seq).
+    """
+    acks: list[ReportEntryAck] = []
+    unauthorized: list[Unauthorized] = []
+    for entry in batch.reports:
+        try:
+            ack = apply_report(cp, entry.job_id, entry.token, entry.report)
+        except ClientError as exc:
+            if isinstance(exc, Unauthorized):
+                unauthorized.append(exc)
+            acks.append(ReportEntryAck(job_id=entry.job_id, cancel=True,
+                                       error=JobError(code=exc.code, message=exc.message)))
+            continue
+        acks.append(ReportEntryAck(job_id=entry.job_id, status=ack.status, cancel=ack.cancel))
+    if len(unauthorized) == len(acks):
+        raise unauthorized[-1]
+    return ReportBatchAck(acks=acks)
+
+
+def _offload_output(cp: ControlPlane, job_id: str, attempt: int) -> None:
+    """A large finished output goes to the bucket, so readers do not pull thousands of chunks every time."""
+    assert cp.blobs is not None
+    text = "".join(chunk.text for chunk in cp.store.read_chunks(job_id, attempt))
+    ref = cp.blobs.offload(job_id, attempt, text)
+    if ref is None:
+        return
+
+    def mutate(current: Job) -> Job | None:
+        if current.attempt != attempt or current.output_ref is not None:
+            return None
+        current.output_ref = ref
+        return current
+
+    cp.store.modify(job_id, mutate)
+
+
+def _current(job: Job) -> bool:
+    """Running, or being handed over (the attempt is reserved and the agent may report before dispatch confirms)."""
+    return job.status is JobStatus.RUNNING or (job.status is JobStatus.STARTING and job.status_reason == "handing_over")
+
+
+def _default_error(status: JobStatus) -> JobError | None:
+    if status is JobStatus.FAILED:
+        return JobError(code="agent_error", message="the agent reported a failure without detail")
+    return None
