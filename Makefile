@@ -31,6 +31,7 @@ tools:
 
 test: $(STAMP) tools
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy shared functions agent
 	$(BIN)/python -m pytest
 

@@ -13,14 +13,14 @@ from shared.settings import AgentSettings
 
 
 def main() -> None:
-    logging.basicConfig(level=os.environ.get("GPUQ_LOG_LEVEL", "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=os.environ.get("GPUQ_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # the Vast self-stop's REST calls: no per-request lines
     settings = AgentSettings()
     app = build_app(settings)
     gc.freeze()  # what is built by now lives as long as the process: no full collection walks it mid-stream
-    web.run_app(app, host=settings.host, port=settings.port, print=None,
-                access_log=None, shutdown_timeout=20.0)
+    web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None, shutdown_timeout=20.0)
 
 
 if __name__ == "__main__":

@@ -76,8 +76,9 @@ def _finished(state: AgentState, run: JobRun) -> None:
     state.activity.set()
 
 
-async def _intake(request: web.Request, *, direct: DirectStream | None = None
-                  ) -> tuple[JobRun | None, web.Response | None]:
+async def _intake(
+    request: web.Request, *, direct: DirectStream | None = None
+) -> tuple[JobRun | None, web.Response | None]:
     """Verify, parse and start a job attempt: ``(run, None)`` when started, else ``(None, answer)``."""
     try:
         body = await _verified_body(request)
@@ -116,8 +117,9 @@ async def accept_job(request: web.Request) -> web.Response:
         assert answer is not None
         return answer
     log.info("job %s attempt %d accepted", run.spec.job_id, run.spec.attempt)
-    return web.json_response(AgentJobAccepted(job_id=run.spec.job_id, attempt=run.spec.attempt).model_dump(),
-                             status=202)
+    return web.json_response(
+        AgentJobAccepted(job_id=run.spec.job_id, attempt=run.spec.attempt).model_dump(), status=202
+    )
 
 
 async def stream_job(request: web.Request) -> web.StreamResponse:
@@ -166,15 +168,12 @@ def _provider(settings: AgentSettings) -> ComputeProvider | None:
 async def _background(app: web.Application) -> AsyncIterator[None]:
     settings, state = app[SETTINGS], app[STATE]
     # One pooled session for reports and announcements, made inside the running loop.
-    app[HTTP] = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=16),
-                                      timeout=aiohttp.ClientTimeout(total=10))
+    app[HTTP] = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=16), timeout=aiohttp.ClientTimeout(total=10))
     app[REPORTS] = ReportSender(app[HTTP], interval_s=settings.report_interval_s)
     tasks = [
         asyncio.create_task(app[REPORTS].run()),
         asyncio.create_task(become_ready(settings, state, app[OLLAMA], app[HTTP])),
-        asyncio.create_task(
-            watch_idle(state, _provider(settings), settings.instance_id, app[KEEP_WARM].keep_warm_s)
-        ),
+        asyncio.create_task(watch_idle(state, _provider(settings), settings.instance_id, app[KEEP_WARM].keep_warm_s)),
     ]
     yield
     for run in state.runs.values():
@@ -198,10 +197,16 @@ def build_app(settings: AgentSettings) -> web.Application:
         raise ValueError("GPUQ_AGENT_SECRET is required: the agent refuses to run unauthenticated")
     app = web.Application(client_max_size=4 * 1024 * 1024)
     app[SETTINGS] = settings
-    app[KEEP_WARM] = KeepWarm(IdlePolicyConfig(
-        policy=settings.idle_policy, fixed_keep_warm_s=settings.idle_grace_s, cold_start_s=settings.idle_cold_start_s,
-        price_per_hour=settings.idle_price_per_hour, wait_value_per_hour=settings.idle_wait_value_per_hour,
-        max_keep_warm_s=max(settings.idle_max_keep_warm_s, settings.idle_grace_s)))
+    app[KEEP_WARM] = KeepWarm(
+        IdlePolicyConfig(
+            policy=settings.idle_policy,
+            fixed_keep_warm_s=settings.idle_grace_s,
+            cold_start_s=settings.idle_cold_start_s,
+            price_per_hour=settings.idle_price_per_hour,
+            wait_value_per_hour=settings.idle_wait_value_per_hour,
+            max_keep_warm_s=max(settings.idle_max_keep_warm_s, settings.idle_grace_s),
+        )
+    )
     app[STATE] = AgentState()
     app[SIGNER] = RequestSigner(settings.secret)
     app[OLLAMA] = OllamaClient(settings.ollama_url)
@@ -211,5 +216,3 @@ def build_app(settings: AgentSettings) -> web.Application:
     app.router.add_post("/v1/jobs/{job_id}/cancel", cancel_job)
     app.cleanup_ctx.append(_background)
     return app
-
-

@@ -37,5 +37,10 @@ class KeepWarm:
         if isinstance(self.policy, AdaptivePolicy):
             for gap in history:
                 self.policy.observe_gap(gap)
-        log.info("idle policy %s: cold start %.1fs, $%.3f/h → keep-warm horizon %.1fs", self._config.policy,
-                 cold, price, self.policy.horizon_s())
+        log.info(
+            "idle policy %s: cold start %.1fs, $%.3f/h → keep-warm horizon %.1fs",
+            self._config.policy,
+            cold,
+            price,
+            self.policy.horizon_s(),
+        )

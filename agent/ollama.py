@@ -73,8 +73,9 @@ class OllamaClient:
 
     async def load(self, model: str) -> None:
         """An empty prompt loads the model and keeps it loaded (``keep_alive``)."""
-        await self._post_json("/api/generate", {"model": model, "prompt": "", "keep_alive": self._keep_alive,
-                                                "stream": False})
+        await self._post_json(
+            "/api/generate", {"model": model, "prompt": "", "keep_alive": self._keep_alive, "stream": False}
+        )
 
     async def generate(self, job: AgentJob, sink: Sink) -> JobResult:
         """Run the job on the model server, handing each read's output texts to ``sink`` as they come
@@ -95,5 +96,3 @@ class OllamaClient:
             raise OllamaError("model_server_error", str(exc)) from None
         except ModelServerUnreachable as exc:
             raise OllamaError("model_server_unreachable", str(exc)) from None
-
-

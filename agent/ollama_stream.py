@@ -52,8 +52,9 @@ class ModelServerError(Exception):
 class _Exchange(asyncio.Protocol):
     """One connection; one request-response at a time."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, release: Callable[[_Exchange], None],
-                 lost: Callable[[_Exchange], None]) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, release: Callable[[_Exchange], None], lost: Callable[[_Exchange], None]
+    ) -> None:
         self._loop = loop
         self._release = release  # back to the pool once a response has been read to its end
         self._lost = lost
@@ -96,8 +97,11 @@ class _Exchange(asyncio.Protocol):
                 self._fail(error if isinstance(error, ModelServerError) else ModelServerError(str(error)))
             if self._over:
                 return
-        self._fail(ModelServerUnreachable("the model server closed the connection"
-                                          + ("" if self.got_bytes else " before answering")))
+        self._fail(
+            ModelServerUnreachable(
+                "the model server closed the connection" + ("" if self.got_bytes else " before answering")
+            )
+        )
 
     def data_received(self, data: bytes) -> None:
         if self._over:
@@ -111,7 +115,7 @@ class _Exchange(asyncio.Protocol):
                     if len(self._buf) > MAX_HEADER_BYTES:
                         raise ModelServerError("the model server's response headers are too large")
                     return
-                head, data = self._buf[:end], self._buf[end + 4:]
+                head, data = self._buf[:end], self._buf[end + 4 :]
                 self._buf = b""
                 self._headers(head)
             if self._chunked:
@@ -156,7 +160,7 @@ class _Exchange(asyncio.Protocol):
         while pos < size:
             if self._chunk_state == "data":
                 take = min(self._chunk_left, size - pos)
-                out.append(buf[pos:pos + take])
+                out.append(buf[pos : pos + take])
                 pos += take
                 self._chunk_left -= take
                 if self._chunk_left == 0:
@@ -299,18 +303,28 @@ class OllamaStreams:
         try:
             async with asyncio.timeout(self._connect_timeout_s):
                 _, protocol = await loop.create_connection(
-                    lambda: _Exchange(loop, self._released, self._open.discard), self._host, self._port,
-                    ssl=self._tls or None)
+                    lambda: _Exchange(loop, self._released, self._open.discard),
+                    self._host,
+                    self._port,
+                    ssl=self._tls or None,
+                )
         except (OSError, TimeoutError) as exc:
-            raise ModelServerUnreachable(f"cannot connect to the model server: {type(exc).__name__}: {exc}"
-                                         ) from None
+            raise ModelServerUnreachable(f"cannot connect to the model server: {type(exc).__name__}: {exc}") from None
         self._open.add(protocol)
         return protocol
 
     def _request(self, path: str, body: bytes) -> bytes:
-        return (b"POST " + self._prefix.encode() + path.encode() + b" HTTP/1.1\r\nHost: " + self._host_header
-                + b"\r\nContent-Type: application/json\r\nAccept: application/x-ndjson\r\nContent-Length: "
-                + str(len(body)).encode() + b"\r\n\r\n" + body)
+        return (
+            b"POST "
+            + self._prefix.encode()
+            + path.encode()
+            + b" HTTP/1.1\r\nHost: "
+            + self._host_header
+            + b"\r\nContent-Type: application/json\r\nAccept: application/x-ndjson\r\nContent-Length: "
+            + str(len(body)).encode()
+            + b"\r\n\r\n"
+            + body
+        )
 
     async def stream(self, path: str, body: dict[str, Any], sink: Sink, *, chat: bool) -> JobResult:
         """POST ``body`` to ``path``; hand each read's texts to ``sink``; return the final counters."""

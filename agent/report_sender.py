@@ -75,8 +75,14 @@ class ReportSender:
                 delay = 0.2
             except Exception as exc:  # the loop must outlive any failure: every job's outcome goes through it
                 expected = isinstance(exc, aiohttp.ClientError | TimeoutError | ValueError)
-                log.log(logging.WARNING if expected else logging.ERROR, "progress reports not delivered (%s: %s); "
-                        "retrying in %.1fs", type(exc).__name__, exc, delay, exc_info=not expected)
+                log.log(
+                    logging.WARNING if expected else logging.ERROR,
+                    "progress reports not delivered (%s: %s); retrying in %.1fs",
+                    type(exc).__name__,
+                    exc,
+                    delay,
+                    exc_info=not expected,
+                )
                 self._give_up_overdue()
                 await asyncio.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, 30.0)
@@ -103,21 +109,32 @@ class ReportSender:
             if url:
                 await self._post_batch(url, entries)
             else:
-                failures = [r for r in await asyncio.gather(*(self._post_one(*e) for e in entries),
-                                                            return_exceptions=True) if r is not None]
+                failures = [
+                    r
+                    for r in await asyncio.gather(*(self._post_one(*e) for e in entries), return_exceptions=True)
+                    if r is not None
+                ]
                 if failures:
                     raise failures[0]
         return more
 
     async def _post_batch(self, url: str, entries: list[tuple[JobReporter, Report, int]]) -> None:
-        batch = ReportBatch(reports=[ReportEntry(job_id=r.job.job_id, token=r.job.report_token, report=report)
-                                     for r, report, _ in entries])
-        async with self._http.post(url, data=batch.model_dump_json(exclude_defaults=True).encode(),
-                                   headers={"Content-Type": "application/json"}, timeout=REPORT_TIMEOUT) as response:
+        batch = ReportBatch(
+            reports=[
+                ReportEntry(job_id=r.job.job_id, token=r.job.report_token, report=report) for r, report, _ in entries
+            ]
+        )
+        async with self._http.post(
+            url,
+            data=batch.model_dump_json(exclude_defaults=True).encode(),
+            headers={"Content-Type": "application/json"},
+            timeout=REPORT_TIMEOUT,
+        ) as response:
             body = await response.read()
             if response.status == 401:
-                log.warning("control plane refused every report in a batch of %d (401); stopping those jobs",
-                            len(entries))
+                log.warning(
+                    "control plane refused every report in a batch of %d (401); stopping those jobs", len(entries)
+                )
                 for reporter, _, _ in entries:
                     self._refused(reporter)
                 return
@@ -128,8 +145,9 @@ class ReportSender:
         now = self._loop.time()
         for (reporter, report, chunks), ack in zip(entries, acks, strict=True):
             if ack.error is not None:
-                log.warning("job %s: control plane refused its report (%s); stopping", reporter.job.job_id,
-                            ack.error.code)
+                log.warning(
+                    "job %s: control plane refused its report (%s); stopping", reporter.job.job_id, ack.error.code
+                )
                 self._refused(reporter)
             else:
                 self._acked(reporter, report, chunks, ack.cancel, now)
@@ -137,7 +155,8 @@ class ReportSender:
     async def _post_one(self, reporter: JobReporter, report: Report, chunks: int) -> None:
         job = reporter.job
         async with self._http.post(
-            job.report_url, data=report.model_dump_json(exclude_defaults=True).encode(),
+            job.report_url,
+            data=report.model_dump_json(exclude_defaults=True).encode(),
             headers={"Authorization": f"Bearer {job.report_token}", "Content-Type": "application/json"},
             timeout=REPORT_TIMEOUT,
         ) as response:
@@ -169,8 +188,11 @@ class ReportSender:
         """Shutting down: stop waiting for the reports still pending (their leases re-drive the jobs)."""
         for reporter in list(self._jobs.values()):
             if reporter.final is not None:
-                log.warning("job %s: shutting down before its final report was accepted; the control plane's "
-                            "lease re-drives the job", reporter.job.job_id)
+                log.warning(
+                    "job %s: shutting down before its final report was accepted; the control plane's "
+                    "lease re-drives the job",
+                    reporter.job.job_id,
+                )
             reporter.accepted.set()
         self._jobs.clear()
 
@@ -178,7 +200,11 @@ class ReportSender:
         now = self._loop.time()
         for reporter in list(self._jobs.values()):
             if reporter.final is not None and now - reporter.final_since > FINAL_REPORT_DEADLINE_S:
-                log.error("job %s: final report not accepted after %.0fs: giving up; the control plane's lease "
-                          "re-drives the job", reporter.job.job_id, FINAL_REPORT_DEADLINE_S)
+                log.error(
+                    "job %s: final report not accepted after %.0fs: giving up; the control plane's lease "
+                    "re-drives the job",
+                    reporter.job.job_id,
+                    FINAL_REPORT_DEADLINE_S,
+                )
                 reporter.accepted.set()
                 self._forget(reporter)

@@ -17,8 +17,9 @@ __all__ = ["JobReporter"]
 
 
 class JobReporter:
-    def __init__(self, job: AgentJob, *, on_cancel: Callable[[], None], wake: Callable[[], None],
-                 eager: bool, now: float) -> None:
+    def __init__(
+        self, job: AgentJob, *, on_cancel: Callable[[], None], wake: Callable[[], None], eager: bool, now: float
+    ) -> None:
         self.job = job
         self._on_cancel = on_cancel
         self._wake = wake
@@ -49,8 +50,12 @@ class JobReporter:
 
     def due(self, now: float, heartbeat_s: float) -> bool:
         """Something to send: output, the start, the outcome, or a heartbeat that renews the lease."""
-        return (bool(self._buffer or self._unacked) or not self._started_sent or self.final is not None
-                or now - self.last_sent >= heartbeat_s)
+        return (
+            bool(self._buffer or self._unacked)
+            or not self._started_sent
+            or self.final is not None
+            or now - self.last_sent >= heartbeat_s
+        )
 
     def take(self) -> tuple[Report, int]:
         """The report to send now, and how many unacknowledged chunks it carries (see :meth:`sent`)."""
@@ -60,9 +65,13 @@ class JobReporter:
             self._seq += 1
         final = self.final
         report = Report.model_construct(  # our own fields, valid already: no validation per report
-            attempt=self.job.attempt, started=not self._started_sent, chunks=list(self._unacked),
-            outcome=final.outcome if final else None, result=final.result if final else None,
-            error=final.error if final else None)
+            attempt=self.job.attempt,
+            started=not self._started_sent,
+            chunks=list(self._unacked),
+            outcome=final.outcome if final else None,
+            result=final.result if final else None,
+            error=final.error if final else None,
+        )
         return report, len(self._unacked)
 
     def sent(self, chunks: int, *, cancel: bool, now: float, final: bool) -> None:

@@ -23,8 +23,9 @@ log = logging.getLogger("gpuq.agent.selfstop")
 STOP_RETRY_S = 5.0
 
 
-async def watch_idle(state: AgentState, provider: ComputeProvider | None, instance_id: str,
-                     keep_warm_s: Callable[[], float]) -> None:
+async def watch_idle(
+    state: AgentState, provider: ComputeProvider | None, instance_id: str, keep_warm_s: Callable[[], float]
+) -> None:
     while True:
         # Wait until there is nothing running and the box is past start-up.
         while state.active() or state.phase in (Phase.STARTING, Phase.LOADING_MODEL):
@@ -39,8 +40,13 @@ async def watch_idle(state: AgentState, provider: ComputeProvider | None, instan
         if state.active():
             continue
         state.phase = Phase.STOPPING
-        log.info("idle for %.1fs (keep-warm %.1fs by the idle policy) after %d job(s): stopping instance %s",
-                 time.monotonic() - state.idle_since, keep, state.jobs_done, instance_id)
+        log.info(
+            "idle for %.1fs (keep-warm %.1fs by the idle policy) after %d job(s): stopping instance %s",
+            time.monotonic() - state.idle_since,
+            keep,
+            state.jobs_done,
+            instance_id,
+        )
         if await _stop(provider, instance_id):
             return
         state.phase = Phase.READY

@@ -49,8 +49,9 @@ async def announce_ready(settings: AgentSettings, http: aiohttp.ClientSession, p
         headers = signer.sign("POST", urlsplit(settings.ready_url).path, body)
         headers["Content-Type"] = "application/json"
         try:
-            async with http.post(settings.ready_url, data=body, headers=headers,
-                                 timeout=aiohttp.ClientTimeout(total=10)) as response:
+            async with http.post(
+                settings.ready_url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=10)
+            ) as response:
                 text = await response.text()
             if response.status < 300:
                 log.info("announced ready: %s", text)
@@ -61,8 +62,9 @@ async def announce_ready(settings: AgentSettings, http: aiohttp.ClientSession, p
         await asyncio.sleep(0.5 * 2**attempt)
 
 
-async def become_ready(settings: AgentSettings, state: AgentState, ollama: OllamaClient,
-                       http: aiohttp.ClientSession) -> None:
+async def become_ready(
+    settings: AgentSettings, state: AgentState, ollama: OllamaClient, http: aiohttp.ClientSession
+) -> None:
     up_at = time.monotonic()
     try:
         available = await _wait_for_model_server(ollama)
@@ -83,5 +85,6 @@ async def become_ready(settings: AgentSettings, state: AgentState, ollama: Ollam
     state.activity.set()
     log.info("ready: models %s loaded", settings.preload_models)
     done_at = time.monotonic()
-    await announce_ready(settings, http, {"agent_up_s": round(up_at - PROCESS_START, 3),
-                                          "model_loaded_s": round(done_at - up_at, 3)})
+    await announce_ready(
+        settings, http, {"agent_up_s": round(up_at - PROCESS_START, 3), "model_loaded_s": round(done_at - up_at, 3)}
+    )

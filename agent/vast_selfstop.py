@@ -49,20 +49,39 @@ class VastSelfStopSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
 
     container_id: str = Field(default="", validation_alias="CONTAINER_ID", description="This instance's Vast id.")
-    container_api_key: SecretStr = Field(default=SecretStr(""), validation_alias="CONTAINER_API_KEY",
-                                         description="Key that can manage only this instance.")
-    vast_url: str = Field(default="https://console.vast.ai", validation_alias="VAST_URL",
-                          description="Vast API base URL.")
-    cli_path: str = Field(default="vastai", validation_alias="GPUQ_AGENT_VASTAI_CLI",
-                          description="The vastai CLI (a name on PATH or a path); missing = REST only.")
-    cli_timeout_s: float = Field(default=60.0, validation_alias="GPUQ_AGENT_VASTAI_CLI_TIMEOUT_S",
-                                 description="The CLI is killed after this long.")
-    confirm_s: float = Field(default=5.0, validation_alias="GPUQ_AGENT_VAST_CONFIRM_S",
-                             description="How long a GET may take to show the stop before it counts as failed.")
-    rest_attempts: int = Field(default=4, validation_alias="GPUQ_AGENT_VAST_REST_ATTEMPTS",
-                               description="REST stop tries after the CLI (each confirmed with a GET).")
-    backoff_s: float = Field(default=1.0, validation_alias="GPUQ_AGENT_VAST_BACKOFF_S",
-                             description="First delay between REST tries; doubles.")
+    container_api_key: SecretStr = Field(
+        default=SecretStr(""),
+        validation_alias="CONTAINER_API_KEY",
+        description="Key that can manage only this instance.",
+    )
+    vast_url: str = Field(
+        default="https://console.vast.ai", validation_alias="VAST_URL", description="Vast API base URL."
+    )
+    cli_path: str = Field(
+        default="vastai",
+        validation_alias="GPUQ_AGENT_VASTAI_CLI",
+        description="The vastai CLI (a name on PATH or a path); missing = REST only.",
+    )
+    cli_timeout_s: float = Field(
+        default=60.0,
+        validation_alias="GPUQ_AGENT_VASTAI_CLI_TIMEOUT_S",
+        description="The CLI is killed after this long.",
+    )
+    confirm_s: float = Field(
+        default=5.0,
+        validation_alias="GPUQ_AGENT_VAST_CONFIRM_S",
+        description="How long a GET may take to show the stop before it counts as failed.",
+    )
+    rest_attempts: int = Field(
+        default=4,
+        validation_alias="GPUQ_AGENT_VAST_REST_ATTEMPTS",
+        description="REST stop tries after the CLI (each confirmed with a GET).",
+    )
+    backoff_s: float = Field(
+        default=1.0,
+        validation_alias="GPUQ_AGENT_VAST_BACKOFF_S",
+        description="First delay between REST tries; doubles.",
+    )
 
 
 class VastSelfStop:
@@ -70,8 +89,9 @@ class VastSelfStop:
 
     name = "vast"
 
-    def __init__(self, settings: VastSelfStopSettings, *, retry: RetryPolicy | None = None,
-                 agent_port: int = 8000) -> None:
+    def __init__(
+        self, settings: VastSelfStopSettings, *, retry: RetryPolicy | None = None, agent_port: int = 8000
+    ) -> None:
         self.settings = settings
         self._key = settings.container_api_key.get_secret_value()
         self._client = VastClient(self._key, settings.vast_url, retry=retry) if self._key else None
@@ -83,18 +103,30 @@ class VastSelfStop:
     def _require(self) -> tuple[VastClient, int]:
         cid = self.settings.container_id.strip()
         if self._client is None or not cid.isdigit():
-            raise ProviderError("CONTAINER_ID / CONTAINER_API_KEY are not set: not on a Vast instance?",
-                                code="provider_not_configured")
+            raise ProviderError(
+                "CONTAINER_ID / CONTAINER_API_KEY are not set: not on a Vast instance?", code="provider_not_configured"
+            )
         return self._client, int(cid)
 
     def _instance(self, public_id: str, row: dict[str, Any] | None) -> Instance:
         state = instance_state(row)
-        detail = (f"vast {self.settings.container_id}: actual={row.get('actual_status')} "
-                  f"intended={row.get('intended_status')}") if row is not None else "gone"
-        return Instance(id=public_id, provider=self.name, state=state, detail=detail,
-                        agent_url=agent_url_of(row, self._agent_port) if state is InstanceState.RUNNING else None,
-                        label=str(row.get("label")) if row and row.get("label") else None,
-                        price_per_hour=float(row.get("dph_total") or 0.0) if row else 0.0)
+        detail = (
+            (
+                f"vast {self.settings.container_id}: actual={row.get('actual_status')} "
+                f"intended={row.get('intended_status')}"
+            )
+            if row is not None
+            else "gone"
+        )
+        return Instance(
+            id=public_id,
+            provider=self.name,
+            state=state,
+            detail=detail,
+            agent_url=agent_url_of(row, self._agent_port) if state is InstanceState.RUNNING else None,
+            label=str(row.get("label")) if row and row.get("label") else None,
+            price_per_hour=float(row.get("dph_total") or 0.0) if row else 0.0,
+        )
 
     # --- the provider interface -------------------------------------------------------------------
     async def get(self, instance_id: str) -> Instance | None:
@@ -113,8 +145,11 @@ class VastSelfStop:
         """Stop this instance and confirm it; raises :class:`ProviderError` if it cannot be confirmed."""
         client, cid = self._require()
         if instance_id and instance_id != str(cid):
-            log.debug("self-stop: asked to stop %r; this box is Vast instance %s (the container key can only "
-                     "stop that one)", instance_id, cid)
+            log.debug(
+                "self-stop: asked to stop %r; this box is Vast instance %s (the container key can only stop that one)",
+                instance_id,
+                cid,
+            )
         public_id = instance_id or str(cid)
         async with client.bound():
             if await self._stop_with_cli(cid):
@@ -122,8 +157,7 @@ class VastSelfStop:
                 if confirmed is not None:
                     log.info("self-stop: stop of %s via vastai CLI confirmed (%s)", cid, confirmed.state.value)
                     return confirmed.model_copy(update={"id": public_id})
-                log.warning("self-stop: the vastai CLI ran but Vast does not show %s stopping: using the REST API",
-                            cid)
+                log.warning("self-stop: the vastai CLI ran but Vast does not show %s stopping: using the REST API", cid)
             return (await self._stop_with_rest(client, cid)).model_copy(update={"id": public_id})
 
     # --- steps ------------------------------------------------------------------------------------
@@ -139,13 +173,24 @@ class VastSelfStop:
         if cli is None:
             log.warning("self-stop: vastai CLI %r not found: using the REST API", self.settings.cli_path)
             return False
-        env = {**os.environ, "VAST_API_KEY": self._key, "VAST_URL": self.settings.vast_url,
-               "VASTAI_NO_UPDATE_CHECK": "1"}
+        env = {
+            **os.environ,
+            "VAST_API_KEY": self._key,
+            "VAST_URL": self.settings.vast_url,
+            "VASTAI_NO_UPDATE_CHECK": "1",
+        }
         started = time.monotonic()
         try:
             proc = await asyncio.create_subprocess_exec(
-                cli, "stop", "instance", str(cid), "--url", self.settings.vast_url,
-                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+                cli,
+                "stop",
+                "instance",
+                str(cid),
+                "--url",
+                self.settings.vast_url,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
                 env=env,
             )
         except OSError as exc:
@@ -157,12 +202,19 @@ class VastSelfStop:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             await proc.wait()
-            log.warning("self-stop: vastai CLI did not finish within %.0fs: killed; using the REST API",
-                        self.settings.cli_timeout_s)
+            log.warning(
+                "self-stop: vastai CLI did not finish within %.0fs: killed; using the REST API",
+                self.settings.cli_timeout_s,
+            )
             return False
         text = self._redact(output.decode(errors="replace"))
-        log.info("self-stop: `vastai stop instance %s` exited %s in %.1fs: %s", cid, proc.returncode,
-                 time.monotonic() - started, text or "(no output)")
+        log.info(
+            "self-stop: `vastai stop instance %s` exited %s in %.1fs: %s",
+            cid,
+            proc.returncode,
+            time.monotonic() - started,
+            text or "(no output)",
+        )
         return proc.returncode == 0
 
     def _redact(self, text: str) -> str:
@@ -201,16 +253,25 @@ class VastSelfStop:
                     log.info("self-stop: Vast no longer has instance %s", cid)
                     return self._instance(str(cid), None)
                 if body.get("success") is False:
-                    log.warning("self-stop: REST stop %d/%d refused: %s", attempt, attempts,
-                                str(body.get("msg") or body.get("error") or body)[:200])
+                    log.warning(
+                        "self-stop: REST stop %d/%d refused: %s",
+                        attempt,
+                        attempts,
+                        str(body.get("msg") or body.get("error") or body)[:200],
+                    )
                 else:
                     confirmed = await self._confirm(client, cid)
                     if confirmed is not None:
-                        log.info("self-stop: stop of %s via REST confirmed (%s) on try %d", cid,
-                                 confirmed.state.value, attempt)
+                        log.info(
+                            "self-stop: stop of %s via REST confirmed (%s) on try %d",
+                            cid,
+                            confirmed.state.value,
+                            attempt,
+                        )
                         return confirmed
                     log.warning("self-stop: REST stop %d/%d accepted but not confirmed", attempt, attempts)
             if attempt < attempts:
                 await asyncio.sleep(self.settings.backoff_s * 2 ** (attempt - 1))
-        raise ProviderError(f"could not stop Vast instance {cid} after the CLI and {attempts} REST tries",
-                            code="provider_stop_failed")
+        raise ProviderError(
+            f"could not stop Vast instance {cid} after the CLI and {attempts} REST tries", code="provider_stop_failed"
+        )

@@ -102,8 +102,7 @@ class Route:
         self.proxy = proxy
 
     def prepare(self, prompts: Sequence[str], tokens: int) -> list[bytes]:
-        return [build_request(HOST, self.port, self.path, json.dumps(ollama_body(p, tokens)).encode())
-                for p in prompts]
+        return [build_request(HOST, self.port, self.path, json.dumps(ollama_body(p, tokens)).encode()) for p in prompts]
 
     async def settle(self) -> None:
         return None
@@ -131,20 +130,39 @@ class GpuqRoute(Route):
 
     def _running_job(self, prompt: str, tokens: int, now: float) -> Job:
         """The job as dispatch leaves it once the agent took attempt 1."""
-        return Job(id=new_job_id(now), owner="bench", status=JobStatus.RUNNING, status_reason="handed_to_agent",
-                   model=MODEL, prompt=prompt, options={"num_predict": tokens}, max_queue_s=3600.0,
-                   timeout_s=600.0, attempt=1, queued_at=now, lease_expires_at=now + 3600.0)
+        return Job(
+            id=new_job_id(now),
+            owner="bench",
+            status=JobStatus.RUNNING,
+            status_reason="handed_to_agent",
+            model=MODEL,
+            prompt=prompt,
+            options={"num_predict": tokens},
+            max_queue_s=3600.0,
+            timeout_s=600.0,
+            attempt=1,
+            queued_at=now,
+            lease_expires_at=now + 3600.0,
+        )
 
     def prepare(self, prompts: Sequence[str], tokens: int) -> list[bytes]:
         settings, out = self._stack.settings, []
         self._pending = []
         for prompt in prompts:
             job, _ = self._store.create(self._running_job(prompt, tokens, time.time()), None)
-            spec = AgentJob.model_validate({
-                "job_id": job.id, "attempt": 1, "model": MODEL, "prompt": prompt, "options": job.options,
-                "timeout_s": job.timeout_s, "report_url": f"{self._stack.url}/v1/jobs/{job.id}/events",
-                "reports_url": f"{self._stack.url}/v1/reports",
-                "report_token": job_token(settings.job_token_secret, job.id, 1)})
+            spec = AgentJob.model_validate(
+                {
+                    "job_id": job.id,
+                    "attempt": 1,
+                    "model": MODEL,
+                    "prompt": prompt,
+                    "options": job.options,
+                    "timeout_s": job.timeout_s,
+                    "report_url": f"{self._stack.url}/v1/jobs/{job.id}/events",
+                    "reports_url": f"{self._stack.url}/v1/reports",
+                    "report_token": job_token(settings.job_token_secret, job.id, 1),
+                }
+            )
             body = spec.model_dump_json().encode()
             out.append(build_request(HOST, self.port, self.path, body, self._signer.sign("POST", self.path, body)))
             self._pending.append(job.id)
@@ -177,8 +195,12 @@ class GpuqRoute(Route):
             succeeded += 1
             stored = "".join(c.text for c in self._store.read_chunks(job_id, 1))
             exact += stored == fake_completion_text(MODEL, prompt, tokens)
-        return {"jobs": len(self.jobs), "succeeded": succeeded, "stored_text_exact": exact,
-                "unsettled_after_30s": self.unsettled}
+        return {
+            "jobs": len(self.jobs),
+            "succeeded": succeeded,
+            "stored_text_exact": exact,
+            "unsettled_after_30s": self.unsettled,
+        }
 
 
 class PyWorkerRoute(Route):
@@ -194,8 +216,14 @@ class PyWorkerRoute(Route):
         out = []
         for prompt in prompts:
             self._reqnum += 1  # PyWorker keys its in-flight requests by reqnum: unique per request
-            auth = {"cost": "100", "endpoint": "bench", "reqnum": self._reqnum, "request_idx": self._reqnum,
-                    "signature": self._signature, "url": f"http://{HOST}:{self.port}"}
+            auth = {
+                "cost": "100",
+                "endpoint": "bench",
+                "reqnum": self._reqnum,
+                "request_idx": self._reqnum,
+                "signature": self._signature,
+                "url": f"http://{HOST}:{self.port}",
+            }
             body = json.dumps({"auth_data": auth, "payload": ollama_body(prompt, tokens)}).encode()
             out.append(build_request(HOST, self.port, self.path, body))
         return out
@@ -244,8 +272,9 @@ class Sample:
             "chunks_per_s": self.tokens / self.wall_s if self.wall_s else None,
             "cpu_ms_per_request": self.cpu_s * ms / self.requests if self.requests else None,
             "cpu_ms_per_1k_tokens": self.cpu_s * ms * 1000 / self.tokens if self.tokens else None,
-            "control_plane_cpu_ms_per_request": (self.control_plane_cpu_s * ms / self.requests
-                                                 if self.requests else None),
+            "control_plane_cpu_ms_per_request": (
+                self.control_plane_cpu_s * ms / self.requests if self.requests else None
+            ),
             "tokens": self.tokens,
             "wall_s": self.wall_s,
             "cpu_s": self.cpu_s,
@@ -281,9 +310,11 @@ class Bench:
             code = proc.popen.poll()
             if code is not None:
                 how = f"killed by signal {-code}" if code < 0 else f"exited with {code}"
-                raise RuntimeError(f"{proc.name} (pid {proc.pid}) {how} during the benchmark"
-                                   + (" - by something else on this machine?" if code < 0 else "")
-                                   + f"; log {proc.log_path}")
+                raise RuntimeError(
+                    f"{proc.name} (pid {proc.pid}) {how} during the benchmark"
+                    + (" - by something else on this machine?" if code < 0 else "")
+                    + f"; log {proc.log_path}"
+                )
 
     def out_of_time(self) -> bool:
         if time.monotonic() > self.deadline:
@@ -316,8 +347,9 @@ async def _set_token_delay(ollama_url: str, delay_s: float) -> None:
         (await client.post(ollama_url + "/__fake__/faults", json={"token_delay_s": delay_s})).raise_for_status()
 
 
-async def run_phases(bench: Bench, args: argparse.Namespace, ollama_url: str,
-                     on_measuring: Callable[[], None]) -> dict[str, float]:
+async def run_phases(
+    bench: Bench, args: argparse.Namespace, ollama_url: str, on_measuring: Callable[[], None]
+) -> dict[str, float]:
     log("warm-up")
     for route in bench.routes:
         await bench.burst(route, 4, 8, None)
@@ -343,8 +375,9 @@ async def run_phases(bench: Bench, args: argparse.Namespace, ollama_url: str,
 
 
 async def latency_phase(bench: Bench, args: argparse.Namespace) -> None:
-    log(f"latency: {args.rounds} rounds, {args.token_delay_ms:g} ms/token, {args.tokens} tokens, "
-        f"streams {args.streams}")
+    log(
+        f"latency: {args.rounds} rounds, {args.token_delay_ms:g} ms/token, {args.tokens} tokens, streams {args.streams}"
+    )
     for round_no in range(args.rounds):
         if bench.out_of_time():
             break
@@ -419,41 +452,81 @@ def _wait_for_line(proc: Proc, line: str, timeout_s: float) -> None:
         time.sleep(0.1)
 
 
-def start_pyworker(work: Path, ollama_port: int, ollama_log: Path, secured: bool,
-                   procs: list[Proc]) -> PyWorkerRoute:
+def start_pyworker(work: Path, ollama_port: int, ollama_log: Path, secured: bool, procs: list[Proc]) -> PyWorkerRoute:
     if not VASTAI_PYTHON.exists():
         raise RuntimeError(f"{VASTAI_PYTHON} is missing: `make` sets up the vastai venv (pip install vastai==1.9.1)")
     port, http_port, scaler_port = free_port(), free_port(), free_port()
     pem, signature = _rsa_key_and_signature(f"http://{HOST}:{port}")
     (work / "autoscaler.pub.pem").write_bytes(pem)
-    scaler = spawn("fake-autoscaler", [sys.executable, "-m", "bench.fake_autoscaler", "--port", str(scaler_port),
-                                       "--pubkey-file", str(work / "autoscaler.pub.pem")], work / "logs" /
-                   "fake-autoscaler.log", cwd=REPO)
+    scaler = spawn(
+        "fake-autoscaler",
+        [
+            sys.executable,
+            "-m",
+            "bench.fake_autoscaler",
+            "--port",
+            str(scaler_port),
+            "--pubkey-file",
+            str(work / "autoscaler.pub.pem"),
+        ],
+        work / "logs" / "fake-autoscaler.log",
+        cwd=REPO,
+    )
     procs.append(scaler)
     scaler.wait_http(f"http://{HOST}:{scaler_port}/__state")
     (work / "pyworker").mkdir(exist_ok=True)  # PyWorker writes .has_benchmark into its working folder
-    env = {"WORKER_PORT": str(port), "WORKER_HTTP_PORT": str(http_port), "REPORT_ADDR": f"http://{HOST}:{scaler_port}",
-           "UNSECURED": "false" if secured else "true", "MASTER_TOKEN": "bench", "CONTAINER_ID": "1",
-           "PUBLIC_IPADDR": HOST, f"VAST_TCP_PORT_{port}": str(port), "USE_SSL": "false",
-           "BENCH_MODEL_PORT": str(ollama_port), "BENCH_MODEL_LOG": str(ollama_log), "BENCH_MODEL": MODEL}
-    worker = spawn("pyworker", [str(VASTAI_PYTHON), str(REPO / "bench" / "pyworker_worker.py")],
-                   work / "logs" / "pyworker.log", env=env, cwd=work / "pyworker")
+    env = {
+        "WORKER_PORT": str(port),
+        "WORKER_HTTP_PORT": str(http_port),
+        "REPORT_ADDR": f"http://{HOST}:{scaler_port}",
+        "UNSECURED": "false" if secured else "true",
+        "MASTER_TOKEN": "bench",
+        "CONTAINER_ID": "1",
+        "PUBLIC_IPADDR": HOST,
+        f"VAST_TCP_PORT_{port}": str(port),
+        "USE_SSL": "false",
+        "BENCH_MODEL_PORT": str(ollama_port),
+        "BENCH_MODEL_LOG": str(ollama_log),
+        "BENCH_MODEL": MODEL,
+    }
+    worker = spawn(
+        "pyworker",
+        [str(VASTAI_PYTHON), str(REPO / "bench" / "pyworker_worker.py")],
+        work / "logs" / "pyworker.log",
+        env=env,
+        cwd=work / "pyworker",
+    )
     procs.append(worker)
     _wait_for_line(worker, PYWORKER_READY_LINE, 60.0)
     return PyWorkerRoute(port, worker, signature, f"http://{HOST}:{scaler_port}")
 
 
-def start_agent(work: Path, secret: str, ollama_url: str, procs: list[Proc],
-                agent_path: Path | None = None, extra_env: dict[str, str] | None = None) -> tuple[Proc, int]:
+def start_agent(
+    work: Path,
+    secret: str,
+    ollama_url: str,
+    procs: list[Proc],
+    agent_path: Path | None = None,
+    extra_env: dict[str, str] | None = None,
+) -> tuple[Proc, int]:
     port = free_port()
-    env = {"GPUQ_AGENT_SECRET": secret, "GPUQ_AGENT_HOST": HOST,
-           "GPUQ_AGENT_PORT": str(port), "GPUQ_AGENT_INSTANCE_ID": "bench-agent", "GPUQ_AGENT_PROVIDER": "none",
-           "GPUQ_AGENT_OLLAMA_URL": ollama_url, "GPUQ_AGENT_PRELOAD_MODELS": MODEL,
-           "GPUQ_AGENT_IDLE_GRACE_S": "86400", "GPUQ_AGENT_MAX_CONCURRENT_JOBS": "64", **(extra_env or {})}
+    env = {
+        "GPUQ_AGENT_SECRET": secret,
+        "GPUQ_AGENT_HOST": HOST,
+        "GPUQ_AGENT_PORT": str(port),
+        "GPUQ_AGENT_INSTANCE_ID": "bench-agent",
+        "GPUQ_AGENT_PROVIDER": "none",
+        "GPUQ_AGENT_OLLAMA_URL": ollama_url,
+        "GPUQ_AGENT_PRELOAD_MODELS": MODEL,
+        "GPUQ_AGENT_IDLE_GRACE_S": "86400",
+        "GPUQ_AGENT_MAX_CONCURRENT_JOBS": "64",
+        **(extra_env or {}),
+    }
     if agent_path is not None:  # a proposed change, measured before it lands (`-m` puts the cwd first on sys.path)
         env["PYTHONPATH"] = os.pathsep.join([str(agent_path), str(REPO), os.environ.get("PYTHONPATH", "")])
-    agent = spawn("agent", [sys.executable, "-m", "agent"], work / "logs" / "agent.log", env=env,
-                  cwd=agent_path or REPO)
+    agent = spawn(
+        "agent", [sys.executable, "-m", "agent"], work / "logs" / "agent.log", env=env, cwd=agent_path or REPO
+    )
     procs.append(agent)
     agent.wait_http(f"http://{HOST}:{port}/health", ok=300)  # 200 once the model is loaded
     if agent_path is not None:
@@ -472,8 +545,11 @@ def build_rows(bench: Bench, phase: str) -> list[dict[str, Any]]:
     for row in rows:
         direct = next((r for r in rows if r["streams"] == row["streams"] and r["path"] == "direct"), None)
         base = direct or {}
-        row["ttfc_added_p50_ms"] = (None if row["ttfc_p50_ms"] is None or base.get("ttfc_p50_ms") is None
-                                    else row["ttfc_p50_ms"] - base["ttfc_p50_ms"])
+        row["ttfc_added_p50_ms"] = (
+            None
+            if row["ttfc_p50_ms"] is None or base.get("ttfc_p50_ms") is None
+            else row["ttfc_p50_ms"] - base["ttfc_p50_ms"]
+        )
         row["ttfc_p50_x_direct"] = ratio(row["ttfc_p50_ms"], base.get("ttfc_p50_ms"))
         row["ttfc_p99_x_direct"] = ratio(row["ttfc_p99_ms"], base.get("ttfc_p99_ms"))
         row["chunks_per_s_x_direct"] = ratio(row["chunks_per_s"], base.get("chunks_per_s"))
@@ -484,8 +560,9 @@ def _find(rows: list[dict[str, Any]], streams: int, path: str) -> dict[str, Any]
     return next((r for r in rows if r["streams"] == streams and r["path"] == path), {})
 
 
-def build_targets(latency: list[dict[str, Any]], throughput: list[dict[str, Any]], cpu: list[dict[str, Any]],
-                  args: argparse.Namespace) -> list[Target]:
+def build_targets(
+    latency: list[dict[str, Any]], throughput: list[dict[str, Any]], cpu: list[dict[str, Any]], args: argparse.Namespace
+) -> list[Target]:
     big = max(args.streams)
     g1, g32 = _find(latency, 1, "gpuq"), _find(latency, big, "gpuq")
     gcpu = next((r for r in cpu if r["path"] == "gpuq"), {})
@@ -506,8 +583,16 @@ def build_targets(latency: list[dict[str, Any]], throughput: list[dict[str, Any]
             return _find(rows, streams, path)
 
         value = ratio(pick("gpuq").get(key), pick("pyworker").get(key))
-        targets.append(Target(f"better than PyWorker: {label} (gpuq ÷ PyWorker)", value, 1.0, "x",
-                              higher_is_better=higher, strict=True))
+        targets.append(
+            Target(
+                f"better than PyWorker: {label} (gpuq ÷ PyWorker)",
+                value,
+                1.0,
+                "x",
+                higher_is_better=higher,
+                strict=True,
+            )
+        )
 
     for n in args.streams:
         versus(f"TTFC p50, {n} stream(s)", latency, n, "ttfc_p50_ms")
@@ -521,31 +606,90 @@ def build_targets(latency: list[dict[str, Any]], throughput: list[dict[str, Any]
     return targets
 
 
-def print_report(latency: list[dict[str, Any]], throughput: list[dict[str, Any]], cpu: list[dict[str, Any]],
-                 idle: dict[str, float], targets: list[Target], args: argparse.Namespace) -> None:
+def print_report(
+    latency: list[dict[str, Any]],
+    throughput: list[dict[str, Any]],
+    cpu: list[dict[str, Any]],
+    idle: dict[str, float],
+    targets: list[Target],
+    args: argparse.Namespace,
+) -> None:
     print(f"\n## Agent streaming overhead ({args.token_delay_ms:g} ms/token, {args.tokens}-token streams)\n")
-    print(markdown_table(
-        ["streams", "path", "n", "TTFC p50 ms", "TTFC p99 ms", "added p50 ms", "p50 x direct", "p99 x direct",
-         "gap p50 ms", "gap p99 ms", "chunks/s", "proxy CPU ms/req", "proxy CPU ms/1k tok", "errors"],
-        [[str(r["streams"]), r["path"], str(r["requests"]), fmt(r["ttfc_p50_ms"]), fmt(r["ttfc_p99_ms"]),
-          fmt(r["ttfc_added_p50_ms"]), fmt(r["ttfc_p50_x_direct"]), fmt(r["ttfc_p99_x_direct"]),
-          fmt(r["gap_p50_ms"]), fmt(r["gap_p99_ms"]), fmt(r["chunks_per_s"], 0),
-          fmt(r["cpu_ms_per_request"]) if r["path"] != "direct" else "-",
-          fmt(r["cpu_ms_per_1k_tokens"]) if r["path"] != "direct" else "-",
-          str(r["errors"] + r["wrong_text"])] for r in latency]))
+    print(
+        markdown_table(
+            [
+                "streams",
+                "path",
+                "n",
+                "TTFC p50 ms",
+                "TTFC p99 ms",
+                "added p50 ms",
+                "p50 x direct",
+                "p99 x direct",
+                "gap p50 ms",
+                "gap p99 ms",
+                "chunks/s",
+                "proxy CPU ms/req",
+                "proxy CPU ms/1k tok",
+                "errors",
+            ],
+            [
+                [
+                    str(r["streams"]),
+                    r["path"],
+                    str(r["requests"]),
+                    fmt(r["ttfc_p50_ms"]),
+                    fmt(r["ttfc_p99_ms"]),
+                    fmt(r["ttfc_added_p50_ms"]),
+                    fmt(r["ttfc_p50_x_direct"]),
+                    fmt(r["ttfc_p99_x_direct"]),
+                    fmt(r["gap_p50_ms"]),
+                    fmt(r["gap_p99_ms"]),
+                    fmt(r["chunks_per_s"], 0),
+                    fmt(r["cpu_ms_per_request"]) if r["path"] != "direct" else "-",
+                    fmt(r["cpu_ms_per_1k_tokens"]) if r["path"] != "direct" else "-",
+                    str(r["errors"] + r["wrong_text"]),
+                ]
+                for r in latency
+            ],
+        )
+    )
     print(f"\n## Throughput (0 ms/token, {args.tokens}-token streams)\n")
-    print(markdown_table(
-        ["streams", "path", "n", "chunks/s", "x direct", "TTFC p50 ms", "proxy CPU ms/1k tok", "errors"],
-        [[str(r["streams"]), r["path"], str(r["requests"]), fmt(r["chunks_per_s"], 0),
-          fmt(r["chunks_per_s_x_direct"]),
-          fmt(r["ttfc_p50_ms"]), fmt(r["cpu_ms_per_1k_tokens"]) if r["path"] != "direct" else "-",
-          str(r["errors"] + r["wrong_text"])] for r in throughput]))
+    print(
+        markdown_table(
+            ["streams", "path", "n", "chunks/s", "x direct", "TTFC p50 ms", "proxy CPU ms/1k tok", "errors"],
+            [
+                [
+                    str(r["streams"]),
+                    r["path"],
+                    str(r["requests"]),
+                    fmt(r["chunks_per_s"], 0),
+                    fmt(r["chunks_per_s_x_direct"]),
+                    fmt(r["ttfc_p50_ms"]),
+                    fmt(r["cpu_ms_per_1k_tokens"]) if r["path"] != "direct" else "-",
+                    str(r["errors"] + r["wrong_text"]),
+                ]
+                for r in throughput
+            ],
+        )
+    )
     print(f"\n## CPU per request (1-token streams, {args.cpu_concurrency} at a time)\n")
-    print(markdown_table(
-        ["path", "n", "proxy CPU ms/req", "control plane CPU ms/req", "proxy idle CPU ms/s", "TTFC p50 ms"],
-        [[r["path"], str(r["requests"]), fmt(r["cpu_ms_per_request"]) if r["path"] != "direct" else "-",
-          fmt(r["control_plane_cpu_ms_per_request"]) if r["path"] == "gpuq" else "-",
-          fmt(idle.get(r["path"])) if r["path"] != "direct" else "-", fmt(r["ttfc_p50_ms"])] for r in cpu]))
+    print(
+        markdown_table(
+            ["path", "n", "proxy CPU ms/req", "control plane CPU ms/req", "proxy idle CPU ms/s", "TTFC p50 ms"],
+            [
+                [
+                    r["path"],
+                    str(r["requests"]),
+                    fmt(r["cpu_ms_per_request"]) if r["path"] != "direct" else "-",
+                    fmt(r["control_plane_cpu_ms_per_request"]) if r["path"] == "gpuq" else "-",
+                    fmt(idle.get(r["path"])) if r["path"] != "direct" else "-",
+                    fmt(r["ttfc_p50_ms"]),
+                ]
+                for r in cpu
+            ],
+        )
+    )
     print("\n## Targets\n")
     print(targets_table(targets))
 
@@ -564,21 +708,46 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--cpu-concurrency", type=int, default=8)
     p.add_argument("--idle-s", type=float, default=2.0, help="quiet window measuring each proxy's idle CPU")
     p.add_argument("--no-pyworker", action="store_true", help="skip Vast's PyWorker (no vastai venv)")
-    p.add_argument("--pyworker-auth", action="store_true",
-                   help="run PyWorker secured (UNSECURED=false): it verifies an RSA signature per request")
-    p.add_argument("--phases", type=lambda t: [x.strip() for x in t.split(",")],
-                   default=["latency", "throughput", "cpu"], help="which phases to run")
-    p.add_argument("--profile", type=Path, default=None, metavar="DIR",
-                   help="record py-spy profiles of the agent, PyWorker and the functions worker into DIR "
-                        "(perturbs the numbers: for finding causes only)")
+    p.add_argument(
+        "--pyworker-auth",
+        action="store_true",
+        help="run PyWorker secured (UNSECURED=false): it verifies an RSA signature per request",
+    )
+    p.add_argument(
+        "--phases",
+        type=lambda t: [x.strip() for x in t.split(",")],
+        default=["latency", "throughput", "cpu"],
+        help="which phases to run",
+    )
+    p.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="record py-spy profiles of the agent, PyWorker and the functions worker into DIR "
+        "(perturbs the numbers: for finding causes only)",
+    )
     p.add_argument("--profile-gil", action="store_true", help="profile only the thread holding the GIL (CPU)")
-    p.add_argument("--nice-control-plane", action="store_true",
-                   help="renice the functions and emulator processes to 19: the control plane then takes only "
-                        "spare CPU, as if it ran elsewhere (its work and CPU are still measured)")
-    p.add_argument("--agent-path", type=Path, default=None, metavar="DIR",
-                   help="put DIR first on the agent's PYTHONPATH: measure a proposed agent (or dependency) change")
-    p.add_argument("--agent-env", action="append", default=[], metavar="NAME=VALUE",
-                   help="extra agent setting, e.g. GPUQ_AGENT_REPORT_INTERVAL_S=1 (to try a setting)")
+    p.add_argument(
+        "--nice-control-plane",
+        action="store_true",
+        help="renice the functions and emulator processes to 19: the control plane then takes only "
+        "spare CPU, as if it ran elsewhere (its work and CPU are still measured)",
+    )
+    p.add_argument(
+        "--agent-path",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="put DIR first on the agent's PYTHONPATH: measure a proposed agent (or dependency) change",
+    )
+    p.add_argument(
+        "--agent-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra agent setting, e.g. GPUQ_AGENT_REPORT_INTERVAL_S=1 (to try a setting)",
+    )
     p.add_argument("--max-s", type=float, default=480.0, help="stop starting new rounds after this long")
     p.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     p.add_argument("--keep-logs", action="store_true", help="keep the work folder (logs of every process)")
@@ -598,15 +767,38 @@ def main(argv: list[str] | None = None) -> int:
         ollama_port = free_port()
         ollama_url = f"http://{HOST}:{ollama_port}"
         ollama_log = work / "logs" / "fake-ollama.log"
-        ollama = spawn("fake-ollama", [sys.executable, "-m", "shared.fakes.ollama", "--host", HOST,
-                                       "--port", str(ollama_port), "--token-delay-ms", str(args.token_delay_ms),
-                                       "--load-delay-ms", "50", "--default-num-tokens", str(args.tokens)],
-                       ollama_log, cwd=REPO)
+        ollama = spawn(
+            "fake-ollama",
+            [
+                sys.executable,
+                "-m",
+                "shared.fakes.ollama",
+                "--host",
+                HOST,
+                "--port",
+                str(ollama_port),
+                "--token-delay-ms",
+                str(args.token_delay_ms),
+                "--load-delay-ms",
+                "50",
+                "--default-num-tokens",
+                str(args.tokens),
+            ],
+            ollama_log,
+            cwd=REPO,
+        )
         procs.append(ollama)
         ollama.wait_http(ollama_url + "/")
         log("starting the control plane (emulator + functions) and the agent")
-        stack = DevStack(DevStackConfig(port=free_port(), data_dir=work / "stack", ollama_url=ollama_url,
-                                        reaper_period_s=3600.0, idle_grace_s=3600.0)).start()
+        stack = DevStack(
+            DevStackConfig(
+                port=free_port(),
+                data_dir=work / "stack",
+                ollama_url=ollama_url,
+                reaper_period_s=3600.0,
+                idle_grace_s=3600.0,
+            )
+        ).start()
         if args.nice_control_plane:
             _renice_control_plane()
         secret = secrets.token_urlsafe(32)  # what the control plane and this agent share (GPUQ_AGENT_SECRET)
@@ -637,41 +829,50 @@ def main(argv: list[str] | None = None) -> int:
         latency, throughput = build_rows(bench, "latency"), build_rows(bench, "throughput")
         cpu = build_rows(bench, "cpu")
         gpuq = next(r for r in routes if isinstance(r, GpuqRoute))
-        checks: dict[str, Any] = {"gpuq_jobs": gpuq.check_jobs(),
-                                  "client_cpu_s": (usage1.ru_utime + usage1.ru_stime) -
-                                  (usage0.ru_utime + usage0.ru_stime)}
+        checks: dict[str, Any] = {
+            "gpuq_jobs": gpuq.check_jobs(),
+            "client_cpu_s": (usage1.ru_utime + usage1.ru_stime) - (usage0.ru_utime + usage0.ru_stime),
+        }
         pyworker = next((r for r in routes if isinstance(r, PyWorkerRoute)), None)
         if pyworker is not None:
             checks["pyworker_autoscaler"] = httpx.get(pyworker.scaler_url + "/__state").json()
         targets = build_targets(latency, throughput, cpu, args)
         print_report(latency, throughput, cpu, idle, targets, args)
         jobs = checks["gpuq_jobs"]
-        print(f"\ngpuq jobs: {jobs['succeeded']}/{jobs['jobs']} succeeded, {jobs['stored_text_exact']} with the exact "
-              f"text stored by the control plane; client CPU {checks['client_cpu_s']:.1f}s"
-              + (" (truncated by --max-s)" if bench.truncated else ""))
+        print(
+            f"\ngpuq jobs: {jobs['succeeded']}/{jobs['jobs']} succeeded, {jobs['stored_text_exact']} with the exact "
+            f"text stored by the control plane; client CPU {checks['client_cpu_s']:.1f}s"
+            + (" (truncated by --max-s)" if bench.truncated else "")
+        )
         settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-        path = write_results(args.results_dir, "agent_stream", {
-            "settings": settings,
-            "setup": {
-                "control_plane": "real functions process (DevStack: functions-framework + SQLite store + Cloud Tasks "
-                                 "emulator); jobs created in the store as dispatch leaves them (running, attempt 1)",
-                "agent": "python -m agent, production settings, GPUQ_AGENT_MAX_CONCURRENT_JOBS=64",
-                "control_plane_niced": args.nice_control_plane,
-                "pyworker": None if pyworker is None else {"vastai": "1.9.1", "unsecured": not args.pyworker_auth},
-                "client": "bench/ndjson_client.py: one connection per request, requests pre-built and pre-signed",
+        path = write_results(
+            args.results_dir,
+            "agent_stream",
+            {
+                "settings": settings,
+                "setup": {
+                    "control_plane": "real functions process (DevStack: functions-framework + SQLite store + "
+                    "Cloud Tasks emulator); jobs created in the store as dispatch leaves them (running, attempt 1)",
+                    "agent": "python -m agent, production settings, GPUQ_AGENT_MAX_CONCURRENT_JOBS=64",
+                    "control_plane_niced": args.nice_control_plane,
+                    "pyworker": None if pyworker is None else {"vastai": "1.9.1", "unsecured": not args.pyworker_auth},
+                    "client": "bench/ndjson_client.py: one connection per request, requests pre-built and pre-signed",
+                },
+                "latency": latency,
+                "throughput": throughput,
+                "cpu_per_request": cpu,
+                "idle_cpu_ms_per_s": idle,
+                "targets": [t.as_dict() for t in targets],
+                "checks": checks,
+                "profiles": profiles,
+                "truncated": bench.truncated,
+                "duration_s": time.monotonic() - started,
+                "samples": {
+                    f"{ph}/{n}/{name}": asdict(s) | {"ttfc_s": None, "gaps_s": None}
+                    for (ph, n, name), s in bench.samples.items()
+                },
             },
-            "latency": latency,
-            "throughput": throughput,
-            "cpu_per_request": cpu,
-            "idle_cpu_ms_per_s": idle,
-            "targets": [t.as_dict() for t in targets],
-            "checks": checks,
-            "profiles": profiles,
-            "truncated": bench.truncated,
-            "duration_s": time.monotonic() - started,
-            "samples": {f"{ph}/{n}/{name}": asdict(s) | {"ttfc_s": None, "gaps_s": None}
-                        for (ph, n, name), s in bench.samples.items()},
-        })
+        )
         print(f"\nresults: {path}")
         ok = True
         return 0

@@ -84,8 +84,12 @@ def log(message: str) -> None:
 
 
 def _ms(values: list[float]) -> dict[str, float | None]:
-    return {"p50_ms": _x1000(percentile(values, 50)), "p99_ms": _x1000(percentile(values, 99)),
-            "max_ms": _x1000(max(values) if values else None), "n": len(values)}
+    return {
+        "p50_ms": _x1000(percentile(values, 50)),
+        "p99_ms": _x1000(percentile(values, 99)),
+        "max_ms": _x1000(max(values) if values else None),
+        "n": len(values),
+    }
 
 
 def _x1000(value: float | None) -> float | None:
@@ -96,8 +100,18 @@ def _x1000(value: float | None) -> float | None:
 def bench_store(work: Path, jobs: int, threads: int) -> dict[str, Any]:
     store = SqliteJobStore(work / f"store-{threads}.db")
     now = time.time()
-    todo = [Job(id=new_job_id(now), owner="bench", model=MODEL, prompt=f"store {i}", max_queue_s=3600.0,
-                timeout_s=600.0, queued_at=now) for i in range(jobs)]
+    todo = [
+        Job(
+            id=new_job_id(now),
+            owner="bench",
+            model=MODEL,
+            prompt=f"store {i}",
+            max_queue_s=3600.0,
+            timeout_s=600.0,
+            queued_at=now,
+        )
+        for i in range(jobs)
+    ]
     latencies: list[float] = []
     lock = threading.Lock()
 
@@ -115,8 +129,13 @@ def bench_store(work: Path, jobs: int, threads: int) -> dict[str, Any]:
         list(pool.map(run, [todo[i::threads] for i in range(threads)]))
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     store.close()
-    return {"threads": threads, "jobs": jobs, "creates_per_s": jobs / wall, "cpu_ms_per_create": cpu * 1000 / jobs,
-            **_ms(latencies)}
+    return {
+        "threads": threads,
+        "jobs": jobs,
+        "creates_per_s": jobs / wall,
+        "cpu_ms_per_create": cpu * 1000 / jobs,
+        **_ms(latencies),
+    }
 
 
 BENCH_QUEUE = "gpuq-bench"  # a queue of our own, paused for good: its tasks are never dispatched
@@ -128,8 +147,10 @@ def bench_queue(stack: DevStack, pushes: int) -> dict[str, Any]:
 
     queue = TaskQueue(stack.settings)
     s = stack.settings
-    queue.client.create_queue(parent=f"projects/{s.tasks_project}/locations/{s.tasks_location}",
-                              queue=Queue(name=queue.queue_path(BENCH_QUEUE)))
+    queue.client.create_queue(
+        parent=f"projects/{s.tasks_project}/locations/{s.tasks_location}",
+        queue=Queue(name=queue.queue_path(BENCH_QUEUE)),
+    )
     queue.pause(BENCH_QUEUE)
     emulator = find_child(os.getpid(), b"gcloud_tasks_emulator")
     queue.push(BENCH_QUEUE, {"kind": "bench"})  # connect outside the clock
@@ -142,8 +163,13 @@ def bench_queue(stack: DevStack, pushes: int) -> dict[str, Any]:
         latencies.append(time.perf_counter() - t1)
     wall = time.perf_counter() - t0
     cpu, emu = time.process_time() - cpu0, (tree_cpu_s(emulator) if emulator else 0.0) - emu0
-    return {"pushes": pushes, "pushes_per_s": pushes / wall, "client_cpu_ms_per_push": cpu * 1000 / pushes,
-            "emulator_cpu_ms_per_push": emu * 1000 / pushes, **_ms(latencies)}
+    return {
+        "pushes": pushes,
+        "pushes_per_s": pushes / wall,
+        "client_cpu_ms_per_push": cpu * 1000 / pushes,
+        "emulator_cpu_ms_per_push": emu * 1000 / pushes,
+        **_ms(latencies),
+    }
 
 
 # --- 2. warm enqueue -> first token ---------------------------------------------------------------
@@ -180,8 +206,9 @@ def model_ttft(stack: DevStack, n: int) -> list[float]:
     async def run() -> list[float]:
         out = []
         for i in range(n):
-            body = json.dumps({"model": MODEL, "prompt": f"direct {i}", "stream": True, "keep_alive": -1,
-                               "options": SHORT}).encode()
+            body = json.dumps(
+                {"model": MODEL, "prompt": f"direct {i}", "stream": True, "keep_alive": -1, "options": SHORT}
+            ).encode()
             res = await stream(host, int(port), build_request(host, int(port), "/api/generate", body))
             if res.ok and res.ttfc_s is not None:
                 out.append(res.ttfc_s)
@@ -228,8 +255,11 @@ def bench_warm_first_token(stack: DevStack, client: JobsClient, n: int, rng: ran
     model_p50 = percentile(model, 50) or 0.0
     overhead = [t - model_p50 for t in totals]
     return {
-        "jobs": n, "failures": failures, "cold_start_enqueue_to_done_s": cold_s,
-        "enqueue_to_first_token": _ms(totals), "model_ttft": _ms(model),
+        "jobs": n,
+        "failures": failures,
+        "cold_start_enqueue_to_done_s": cold_s,
+        "enqueue_to_first_token": _ms(totals),
+        "model_ttft": _ms(model),
         "overhead": _ms(overhead) | {"mean_ms": _x1000(statistics.fmean(overhead)) if overhead else None},
         "overhead_samples_ms": [round(x * 1000, 2) for x in overhead],
         "breakdown_p50_ms": {
@@ -237,7 +267,8 @@ def bench_warm_first_token(stack: DevStack, client: JobsClient, n: int, rng: ran
             "submit -> agent accepted (queue + dispatch + hand-over)": _x1000(percentile(to_agent, 50)),
             "agent accepted -> 'started' report applied": _x1000(percentile(agent_to_started, 50)),
             "started -> first output at the client (token, report, SSE poll)": _x1000(
-                percentile(started_to_client, 50)),
+                percentile(started_to_client, 50)
+            ),
         },
     }
 
@@ -247,8 +278,9 @@ def _box_running(stack: DevStack) -> bool:
     return stack.provider().get_sync(INSTANCE).state is not InstanceState.STOPPED
 
 
-def bench_ready_to_running(stack: DevStack, client: JobsClient, cycles: int, label: str,
-                           rng: random.Random) -> dict[str, Any]:
+def bench_ready_to_running(
+    stack: DevStack, client: JobsClient, cycles: int, label: str, rng: random.Random
+) -> dict[str, Any]:
     log(f"agent ready -> job running, {label}: {cycles} cold starts")
     agent_log = stack.log_dir / f"agent-{INSTANCE}.log"
     samples, boots, failures, announced = [], [], 0, 0
@@ -269,10 +301,15 @@ def bench_ready_to_running(stack: DevStack, client: JobsClient, cycles: int, lab
         samples.append(accepted - ready)
         boots.append(ready - t_submit)
         announced += _first(lines, "announced ready") is not None
-    return {"variant": label, "cycles": cycles, "failures": failures, "announced": announced,
-            "ready_to_running": _ms(samples),
-            "mean_ms": _x1000(statistics.fmean(samples)) if samples else None,
-            "submit_to_ready_p50_ms": _x1000(percentile(boots, 50))}
+    return {
+        "variant": label,
+        "cycles": cycles,
+        "failures": failures,
+        "announced": announced,
+        "ready_to_running": _ms(samples),
+        "mean_ms": _x1000(statistics.fmean(samples)) if samples else None,
+        "submit_to_ready_p50_ms": _x1000(percentile(boots, 50)),
+    }
 
 
 class NoAnnounceProxy:
@@ -289,13 +326,16 @@ class NoAnnounceProxy:
         if request.path.startswith("/trigger"):
             self.refused += 1
             return web.json_response({"error": {"code": "bench", "message": "announcement refused"}}, status=503)
-        headers = {k: v for k, v in request.headers.items()
-                   if k.lower() not in ("host", "content-length", "transfer-encoding", "connection")}
+        headers = {
+            k: v
+            for k, v in request.headers.items()
+            if k.lower() not in ("host", "content-length", "transfer-encoding", "connection")
+        }
         assert self._session is not None
-        async with self._session.request(request.method, self.target + request.path_qs, data=await request.read(),
-                                   headers=headers) as upstream:
-            return web.Response(body=await upstream.read(), status=upstream.status,
-                                content_type=upstream.content_type)
+        async with self._session.request(
+            request.method, self.target + request.path_qs, data=await request.read(), headers=headers
+        ) as upstream:
+            return web.Response(body=await upstream.read(), status=upstream.status, content_type=upstream.content_type)
 
     @contextmanager
     def running(self) -> Iterator[None]:
@@ -327,13 +367,16 @@ class NoAnnounceProxy:
 
 
 # --- 4. durable enqueues/s --------------------------------------------------------------------------
-async def _enqueue_level(port: int, api_key: str, requests: int, concurrency: int, tag: str
-                         ) -> tuple[list[float], int, float]:
+async def _enqueue_level(
+    port: int, api_key: str, requests: int, concurrency: int, tag: str
+) -> tuple[list[float], int, float]:
     counter = itertools.count()
     latencies: list[float] = []
     errors = 0
-    head = (f"POST /v1/jobs HTTP/1.1\r\nHost: {HOST}:{port}\r\nAuthorization: Bearer {api_key}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: ").encode()
+    head = (
+        f"POST /v1/jobs HTTP/1.1\r\nHost: {HOST}:{port}\r\nAuthorization: Bearer {api_key}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: "
+    ).encode()
     body_format = json.dumps({"model": MODEL, "prompt": f"enqueue {tag} %d"}).encode()  # tag: hex, JSON-safe
 
     async def worker() -> None:
@@ -379,8 +422,9 @@ def _response_head(raw: bytes) -> tuple[int, int, bool]:
     return status, length, close
 
 
-def bench_enqueue(stack: DevStack, requests: int, levels: list[int], deadline: float,
-                  profile_dir: Path | None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def bench_enqueue(
+    stack: DevStack, requests: int, levels: list[int], deadline: float, profile_dir: Path | None
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     queue = TaskQueue(stack.settings)
     store = SqliteJobStore(stack.settings.sqlite_path())
     if _box_running(stack):
@@ -407,24 +451,39 @@ def bench_enqueue(stack: DevStack, requests: int, levels: list[int], deadline: f
         before_tasks = queue.count_tasks(stack.settings.job_queue)
         n = requests if level > 1 else max(50, requests // 3)
         log(f"enqueue: {n} jobs at concurrency {level}")
-        cpu0 = {name: tree_cpu_s(pid) if pid else 0.0 for name, pid in (("functions", functions),
-                                                                          ("emulator", emulator))}
+        cpu0 = {
+            name: tree_cpu_s(pid) if pid else 0.0 for name, pid in (("functions", functions), ("emulator", emulator))
+        }
         client0 = time.process_time()
-        latencies, errors, wall = asyncio.run(_enqueue_level(stack.config.port, stack.api_key, n, level,
-                                                             uuid.uuid4().hex[:6]))
+        latencies, errors, wall = asyncio.run(
+            _enqueue_level(stack.config.port, stack.api_key, n, level, uuid.uuid4().hex[:6])
+        )
         client_cpu_s = time.process_time() - client0
         accepted = len(latencies) - errors
-        cpu = {name: (tree_cpu_s(pid) - cpu0[name]) * 1000 / max(1, accepted) if pid else None
-               for name, pid in (("functions", functions), ("emulator", emulator))}
+        cpu = {
+            name: (tree_cpu_s(pid) - cpu0[name]) * 1000 / max(1, accepted) if pid else None
+            for name, pid in (("functions", functions), ("emulator", emulator))
+        }
         cpu["client"] = client_cpu_s * 1000 / max(1, accepted)
         stored = len(store.list_by_status([JobStatus.QUEUED], limit=10**7)) - before_jobs
         tasks = queue.count_tasks(stack.settings.job_queue) - before_tasks
-        rows.append({"concurrency": level, "requests": n, "accepted": accepted, "errors": errors,
-                     "enqueues_per_s": accepted / wall, "stored_jobs": stored, "queued_tasks": tasks,
-                     "durable": stored == accepted and tasks == accepted,
-                     "functions_cpu_ms_per_enqueue": cpu["functions"], "emulator_cpu_ms_per_enqueue": cpu["emulator"],
-                     "client_cpu_ms_per_enqueue": cpu["client"],
-                     "functions_workers": len(children(functions)) if functions else None, **_ms(latencies)})
+        rows.append(
+            {
+                "concurrency": level,
+                "requests": n,
+                "accepted": accepted,
+                "errors": errors,
+                "enqueues_per_s": accepted / wall,
+                "stored_jobs": stored,
+                "queued_tasks": tasks,
+                "durable": stored == accepted and tasks == accepted,
+                "functions_cpu_ms_per_enqueue": cpu["functions"],
+                "emulator_cpu_ms_per_enqueue": cpu["emulator"],
+                "client_cpu_ms_per_enqueue": cpu["client"],
+                "functions_workers": len(children(functions)) if functions else None,
+                **_ms(latencies),
+            }
+        )
     store.close()
     return rows, (profiler.stop() if profiler is not None else {})
 
@@ -438,51 +497,144 @@ def build_targets(enqueue: list[dict[str, Any]], warm: dict[str, Any], ready: di
     if best is None and peak is not None:
         note = f"no level had p99 ≤ 50 ms; peak {peak['enqueues_per_s']:.0f}/s at p99 {peak['p99_ms']:.0f} ms"
     return [
-        Target("durable enqueues/s with p99 ≤ 50 ms (best of the concurrency levels)",
-               best["enqueues_per_s"] if best else 0.0, 1000.0, "/s", higher_is_better=True, note=note),
-        Target("warm enqueue -> first token, overhead beyond the model (p50)", warm["overhead"]["p50_ms"], 150.0, "ms",
-               note=f"p99 {fmt(warm['overhead']['p99_ms'], 0)} ms"),
-        Target("agent ready -> first waiting job running (worst of the cycles)", ready["ready_to_running"]["max_ms"],
-               1000.0, "ms", note=f"p50 {fmt(ready['ready_to_running']['p50_ms'], 0)} ms"),
+        Target(
+            "durable enqueues/s with p99 ≤ 50 ms (best of the concurrency levels)",
+            best["enqueues_per_s"] if best else 0.0,
+            1000.0,
+            "/s",
+            higher_is_better=True,
+            note=note,
+        ),
+        Target(
+            "warm enqueue -> first token, overhead beyond the model (p50)",
+            warm["overhead"]["p50_ms"],
+            150.0,
+            "ms",
+            note=f"p99 {fmt(warm['overhead']['p99_ms'], 0)} ms",
+        ),
+        Target(
+            "agent ready -> first waiting job running (worst of the cycles)",
+            ready["ready_to_running"]["max_ms"],
+            1000.0,
+            "ms",
+            note=f"p50 {fmt(ready['ready_to_running']['p50_ms'], 0)} ms",
+        ),
     ]
 
 
-def print_report(store: list[dict[str, Any]], queue: dict[str, Any], enqueue: list[dict[str, Any]],
-                 warm: dict[str, Any], ready: list[dict[str, Any]], targets: list[Target]) -> None:
+def print_report(
+    store: list[dict[str, Any]],
+    queue: dict[str, Any],
+    enqueue: list[dict[str, Any]],
+    warm: dict[str, Any],
+    ready: list[dict[str, Any]],
+    targets: list[Target],
+) -> None:
     print("\n## Durable enqueues through the jobs API (job queue paused; store + task per job)\n")
-    print(markdown_table(
-        ["concurrency", "jobs", "enqueues/s", "p50 ms", "p99 ms", "max ms", "functions CPU ms/job",
-         "emulator CPU ms/job", "client CPU ms/job", "errors", "stored & queued"],
-        [[str(r["concurrency"]), str(r["requests"]), fmt(r["enqueues_per_s"], 0), fmt(r["p50_ms"]),
-          fmt(r["p99_ms"]), fmt(r["max_ms"]), fmt(r["functions_cpu_ms_per_enqueue"]),
-          fmt(r["emulator_cpu_ms_per_enqueue"]), fmt(r["client_cpu_ms_per_enqueue"]), str(r["errors"]),
-          "yes" if r["durable"] else "**NO**"]
-         for r in enqueue]))
+    print(
+        markdown_table(
+            [
+                "concurrency",
+                "jobs",
+                "enqueues/s",
+                "p50 ms",
+                "p99 ms",
+                "max ms",
+                "functions CPU ms/job",
+                "emulator CPU ms/job",
+                "client CPU ms/job",
+                "errors",
+                "stored & queued",
+            ],
+            [
+                [
+                    str(r["concurrency"]),
+                    str(r["requests"]),
+                    fmt(r["enqueues_per_s"], 0),
+                    fmt(r["p50_ms"]),
+                    fmt(r["p99_ms"]),
+                    fmt(r["max_ms"]),
+                    fmt(r["functions_cpu_ms_per_enqueue"]),
+                    fmt(r["emulator_cpu_ms_per_enqueue"]),
+                    fmt(r["client_cpu_ms_per_enqueue"]),
+                    str(r["errors"]),
+                    "yes" if r["durable"] else "**NO**",
+                ]
+                for r in enqueue
+            ],
+        )
+    )
     if enqueue:
-        print(f"\nfunctions: {enqueue[0]['functions_workers']} gunicorn worker(s). All three processes share "
-              f"{os.cpu_count()} cores: CPU ms/job summed over them bounds enqueues/s at 1000 * cores / that sum.")
+        print(
+            f"\nfunctions: {enqueue[0]['functions_workers']} gunicorn worker(s). All three processes share "
+            f"{os.cpu_count()} cores: CPU ms/job summed over them bounds enqueues/s at 1000 * cores / that sum."
+        )
     print("\n## Its parts alone: the store (SqliteJobStore.create) and the queue (TaskQueue.push), in process\n")
-    print(markdown_table(
-        ["part", "calls", "calls/s", "p50 ms", "p99 ms", "caller CPU ms/call", "emulator CPU ms/call"],
-        [*[[f"store, {r['threads']} thread(s)", str(r["jobs"]), fmt(r["creates_per_s"], 0), fmt(r["p50_ms"], 3),
-            fmt(r["p99_ms"], 3), fmt(r["cpu_ms_per_create"], 3), "-"] for r in store],
-         ["queue, 1 thread (emulator)", str(queue["pushes"]), fmt(queue["pushes_per_s"], 0),
-          fmt(queue["p50_ms"], 3), fmt(queue["p99_ms"], 3), fmt(queue["client_cpu_ms_per_push"], 3),
-          fmt(queue["emulator_cpu_ms_per_push"], 3)]]))
+    print(
+        markdown_table(
+            ["part", "calls", "calls/s", "p50 ms", "p99 ms", "caller CPU ms/call", "emulator CPU ms/call"],
+            [
+                *[
+                    [
+                        f"store, {r['threads']} thread(s)",
+                        str(r["jobs"]),
+                        fmt(r["creates_per_s"], 0),
+                        fmt(r["p50_ms"], 3),
+                        fmt(r["p99_ms"], 3),
+                        fmt(r["cpu_ms_per_create"], 3),
+                        "-",
+                    ]
+                    for r in store
+                ],
+                [
+                    "queue, 1 thread (emulator)",
+                    str(queue["pushes"]),
+                    fmt(queue["pushes_per_s"], 0),
+                    fmt(queue["p50_ms"], 3),
+                    fmt(queue["p99_ms"], 3),
+                    fmt(queue["client_cpu_ms_per_push"], 3),
+                    fmt(queue["emulator_cpu_ms_per_push"], 3),
+                ],
+            ],
+        )
+    )
     print("\n## Warm box: enqueue -> first token (public API, SSE)\n")
     e2e, model, over = warm["enqueue_to_first_token"], warm["model_ttft"], warm["overhead"]
-    print(markdown_table(["measure", "p50 ms", "p99 ms", "n"], [
-        ["enqueue -> first output event", fmt(e2e["p50_ms"]), fmt(e2e["p99_ms"]), str(e2e["n"])],
-        ["model's own time to first token (direct)", fmt(model["p50_ms"]), fmt(model["p99_ms"]), str(model["n"])],
-        ["overhead beyond the model", fmt(over["p50_ms"]), fmt(over["p99_ms"]), str(over["n"])],
-        ["  (its mean)", fmt(over["mean_ms"]), "", ""],
-        *[[f"  {k}", fmt(v), "", ""] for k, v in warm["breakdown_p50_ms"].items()],
-    ]))
+    print(
+        markdown_table(
+            ["measure", "p50 ms", "p99 ms", "n"],
+            [
+                ["enqueue -> first output event", fmt(e2e["p50_ms"]), fmt(e2e["p99_ms"]), str(e2e["n"])],
+                [
+                    "model's own time to first token (direct)",
+                    fmt(model["p50_ms"]),
+                    fmt(model["p99_ms"]),
+                    str(model["n"]),
+                ],
+                ["overhead beyond the model", fmt(over["p50_ms"]), fmt(over["p99_ms"]), str(over["n"])],
+                ["  (its mean)", fmt(over["mean_ms"]), "", ""],
+                *[[f"  {k}", fmt(v), "", ""] for k, v in warm["breakdown_p50_ms"].items()],
+            ],
+        )
+    )
     print("\n## Agent ready -> first waiting job running (agent log: 'ready' -> 'accepted')\n")
-    print(markdown_table(["variant", "cycles", "p50 ms", "mean ms", "max ms", "submit -> ready p50 ms", "failures"],
-                         [[r["variant"], str(r["cycles"]), fmt(r["ready_to_running"]["p50_ms"], 0),
-                           fmt(r["mean_ms"], 0), fmt(r["ready_to_running"]["max_ms"], 0),
-                           fmt(r["submit_to_ready_p50_ms"], 0), str(r["failures"])] for r in ready]))
+    print(
+        markdown_table(
+            ["variant", "cycles", "p50 ms", "mean ms", "max ms", "submit -> ready p50 ms", "failures"],
+            [
+                [
+                    r["variant"],
+                    str(r["cycles"]),
+                    fmt(r["ready_to_running"]["p50_ms"], 0),
+                    fmt(r["mean_ms"], 0),
+                    fmt(r["ready_to_running"]["max_ms"], 0),
+                    fmt(r["submit_to_ready_p50_ms"], 0),
+                    str(r["failures"]),
+                ]
+                for r in ready
+            ],
+        )
+    )
     print("\n## Targets\n")
     print(targets_table(targets))
 
@@ -499,22 +651,40 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--cycles", type=int, default=5, help="cold starts per ready -> running variant")
     p.add_argument("--snooze-s", type=float, default=2.0, help="dispatch snooze while the box boots (GPUQ_SNOOZE_S)")
     p.add_argument("--token-delay-ms", type=float, default=5.0)
-    p.add_argument("--profile", type=Path, default=None, metavar="DIR",
-                   help="py-spy profiles of the functions worker and the emulator during the enqueue phase")
-    p.add_argument("--functions-env", action="append", default=[], metavar="NAME=VALUE",
-                   help="extra environment of the functions process, e.g. WORKERS=2 (to try a setting)")
+    p.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="py-spy profiles of the functions worker and the emulator during the enqueue phase",
+    )
+    p.add_argument(
+        "--functions-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra environment of the functions process, e.g. WORKERS=2 (to try a setting)",
+    )
     p.add_argument("--max-s", type=float, default=300.0, help="skip remaining enqueue levels after this long")
     p.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     p.add_argument("--keep-logs", action="store_true")
     return p.parse_args(argv)
 
 
-def _stack(work: Path, name: str, args: argparse.Namespace, port: int | None = None,
-           extra_env: dict[str, str] | None = None) -> DevStack:
+def _stack(
+    work: Path, name: str, args: argparse.Namespace, port: int | None = None, extra_env: dict[str, str] | None = None
+) -> DevStack:
     env = dict(item.split("=", 1) for item in args.functions_env) | (extra_env or {})
-    config = DevStackConfig(port=port or free_port(), data_dir=work / name, token_delay_s=args.token_delay_ms / 1000,
-                            load_delay_s=0.2, idle_grace_s=600.0, reaper_period_s=3600.0, snooze_s=args.snooze_s,
-                            extra_env=env)
+    config = DevStackConfig(
+        port=port or free_port(),
+        data_dir=work / name,
+        token_delay_s=args.token_delay_ms / 1000,
+        load_delay_s=0.2,
+        idle_grace_s=600.0,
+        reaper_period_s=3600.0,
+        snooze_s=args.snooze_s,
+        extra_env=env,
+    )
     return DevStack(config)
 
 
@@ -537,18 +707,30 @@ def main(argv: list[str] | None = None) -> int:
             ready = [bench_ready_to_running(stack, client, args.cycles, "with ready announcement", rng)]
             log(f"queue alone: {args.queue_pushes} pushes")
             queue_alone = bench_queue(stack, args.queue_pushes)
-            enqueue, profiles = bench_enqueue(stack, args.enqueue_requests, args.concurrency, started + args.max_s,
-                                              args.profile)
+            enqueue, profiles = bench_enqueue(
+                stack, args.enqueue_requests, args.concurrency, started + args.max_s, args.profile
+            )
             client.close()
 
         log("stack whose agents cannot announce themselves")
         port = free_port()
         proxy = NoAnnounceProxy(f"http://{HOST}:{port}")
-        with proxy.running(), _stack(work, "stack-no-announce", args, port, {
-            "GPUQ_PUBLIC_URL": proxy.url, "GPUQ_DISPATCH_URL": f"http://{HOST}:{port}/dispatch"}) as quiet:
+        with (
+            proxy.running(),
+            _stack(
+                work,
+                "stack-no-announce",
+                args,
+                port,
+                {"GPUQ_PUBLIC_URL": proxy.url, "GPUQ_DISPATCH_URL": f"http://{HOST}:{port}/dispatch"},
+            ) as quiet,
+        ):
             client = JobsClient(quiet.url, quiet.api_key)
-            ready.append(bench_ready_to_running(quiet, client, args.cycles,
-                                                f"without (snoozed task, snooze_s={args.snooze_s:g})", rng))
+            ready.append(
+                bench_ready_to_running(
+                    quiet, client, args.cycles, f"without (snoozed task, snooze_s={args.snooze_s:g})", rng
+                )
+            )
             ready[-1]["announcements_refused"] = proxy.refused
             client.close()
             if proxy.refused == 0:  # the agents found another way to /trigger: the variant measured nothing
@@ -558,11 +740,21 @@ def main(argv: list[str] | None = None) -> int:
         print_report(store, queue_alone, enqueue, warm, ready, targets)
         print_profiles(profiles)
         settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-        path = write_results(args.results_dir, "control_plane", {
-            "settings": settings, "store": store, "queue": queue_alone, "enqueue": enqueue, "warm_first_token": warm,
-            "ready_to_running": ready, "targets": [t.as_dict() for t in targets], "profiles": profiles,
-            "duration_s": time.monotonic() - started,
-        })
+        path = write_results(
+            args.results_dir,
+            "control_plane",
+            {
+                "settings": settings,
+                "store": store,
+                "queue": queue_alone,
+                "enqueue": enqueue,
+                "warm_first_token": warm,
+                "ready_to_running": ready,
+                "targets": [t.as_dict() for t in targets],
+                "profiles": profiles,
+                "duration_s": time.monotonic() - started,
+            },
+        )
         print(f"\nresults: {path}")
         ok = True
         return 0

@@ -33,8 +33,10 @@ async def _worker_status(request: web.Request) -> web.Response:
     body: dict[str, Any] = await request.json()
     state = request.app[STATE]
     state["status_reports"] += 1
-    state["last_status"] = {k: body.get(k) for k in ("loadtime", "cur_load", "num_requests_working",
-                                                     "num_requests_recieved", "error_msg", "max_perf")}
+    state["last_status"] = {
+        k: body.get(k)
+        for k in ("loadtime", "cur_load", "num_requests_working", "num_requests_recieved", "error_msg", "max_perf")
+    }
     return web.json_response({"ok": True})
 
 
@@ -53,8 +55,14 @@ async def _state(request: web.Request) -> web.Response:
 
 def build_app(pubkey_pem: str) -> web.Application:
     app = web.Application()
-    app[STATE] = {"pubkey": pubkey_pem, "status_reports": 0, "last_status": None, "delete_reports": 0,
-                  "deleted_requests": 0, "failed_requests": 0}
+    app[STATE] = {
+        "pubkey": pubkey_pem,
+        "status_reports": 0,
+        "last_status": None,
+        "delete_reports": 0,
+        "deleted_requests": 0,
+        "failed_requests": 0,
+    }
     app.router.add_get("/pubkey/", _pubkey)
     app.router.add_post("/worker_status/", _worker_status)
     app.router.add_post("/delete_requests/", _delete_requests)

@@ -39,10 +39,18 @@ def log(message: str) -> None:
 
 
 def _timed_import(module: str) -> float:
-    code = (f"import time, sys; t = time.perf_counter(); import {module}; "
-            "sys.stdout.write(repr(time.perf_counter() - t))")
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=False,
-                          timeout=60, env=_clean_env())
+    code = (
+        f"import time, sys; t = time.perf_counter(); import {module}; sys.stdout.write(repr(time.perf_counter() - t))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+        env=_clean_env(),
+    )
     if done.returncode != 0:
         raise RuntimeError(f"import {module} failed:\n{done.stderr[-2000:]}")
     return float(done.stdout.strip().splitlines()[-1])
@@ -50,8 +58,15 @@ def _timed_import(module: str) -> float:
 
 def _run(code: str, *flags: str) -> tuple[float, str]:
     t0 = time.perf_counter()
-    done = subprocess.run([sys.executable, *flags, "-c", code], cwd=REPO, capture_output=True, text=True,
-                          check=False, timeout=60, env=_clean_env())
+    done = subprocess.run(
+        [sys.executable, *flags, "-c", code],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+        env=_clean_env(),
+    )
     wall = time.perf_counter() - t0
     if done.returncode != 0:
         raise RuntimeError(f"python -c {code!r} failed:\n{done.stderr[-2000:]}")
@@ -104,16 +119,19 @@ def measure(modules: list[str], runs: int) -> list[dict[str, Any]]:
             importtimes[module].append(total)
             heaviest.setdefault(module, heavy)
     base_ms = statistics.median(base) * 1000
-    return [{
-        "module": m,
-        "import_ms": statistics.median(imports[m]) * 1000,
-        "import_ms_min": min(imports[m]) * 1000,
-        "process_ms": statistics.median(walls[m]) * 1000 - base_ms,
-        "interpreter_ms": base_ms,
-        "importtime_ms": statistics.median(importtimes[m]) / 1000,
-        "heaviest_ms": {k: v / 1000 for k, v in heaviest[m]},
-        "runs": runs,
-    } for m in modules]
+    return [
+        {
+            "module": m,
+            "import_ms": statistics.median(imports[m]) * 1000,
+            "import_ms_min": min(imports[m]) * 1000,
+            "process_ms": statistics.median(walls[m]) * 1000 - base_ms,
+            "interpreter_ms": base_ms,
+            "importtime_ms": statistics.median(importtimes[m]) / 1000,
+            "heaviest_ms": {k: v / 1000 for k, v in heaviest[m]},
+            "runs": runs,
+        }
+        for m in modules
+    ]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -128,21 +146,39 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.monotonic()
     rows = measure([m.strip() for m in args.modules.split(",") if m.strip()], args.runs)
-    targets = [Target(f"import {r['module']} (fresh interpreter, median)", r["import_ms"], BUDGET_MS, "ms")
-               for r in rows]
+    targets = [
+        Target(f"import {r['module']} (fresh interpreter, median)", r["import_ms"], BUDGET_MS, "ms") for r in rows
+    ]
     print(f"\n## Function cold start: import time (median of {args.runs} fresh interpreters)\n")
-    print(markdown_table(
-        ["module", "import ms", "min ms", "-X importtime ms", "process - bare ms", "heaviest imports (ms)"],
-        [[r["module"], fmt(r["import_ms"], 0), fmt(r["import_ms_min"], 0), fmt(r["importtime_ms"], 0),
-          fmt(r["process_ms"], 0), ", ".join(f"{k} {v:.0f}" for k, v in list(r["heaviest_ms"].items())[:5])]
-         for r in rows]))
+    print(
+        markdown_table(
+            ["module", "import ms", "min ms", "-X importtime ms", "process - bare ms", "heaviest imports (ms)"],
+            [
+                [
+                    r["module"],
+                    fmt(r["import_ms"], 0),
+                    fmt(r["import_ms_min"], 0),
+                    fmt(r["importtime_ms"], 0),
+                    fmt(r["process_ms"], 0),
+                    ", ".join(f"{k} {v:.0f}" for k, v in list(r["heaviest_ms"].items())[:5]),
+                ]
+                for r in rows
+            ],
+        )
+    )
     print(f"\n(bare interpreter start: {fmt(rows[0]['interpreter_ms'], 0)} ms)" if rows else "")
     print("\n## Targets\n")
     print(targets_table(targets))
-    path = write_results(args.results_dir, "import_time", {
-        "settings": {"runs": args.runs, "modules": args.modules}, "modules": rows,
-        "targets": [t.as_dict() for t in targets], "duration_s": time.monotonic() - started,
-    })
+    path = write_results(
+        args.results_dir,
+        "import_time",
+        {
+            "settings": {"runs": args.runs, "modules": args.modules},
+            "modules": rows,
+            "targets": [t.as_dict() for t in targets],
+            "duration_s": time.monotonic() - started,
+        },
+    )
     print(f"\nresults: {path}")
     return 0
 

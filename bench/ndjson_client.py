@@ -21,8 +21,13 @@ __all__ = ["StreamResult", "build_request", "stream"]
 
 def build_request(host: str, port: int, path: str, body: bytes, headers: dict[str, str] | None = None) -> bytes:
     """Bytes of one POST, built before the clock starts (signatures included)."""
-    lines = [f"POST {path} HTTP/1.1", f"Host: {host}:{port}", "Content-Type: application/json",
-             f"Content-Length: {len(body)}", "Connection: close"]
+    lines = [
+        f"POST {path} HTTP/1.1",
+        f"Host: {host}:{port}",
+        "Content-Type: application/json",
+        f"Content-Length: {len(body)}",
+        "Connection: close",
+    ]
     lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
@@ -103,7 +108,7 @@ class _Protocol(asyncio.Protocol):
             end = body.find(b"\n", self._scan)
             if end < 0:
                 return
-            line = body[self._scan:end]
+            line = body[self._scan : end]
             self._scan = end + 1
             if not line.strip():
                 continue
@@ -119,7 +124,7 @@ class _Protocol(asyncio.Protocol):
         if end < 0:
             return False
         head = bytes(self._buf[:end]).decode("latin-1").split("\r\n")
-        del self._buf[:end + 4]
+        del self._buf[: end + 4]
         self._result.status = int(head[0].split()[1])
         headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in head[1:])}
         if headers.get("transfer-encoding", "").lower() == "chunked":
@@ -146,7 +151,7 @@ class _Protocol(asyncio.Protocol):
                 if end < 0:
                     return
                 size = int(bytes(self._buf[:end]).split(b";")[0], 16)
-                del self._buf[:end + 2]
+                del self._buf[: end + 2]
                 if size == 0:
                     self._finish(None if self._result.status == 200 else f"HTTP {self._result.status}")
                     return
@@ -154,13 +159,13 @@ class _Protocol(asyncio.Protocol):
             elif self._state == _DATA:
                 if len(self._buf) < self._need + 2:
                     return
-                self._body(self._buf[:self._need], now)
-                del self._buf[:self._need + 2]
+                self._body(self._buf[: self._need], now)
+                del self._buf[: self._need + 2]
                 self._state = _SIZE
             else:  # _FIXED: an answer that is not a stream (an error)
                 if len(self._buf) < self._need:
                     return
-                self._result.body += self._buf[:self._need]
+                self._result.body += self._buf[: self._need]
                 self._finish(f"HTTP {self._result.status}: {bytes(self._buf[:200]).decode(errors='replace')}")
                 return
 

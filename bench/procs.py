@@ -108,8 +108,9 @@ class Proc:
                 if httpx.get(url, timeout=1.0).status_code < ok:
                     return
             time.sleep(0.05)
-        raise RuntimeError(f"{self.name} did not answer at {url} within {timeout_s:.0f}s; log:\n"
-                           f"{self.log_text()[-3000:]}")
+        raise RuntimeError(
+            f"{self.name} did not answer at {url} within {timeout_s:.0f}s; log:\n{self.log_text()[-3000:]}"
+        )
 
     def stop(self, grace_s: float = 5.0) -> None:
         if self.popen.poll() is not None:
@@ -124,13 +125,20 @@ class Proc:
             self.popen.wait(timeout=5)
 
 
-def spawn(name: str, argv: Sequence[str], log_path: Path, *, env: Mapping[str, str] | None = None,
-          cwd: Path | None = None) -> Proc:
+def spawn(
+    name: str, argv: Sequence[str], log_path: Path, *, env: Mapping[str, str] | None = None, cwd: Path | None = None
+) -> Proc:
     """Start ``argv`` in its own session, stdout and stderr to ``log_path``."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as out:
         popen = subprocess.Popen(
-            list(argv), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env={**os.environ, **(env or {})}, cwd=cwd, start_new_session=True, preexec_fn=_die_with_parent,
+            list(argv),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+            cwd=cwd,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
     return Proc(name, popen, log_path)

@@ -43,8 +43,11 @@ def summarize(raw: Path, top: int = 15) -> dict[str, list[tuple[str, float]]]:
         if not stack or not count_text.isdigit():
             continue
         count = int(count_text)
-        frames = [_frame_key(f) for f in stack.split(";") if f and not f.startswith("process ")
-                  and not f.startswith("thread ")]
+        frames = [
+            _frame_key(f)
+            for f in stack.split(";")
+            if f and not f.startswith("process ") and not f.startswith("thread ")
+        ]
         if not frames:
             continue
         total += count
@@ -53,9 +56,11 @@ def summarize(raw: Path, top: int = 15) -> dict[str, list[tuple[str, float]]]:
             inclusive[key] += count
     if not total:
         return {"self": [], "inclusive": []}
-    return {"self": [(k, v / total) for k, v in own.most_common(top)],
-            "inclusive": [(k, v / total) for k, v in inclusive.most_common(top)],
-            "samples": [("total", float(total))]}
+    return {
+        "self": [(k, v / total) for k, v in own.most_common(top)],
+        "inclusive": [(k, v / total) for k, v in inclusive.most_common(top)],
+        "samples": [("total", float(total))],
+    }
 
 
 def print_profiles(profiles: dict[str, dict[str, list[tuple[str, float]]]]) -> None:
@@ -63,9 +68,15 @@ def print_profiles(profiles: dict[str, dict[str, list[tuple[str, float]]]]) -> N
 
     for name, summary in profiles.items():
         print(f"\n## Profile: {name} (share of samples; self = on top of the stack)\n")
-        print(markdown_table(["self", "function", "inclusive", "function "],
-                             [[f"{a[1]:.1%}", a[0], f"{b[1]:.1%}", b[0]]
-                              for a, b in zip(summary["self"], summary["inclusive"], strict=False)]))
+        print(
+            markdown_table(
+                ["self", "function", "inclusive", "function "],
+                [
+                    [f"{a[1]:.1%}", a[0], f"{b[1]:.1%}", b[0]]
+                    for a, b in zip(summary["self"], summary["inclusive"], strict=False)
+                ],
+            )
+        )
 
 
 @dataclass
@@ -88,9 +99,22 @@ class Profiler:
         output = self.out_dir / f"{name}.txt"
         log = open(self.out_dir / f"{name}.py-spy.log", "wb")  # noqa: SIM115 - closed in stop()
         popen = subprocess.Popen(
-            [_py_spy(), "record", "--format", "raw", "--rate", str(self.rate_hz), "--nonblocking",
-             *(["--gil"] if self.gil_only else []), "--output", str(output), "--pid", str(pid)],
-            stdout=subprocess.DEVNULL, stderr=log,
+            [
+                _py_spy(),
+                "record",
+                "--format",
+                "raw",
+                "--rate",
+                str(self.rate_hz),
+                "--nonblocking",
+                *(["--gil"] if self.gil_only else []),
+                "--output",
+                str(output),
+                "--pid",
+                str(pid),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
         )
         self._recordings.append(_Recording(name, popen, output, log))
 

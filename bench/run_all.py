@@ -32,11 +32,42 @@ BENCHMARKS: tuple[tuple[str, float], ...] = (
 # Tiny settings: a few seconds each, so a smoke test can run every benchmark (numbers meaningless).
 QUICK: dict[str, list[str]] = {
     "bench.import_time": ["--runs", "1"],
-    "bench.control_plane": ["--store-jobs", "50", "--queue-pushes", "20", "--enqueue-requests", "30",
-                            "--concurrency", "1,4", "--warm-jobs", "2", "--cycles", "1", "--snooze-s", "0.5"],
-    "bench.agent_stream": ["--rounds", "1", "--streams", "1,4", "--singles", "1", "--tokens", "10",
-                           "--throughput-rounds", "1", "--throughput-streams", "1,4", "--cpu-requests", "8",
-                           "--cpu-concurrency", "4", "--idle-s", "0.2"],
+    "bench.control_plane": [
+        "--store-jobs",
+        "50",
+        "--queue-pushes",
+        "20",
+        "--enqueue-requests",
+        "30",
+        "--concurrency",
+        "1,4",
+        "--warm-jobs",
+        "2",
+        "--cycles",
+        "1",
+        "--snooze-s",
+        "0.5",
+    ],
+    "bench.agent_stream": [
+        "--rounds",
+        "1",
+        "--streams",
+        "1,4",
+        "--singles",
+        "1",
+        "--tokens",
+        "10",
+        "--throughput-rounds",
+        "1",
+        "--throughput-streams",
+        "1,4",
+        "--cpu-requests",
+        "8",
+        "--cpu-concurrency",
+        "4",
+        "--idle-s",
+        "0.2",
+    ],
 }
 SHUTDOWN_MARGIN_S = 45.0  # a benchmark stops starting rounds at --max-s; stopping its servers takes a while
 
@@ -88,14 +119,25 @@ def main(argv: list[str] | None = None) -> int:
     print("\n# All targets\n")
     print(summary)
     info = machine()
-    header = (f"Machine: {info['nproc']} CPUs, {info['cpu_model']}, Python {info['python']} "
-              f"({info['implementation']}), Linux {info['kernel']}; run {info['date_utc']}, "
-              f"{time.monotonic() - started:.0f} s in all.")
+    header = (
+        f"Machine: {info['nproc']} CPUs, {info['cpu_model']}, Python {info['python']} "
+        f"({info['implementation']}), Linux {info['kernel']}; run {info['date_utc']}, "
+        f"{time.monotonic() - started:.0f} s in all."
+    )
     args.results_dir.mkdir(parents=True, exist_ok=True)
     (args.results_dir / "summary.md").write_text("\n\n".join([header, *outputs, "# All targets\n\n" + summary]) + "\n")
-    (args.results_dir / "summary.json").write_text(json.dumps({
-        "machine": info, "duration_s": time.monotonic() - started, "failures": failures,
-        "targets": [t.as_dict() for t in targets]}, indent=2) + "\n")
+    (args.results_dir / "summary.json").write_text(
+        json.dumps(
+            {
+                "machine": info,
+                "duration_s": time.monotonic() - started,
+                "failures": failures,
+                "targets": [t.as_dict() for t in targets],
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print(f"\n{header}")
     for failure in failures:
         print(f"FAILED: {failure}")

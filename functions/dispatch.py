@@ -27,8 +27,12 @@ def dispatch(request: flask.Request) -> flask.Response:
     raw = read_body(request, 65536)
     s = cp.settings
     if s.tasks_service_account:  # production: the OIDC token Cloud Tasks attaches
-        verify_oidc(request.headers, audience=s.dispatch_target(), service_account=s.tasks_service_account,
-                    certs_url=s.oidc_certs_url)
+        verify_oidc(
+            request.headers,
+            audience=s.dispatch_target(),
+            service_account=s.tasks_service_account,
+            certs_url=s.oidc_certs_url,
+        )
     else:  # dev: the emulator sends no auth; our queue client signs each task
         verify_task(s.task_secret, request.headers.get(TASK_SIGNATURE_HEADER, ""), raw)
     body = read_json(request, 65536)

@@ -109,9 +109,7 @@ def read_body(request: flask.Request, max_bytes: int) -> bytes:
 def read_json(request: flask.Request, max_bytes: int) -> Any:
     """Parse a JSON body, enforcing type and size before parsing."""
     if request.mimetype != "application/json":
-        raise UnsupportedMediaType(
-            f"send the body as application/json (got {request.mimetype or 'no content type'})"
-        )
+        raise UnsupportedMediaType(f"send the body as application/json (got {request.mimetype or 'no content type'})")
     raw = read_body(request, max_bytes)
     try:
         value = json.loads(raw, parse_constant=_refuse_constant)
@@ -174,8 +172,15 @@ def handle_errors(fn: Handler) -> Handler:
             return fn(request)
         except GpuqError as exc:
             level = logging.WARNING if exc.status >= 500 or request.path.startswith("/dispatch") else logging.INFO
-            log.log(level, "%s %s → %d %s: %s", request.method, printable(request.path), exc.status, exc.code,
-                    printable(exc.message))
+            log.log(
+                level,
+                "%s %s → %d %s: %s",
+                request.method,
+                printable(request.path),
+                exc.status,
+                exc.code,
+                printable(exc.message),
+            )
             return error_response(exc)
         except Exception:
             log.exception("%s %s failed", request.method, printable(request.path))

@@ -45,8 +45,9 @@ def _seed_enqueue(request: flask.Request) -> flask.Response:
     owner = caller(request)
     task_type = request.headers.get("x-task-type", "")
     if task_type != "llm":
-        raise InvalidRequest(f"unsupported x-task-type {task_type!r}: only 'llm' is accepted",
-                             code="unsupported_task_type")
+        raise InvalidRequest(
+            f"unsupported x-task-type {task_type!r}: only 'llm' is accepted", code="unsupported_task_type"
+        )
     body = read_json(request, cp.settings.max_body_bytes)
     if not isinstance(body, dict):
         raise ValidationFailed("the body must be a JSON object", code="invalid_body")
@@ -91,7 +92,8 @@ def _job_route(request: flask.Request, job_id: str, rest: str) -> flask.Response
         job = get_job(cp, owner, job_id)
         events = sse_events(cp, job, request.headers.get("Last-Event-ID"))
         return flask.Response(
-            flask.stream_with_context(events), mimetype="text/event-stream",
+            flask.stream_with_context(events),
+            mimetype="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
     if rest == "/cancel" and request.method == "POST":
@@ -104,14 +106,20 @@ def _job_route(request: flask.Request, job_id: str, rest: str) -> flask.Response
 
 
 _METHODS = {"": ["GET"], "/stream": ["GET"], "/cancel": ["POST"], "/events": ["POST"], "/callback/resend": ["POST"]}
-_FIXED = {"/v1/jobs": ["POST"], "/enqueue": ["POST"], "/v1/openapi.json": ["GET"], "/v1/cost": ["GET"],
-          "/v1/reports": ["POST"]}
+_FIXED = {
+    "/v1/jobs": ["POST"],
+    "/enqueue": ["POST"],
+    "/v1/openapi.json": ["GET"],
+    "/v1/cost": ["GET"],
+    "/v1/reports": ["POST"],
+}
 
 
 def _check_method(request: flask.Request, allowed: list[str]) -> None:
     if request.method not in allowed:
-        raise MethodNotAllowed(f"{request.method} is not allowed on {request.path}; use {', '.join(allowed)}",
-                               allow=allowed)
+        raise MethodNotAllowed(
+            f"{request.method} is not allowed on {request.path}; use {', '.join(allowed)}", allow=allowed
+        )
 
 
 @functools.cache

@@ -19,8 +19,12 @@ def reaper(request: flask.Request) -> flask.Response:
     cp = control_plane()
     s = cp.settings
     if s.scheduler_service_account:  # production: Cloud Scheduler's OIDC token
-        verify_oidc(request.headers, audience=s.reaper_audience(), service_account=s.scheduler_service_account,
-                    certs_url=s.oidc_certs_url)
+        verify_oidc(
+            request.headers,
+            audience=s.reaper_audience(),
+            service_account=s.scheduler_service_account,
+            certs_url=s.oidc_certs_url,
+        )
     else:
         verify_bearer(request.headers, s.reaper_token, what="reaper token")
     return json_response(reap(cp))

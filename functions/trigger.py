@@ -27,8 +27,11 @@ def trigger(request: flask.Request) -> flask.Response:
         if not isinstance(instance_id, str) or not instance_id or len(instance_id) > 128:
             raise ValidationFailed("instance_id: required")
         cp.agent_signer(instance_id).verify("POST", request.path, request.headers, read_body(request, 4096))
-        phases = {k: float(v) for k in ("agent_up_s", "model_loaded_s")
-                  if isinstance(v := body.get(k), int | float) and 0 <= v < 86400}
+        phases = {
+            k: float(v)
+            for k in ("agent_up_s", "model_loaded_s")
+            if isinstance(v := body.get(k), int | float) and 0 <= v < 86400
+        }
         return json_response(run_trigger(cp, ready_instance=instance_id, phases=phases))
     if not request.headers.get("Authorization"):
         raise Unauthorized("missing trigger token: send 'Authorization: Bearer <token>'")

@@ -69,7 +69,9 @@ def build_provider(settings: ControlPlaneSettings) -> ComputeProvider:
 
         vast = VastSettings()
         return build_vast_provider(
-            vast, logical_id=settings.instance_id, state_dir=vast.state_dir or settings.data_dir / "vast",
+            vast,
+            logical_id=settings.instance_id,
+            state_dir=vast.state_dir or settings.data_dir / "vast",
             agent_env={
                 # Not GPUQ_AGENT_OLLAMA_URL: on a real box the on-start script sets it.
                 "GPUQ_AGENT_SECRET": derive_agent_secret(settings.agent_master_secret, settings.instance_id),
@@ -90,8 +92,9 @@ def build_store(settings: ControlPlaneSettings) -> JobStore:
     if settings.store == "firestore":
         from shared.store.firestore import FirestoreJobStore
 
-        return FirestoreJobStore.connect(project=settings.firestore_project or None,
-                                         database=settings.firestore_database)
+        return FirestoreJobStore.connect(
+            project=settings.firestore_project or None, database=settings.firestore_database
+        )
     from shared.store.sqlite import SqliteJobStore
 
     return SqliteJobStore(settings.sqlite_path())

@@ -80,10 +80,12 @@ class JobCreate(BaseModel):
         extra="forbid",
         protected_namespaces=(),
         # "Exactly one of prompt or messages", as JSON Schema (null counts as absent), for the published contract.
-        json_schema_extra={"oneOf": [
-            {"required": ["prompt"], "properties": {"prompt": {"type": "string"}, "messages": {"type": "null"}}},
-            {"required": ["messages"], "properties": {"messages": {"type": "array"}, "prompt": {"type": "null"}}},
-        ]},
+        json_schema_extra={
+            "oneOf": [
+                {"required": ["prompt"], "properties": {"prompt": {"type": "string"}, "messages": {"type": "null"}}},
+                {"required": ["messages"], "properties": {"messages": {"type": "array"}, "prompt": {"type": "null"}}},
+            ]
+        },
     )
 
     type: Literal["llm"] = "llm"
@@ -110,7 +112,6 @@ class JobCreate(BaseModel):
         if isinstance(value, str) and not value.lower().startswith(("http://", "https://")):
             raise ValueError("callback_url must be an http(s) URL")
         return value
-
 
 
 class JobError(BaseModel):

@@ -30,70 +30,96 @@ class ControlPlaneSettings(BaseSettings):
     trigger_token: str = Field("", description="Bearer token accepted by /trigger (seed-compatible).")
     reaper_token: str = Field("", description="Bearer token accepted by /reaper (dev; OIDC in production).")
     task_secret: str = Field("", description="HMAC secret our queue client signs dispatch tasks with.")
-    agent_master_secret: str = Field("", description="Master secret of control plane <-> agent signing; each box "
-                                     "gets only HMAC(master, its instance id) as its GPUQ_AGENT_SECRET.")
+    agent_master_secret: str = Field(
+        "",
+        description="Master secret of control plane <-> agent signing; each box "
+        "gets only HMAC(master, its instance id) as its GPUQ_AGENT_SECRET.",
+    )
     job_token_secret: str = Field("", description="Secret for per-job, per-attempt agent report tokens.")
     webhook_secret: str = Field("", description="Callback signing secret, whsec_ + base64.")
-    callback_allow_hosts: str = Field("", description="Hosts allowed as callback targets despite the "
-                                      "private-address rule (dev: 127.0.0.1,localhost).")
-    callback_allow_http: bool = Field(False, description="Allow plain-http callback URLs (dev); production "
-                                      "needs https.")
-    rate_limit_per_min: float = Field(100.0, description="Requests per minute per API key (and for the trigger "
-                                      "token), per functions process; over it: 429 with Retry-After.")
-    oidc_certs_url: str = Field("https://www.googleapis.com/oauth2/v1/certs", description="Where Google's OIDC "
-                                "token signing certificates are fetched.")
-    scheduler_service_account: str = Field("", description="Service account whose OIDC token Cloud Scheduler sends "
-                                           "to the reaper (production; empty = reaper token).")
+    callback_allow_hosts: str = Field(
+        "", description="Hosts allowed as callback targets despite the private-address rule (dev: 127.0.0.1,localhost)."
+    )
+    callback_allow_http: bool = Field(
+        False, description="Allow plain-http callback URLs (dev); production needs https."
+    )
+    rate_limit_per_min: float = Field(
+        100.0,
+        description="Requests per minute per API key (and for the trigger "
+        "token), per functions process; over it: 429 with Retry-After.",
+    )
+    oidc_certs_url: str = Field(
+        "https://www.googleapis.com/oauth2/v1/certs",
+        description="Where Google's OIDC token signing certificates are fetched.",
+    )
+    scheduler_service_account: str = Field(
+        "",
+        description="Service account whose OIDC token Cloud Scheduler sends "
+        "to the reaper (production; empty = reaper token).",
+    )
     reaper_url: str = Field("", description="Audience of the scheduler's OIDC token; default PUBLIC_URL/reaper.")
     # --- where things are ---------------------------------------------------------------------
-    store: Literal["sqlite", "firestore"] = Field("sqlite", description="Job store: the embedded SQLite file, or "
-                                                  "Firestore (production; FIRESTORE_EMULATOR_HOST for its emulator).")
+    store: Literal["sqlite", "firestore"] = Field(
+        "sqlite",
+        description="Job store: the embedded SQLite file, or "
+        "Firestore (production; FIRESTORE_EMULATOR_HOST for its emulator).",
+    )
     firestore_project: str = Field("", description="GCP project of the Firestore database (default: the ambient one).")
     firestore_database: str = Field("(default)", description="Firestore database id.")
     data_dir: Path = Field(Path(".gpuq"), description="SQLite file and logs of the embedded stack.")
-    public_url: str = Field("http://127.0.0.1:8080", description="Base URL of the functions (agents "
-                            "report here; tasks target PUBLIC_URL/dispatch).")
+    public_url: str = Field(
+        "http://127.0.0.1:8080",
+        description="Base URL of the functions (agents report here; tasks target PUBLIC_URL/dispatch).",
+    )
     dispatch_url: str = Field("", description="URL Cloud Tasks calls; default PUBLIC_URL/dispatch.")
-    tasks_emulator_host: str = Field("", description="host:port of a Cloud Tasks emulator; empty = real "
-                                     "service.")
+    tasks_emulator_host: str = Field("", description="host:port of a Cloud Tasks emulator; empty = real service.")
     tasks_project: str = Field("gpuq-dev", description="GCP project of the queues.")
     tasks_location: str = Field("us-central1", description="GCP region of the queues.")
     job_queue: str = Field("gpuq-jobs", description="Queue of job dispatch tasks.")
     callback_queue: str = Field("gpuq-callbacks", description="Queue of callback delivery tasks.")
     lease_queue: str = Field("gpuq-leases", description="Queue of lease checks of running jobs.")
-    tasks_service_account: str = Field("", description="Service account for OIDC tokens on tasks "
-                                       "(production).")
+    tasks_service_account: str = Field("", description="Service account for OIDC tokens on tasks (production).")
     # --- the box ------------------------------------------------------------------------------
     provider: Literal["local", "vast", "ovh"] = Field("local", description="Compute provider driving the box.")
     instance_id: str = Field("local-1", description="The GPU box this control plane drives.")
-    ollama_url: str = Field("http://127.0.0.1:11434", description="Model server the local provider's "
-                            "agent talks to.")
-    agent_preload_models: str = Field("llama3.2:1b", description="Models the agent loads before it "
-                                      "reports ready.")
+    ollama_url: str = Field("http://127.0.0.1:11434", description="Model server the local provider's agent talks to.")
+    agent_preload_models: str = Field("llama3.2:1b", description="Models the agent loads before it reports ready.")
     agent_idle_grace_s: float = Field(60.0, description="Keep-warm seconds of the local boxes' 'fixed' idle policy.")
-    agent_idle_policy: str = Field("fixed", description="Idle policy of the local provider's boxes (dev: a fixed "
-                                   "grace, so demos and tests are predictable).")
+    agent_idle_policy: str = Field(
+        "fixed",
+        description="Idle policy of the local provider's boxes (dev: a fixed "
+        "grace, so demos and tests are predictable).",
+    )
     # --- jobs ---------------------------------------------------------------------------------
     default_max_queue_s: float = Field(3600.0, description="Default time a job may wait for a GPU.")
     default_timeout_s: float = Field(600.0, description="Default execution time limit.")
     max_attempts: int = Field(3, description="Attempts before a job fails for good.")
-    lease_s: float = Field(60.0, description="How long a job handed to an agent stays leased without "
-                           "a progress report.")
+    lease_s: float = Field(
+        60.0, description="How long a job handed to an agent stays leased without a progress report."
+    )
     snooze_s: float = Field(2.0, description="Re-check period of a dispatch task while the box boots.")
     max_body_bytes: int = Field(1_048_576, description="Largest request body accepted.")
     callback_max_tries: int = Field(20, description="Delivery tries per callback event.")
     callback_backoff_s: float = Field(2.0, description="First retry delay; doubles up to 1 hour.")
     callback_timeout_s: float = Field(10.0, description="Per-try timeout of a callback POST.")
-    reaper_idle_limit_s: float = Field(300.0, description="Reaper stops a box with no job for this long "
-                                       "(backstop to the agent's own idle stop).")
-    budget_daily_usd: float = Field(0.0, description="Daily (UTC) spending cap in $; 0 = none. At the cap the job "
-                                    "queue pauses and new jobs wait (status reason budget_exceeded).")
+    reaper_idle_limit_s: float = Field(
+        300.0, description="Reaper stops a box with no job for this long (backstop to the agent's own idle stop)."
+    )
+    budget_daily_usd: float = Field(
+        0.0,
+        description="Daily (UTC) spending cap in $; 0 = none. At the cap the job "
+        "queue pauses and new jobs wait (status reason budget_exceeded).",
+    )
     budget_monthly_usd: float = Field(0.0, description="Monthly (UTC) spending cap in $; 0 = none.")
     budget_warn_fraction: float = Field(0.8, description="Fraction of a cap at which a warning is logged.")
-    local_price_per_hour: float = Field(0.0, description="What the local provider's boxes 'cost' ($/h), to "
-                                        "exercise cost accounting and budgets in dev.")
-    lost_task_after_s: float = Field(120.0, description="A waiting job with no dispatch for this long past its "
-                                     "due time is re-dispatched by the reaper (its task was lost).")
+    local_price_per_hour: float = Field(
+        0.0, description="What the local provider's boxes 'cost' ($/h), to exercise cost accounting and budgets in dev."
+    )
+    lost_task_after_s: float = Field(
+        120.0,
+        description="A waiting job with no dispatch for this long past its "
+        "due time is re-dispatched by the reaper (its task was lost).",
+    )
 
     def api_key_map(self) -> dict[str, str]:
         """sha256 hex of each key → its name.
@@ -133,18 +159,24 @@ class AgentSettings(BaseSettings):
     ollama_url: str = Field("http://127.0.0.1:11434", description="The model server on the box.")
     preload_models: str = Field("llama3.2:1b", description="Models pulled if missing and loaded before ready.")
     idle_policy: Literal["immediate", "fixed", "break-even", "randomized", "adaptive"] = Field(
-        "break-even", description="When the idle box stops itself (see 'Cost and idle policy').")
+        "break-even", description="When the idle box stops itself (see 'Cost and idle policy')."
+    )
     idle_grace_s: float = Field(60.0, description="Keep-warm seconds of the 'fixed' policy.")
-    idle_cold_start_s: float = Field(120.0, description="Cold-start estimate until the control plane has measured "
-                                     "one (it sends its estimate with each job).")
+    idle_cold_start_s: float = Field(
+        120.0,
+        description="Cold-start estimate until the control plane has measured "
+        "one (it sends its estimate with each job).",
+    )
     idle_price_per_hour: float = Field(0.5, description="The box's $/h until the control plane sends the provider's.")
-    idle_wait_value_per_hour: float = Field(0.0, description="$ value of one hour of one job waiting; raises the "
-                                            "break-even horizon.")
+    idle_wait_value_per_hour: float = Field(
+        0.0, description="$ value of one hour of one job waiting; raises the break-even horizon."
+    )
     idle_max_keep_warm_s: float = Field(3600.0, description="Upper bound on any policy's keep-warm time.")
     ready_url: str = Field("", description="Where to announce readiness (the trigger function).")
     max_concurrent_jobs: int = Field(4, description="Jobs generating at once; more are refused (503 agent_busy).")
-    report_interval_s: float = Field(0.25, description="Batching period of progress reports (one request per box "
-                                                       "per tick).")
+    report_interval_s: float = Field(
+        0.25, description="Batching period of progress reports (one request per box per tick)."
+    )
     local_state_dir: Path = Field(Path(".gpuq/instances"), description="Local provider's state folder.")
 
 
@@ -156,5 +188,8 @@ class ClientSettings(BaseSettings):
     url: str = Field("http://127.0.0.1:8080", description="Where `gpuq submit/status/cancel` send requests.")
     api_key: str = Field("", description="API key for the CLI (default: first of GPUQ_API_KEYS, then the dev key).")
     data_dir: Path = Field(Path(".gpuq"), description="Where `gpuq dev` writes its dev API key.")
-    ollama_url: str = Field("", validation_alias="OLLAMA_URL", description="A real Ollama for `gpuq dev` and "
-                            "`gpuq demo` instead of the stand-in.")
+    ollama_url: str = Field(
+        "",
+        validation_alias="OLLAMA_URL",
+        description="A real Ollama for `gpuq dev` and `gpuq demo` instead of the stand-in.",
+    )

@@ -46,8 +46,14 @@ ALLOWED: dict[JobStatus, frozenset[JobStatus]] = {
         {JobStatus.STARTING, JobStatus.RUNNING, JobStatus.CANCELLED, JobStatus.EXPIRED, JobStatus.FAILED}
     ),
     JobStatus.STARTING: frozenset(
-        {JobStatus.STARTING, JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.CANCELLED, JobStatus.EXPIRED,
-         JobStatus.FAILED}
+        {
+            JobStatus.STARTING,
+            JobStatus.QUEUED,
+            JobStatus.RUNNING,
+            JobStatus.CANCELLED,
+            JobStatus.EXPIRED,
+            JobStatus.FAILED,
+        }
     ),
     JobStatus.RUNNING: frozenset(
         {JobStatus.RUNNING, JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.QUEUED}

@@ -19,8 +19,13 @@ MODEL = "llama3.2:1b"
 
 def start_stack(data_dir: Path, **overrides: object) -> DevStack:
     config = DevStackConfig(
-        port=free_port(), data_dir=data_dir, idle_grace_s=2.0, reaper_period_s=1.0, snooze_s=0.3,
-        token_delay_s=0.005, load_delay_s=0.2,
+        port=free_port(),
+        data_dir=data_dir,
+        idle_grace_s=2.0,
+        reaper_period_s=1.0,
+        snooze_s=0.3,
+        token_delay_s=0.005,
+        load_delay_s=0.2,
     )
     for key, value in overrides.items():
         setattr(config, key, value)

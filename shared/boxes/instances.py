@@ -68,8 +68,12 @@ def note_start_requested(cp: ControlPlane, instance_id: str, price_per_hour: flo
     if record.get("session"):  # a start while a session is open: the box stopped unseen; close it first
         close_session(cp, instance_id, stopped_at=now)
         record = instance_record(cp, instance_id)
-    record.update(start_requested_at=now, last_activity_at=now, ready_at=None,
-                  session={"start_s": now, "ready_s": None, "price_per_hour": price_per_hour, "jobs": []})
+    record.update(
+        start_requested_at=now,
+        last_activity_at=now,
+        ready_at=None,
+        session={"start_s": now, "ready_s": None, "price_per_hour": price_per_hour, "jobs": []},
+    )
     cp.store.put_record(KIND, instance_id, record)
 
 
@@ -84,14 +88,22 @@ def note_ready(cp: ControlPlane, instance_id: str, phases: dict[str, float] | No
         total = now - session["start_s"]
         agent_up = min(total, (phases or {}).get("agent_up_s", 0.0))
         loaded = min(total - agent_up, (phases or {}).get("model_loaded_s", 0.0))
-        measured = ColdStartPhases(instance_start_s=total - agent_up - loaded, agent_up_s=agent_up,
-                                   model_loaded_s=loaded)
+        measured = ColdStartPhases(
+            instance_start_s=total - agent_up - loaded, agent_up_s=agent_up, model_loaded_s=loaded
+        )
         estimator = cold_start_estimator(cp)
         estimator.record(measured, key=cp.settings.provider)
         cp.store.put_record(COLDSTART_KIND, "estimator", estimator.to_dict())
-        log.info("instance %s ready %.1fs after its start was requested (box %.1fs, agent %.1fs, model %.1fs); "
-                 "cold-start estimate now %.1fs", instance_id, total, measured.instance_start_s, agent_up, loaded,
-                 estimator.estimate_s(total, key=cp.settings.provider))
+        log.info(
+            "instance %s ready %.1fs after its start was requested (box %.1fs, agent %.1fs, model %.1fs); "
+            "cold-start estimate now %.1fs",
+            instance_id,
+            total,
+            measured.instance_start_s,
+            agent_up,
+            loaded,
+            estimator.estimate_s(total, key=cp.settings.provider),
+        )
     cp.store.put_record(KIND, instance_id, record)
 
 
@@ -125,13 +137,17 @@ def note_handover(cp: ControlPlane, instance: Instance, job_id: str) -> None:
 
 
 def spans_of(jobs: list[Job], now: float) -> list[Span]:
-    return [Span(j.id, j.queued_at, j.handed_at or j.started_at or j.queued_at, j.finished_at or now)
-            for j in jobs if (j.handed_at or j.started_at) is not None]
+    return [
+        Span(j.id, j.queued_at, j.handed_at or j.started_at or j.queued_at, j.finished_at or now)
+        for j in jobs
+        if (j.handed_at or j.started_at) is not None
+    ]
 
 
 def _session(instance_id: str, raw: dict[str, Any], stop_s: float | None) -> Session:
-    return Session(instance_id, float(raw.get("price_per_hour", 0.0)), float(raw["start_s"]),
-                   raw.get("ready_s"), stop_s)
+    return Session(
+        instance_id, float(raw.get("price_per_hour", 0.0)), float(raw["start_s"]), raw.get("ready_s"), stop_s
+    )
 
 
 def close_session(cp: ControlPlane, instance_id: str, *, stopped_at: float) -> dict[str, Any] | None:
@@ -153,13 +169,22 @@ def close_session(cp: ControlPlane, instance_id: str, *, stopped_at: float) -> d
             return current
 
         cp.store.modify(job.id, mutate)
-    closed = {**raw, "instance_id": instance_id, "stop_s": stop_s,
-              "cost_usd": round(session_cost_usd(session, stopped_at), 6),
-              "allocated_s": round(sum(seconds.values()), 3)}
+    closed = {
+        **raw,
+        "instance_id": instance_id,
+        "stop_s": stop_s,
+        "cost_usd": round(session_cost_usd(session, stopped_at), 6),
+        "allocated_s": round(sum(seconds.values()), 3),
+    }
     cp.store.put_record(SESSION_KIND, f"{instance_id}@{raw['start_s']:.3f}", closed)
     cp.store.put_record(KIND, instance_id, record)
-    log.info("instance %s session closed: %.0fs billed, $%.4f, %d job(s)", instance_id,
-             stop_s - session.start_s, closed["cost_usd"], len(jobs))
+    log.info(
+        "instance %s session closed: %.0fs billed, $%.4f, %d job(s)",
+        instance_id,
+        stop_s - session.start_s,
+        closed["cost_usd"],
+        len(jobs),
+    )
     return closed
 
 
@@ -170,6 +195,13 @@ def session_records(cp: ControlPlane, since: float, now: float) -> list[dict[str
         raw = record.get("session")
         if raw:
             session = _session(record.get("id", "?"), raw, None)
-            out.append({**raw, "instance_id": record.get("id", "?"), "stop_s": None,
-                        "cost_usd": round(session_cost_usd(session, now), 6), "open": True})
+            out.append(
+                {
+                    **raw,
+                    "instance_id": record.get("id", "?"),
+                    "stop_s": None,
+                    "cost_usd": round(session_cost_usd(session, now), 6),
+                    "open": True,
+                }
+            )
     return out

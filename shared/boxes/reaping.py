@@ -34,12 +34,20 @@ def _waiting(cp: ControlPlane, now: float, counts: Counter[str]) -> int:
     waiting = cp.store.list_by_status([JobStatus.QUEUED, JobStatus.STARTING])
     for job in waiting:
         if now - job.queued_at > job.max_queue_s:
-            finish(cp, job.id, JobStatus.EXPIRED, reason="max_queue_s_exceeded",
-                   error=JobError(code="expired", message=f"no GPU within max_queue_s={job.max_queue_s:g}s"))
+            finish(
+                cp,
+                job.id,
+                JobStatus.EXPIRED,
+                reason="max_queue_s_exceeded",
+                error=JobError(code="expired", message=f"no GPU within max_queue_s={job.max_queue_s:g}s"),
+            )
             counts["expired"] += 1
         elif now - (job.next_dispatch_at or job.queued_at) > cp.settings.lost_task_after_s:
-            log.warning("job %s: no dispatch for %.0fs past due; re-dispatching", job.id,
-                        now - (job.next_dispatch_at or job.queued_at))
+            log.warning(
+                "job %s: no dispatch for %.0fs past due; re-dispatching",
+                job.id,
+                now - (job.next_dispatch_at or job.queued_at),
+            )
             redispatch_now(cp, job)
             counts["redispatched"] += 1
     return len(waiting)
@@ -50,8 +58,14 @@ def _running(cp: ControlPlane, now: float, counts: Counter[str]) -> int:
     for job in running:
         started = job.started_at or job.queued_at
         if now - started > job.timeout_s + cp.settings.lease_s:
-            done = finish(cp, job.id, JobStatus.FAILED, reason="timeout", attempt=job.attempt,
-                          error=JobError(code="timeout", message=f"ran longer than timeout_s={job.timeout_s:g}s"))
+            done = finish(
+                cp,
+                job.id,
+                JobStatus.FAILED,
+                reason="timeout",
+                attempt=job.attempt,
+                error=JobError(code="timeout", message=f"ran longer than timeout_s={job.timeout_s:g}s"),
+            )
             if done is not None and done.status is JobStatus.FAILED:
                 cancel_on_agent(cp, done)
             counts["timed_out"] += 1
@@ -61,9 +75,12 @@ def _running(cp: ControlPlane, now: float, counts: Counter[str]) -> int:
 
 
 def _callbacks(cp: ControlPlane, now: float, counts: Counter[str]) -> None:
-    for job in cp.store.list_by_status([JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED,
-                                        JobStatus.EXPIRED], limit=500, finished_before=now - CALLBACK_STUCK_S,
-                                       with_pending_callbacks=True):
+    for job in cp.store.list_by_status(
+        [JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.EXPIRED],
+        limit=500,
+        finished_before=now - CALLBACK_STUCK_S,
+        with_pending_callbacks=True,
+    ):
         counts["callbacks_requeued"] += requeue_pending(cp, job)
 
 
@@ -114,6 +131,7 @@ def _mark_budget_wait(cp: ControlPlane) -> int:
     """Say why waiting jobs do not move while the job queue is paused for the budget."""
     marked = 0
     for job in cp.store.list_by_status([JobStatus.QUEUED, JobStatus.STARTING]):
+
         def mutate(current: Job) -> Job | None:
             if not current.status.is_waiting() or current.status_reason == "budget_exceeded":
                 return None

@@ -16,8 +16,9 @@ __all__ = ["trigger"]
 log = logging.getLogger("gpuq.trigger")
 
 
-def trigger(cp: ControlPlane, *, ready_instance: str | None = None,
-            phases: dict[str, float] | None = None) -> dict[str, Any]:
+def trigger(
+    cp: ControlPlane, *, ready_instance: str | None = None, phases: dict[str, float] | None = None
+) -> dict[str, Any]:
     """An external ping (``ready_instance=None``) or an agent announcing it is ready (with the durations
     of its own start-up ``phases``: ``agent_up_s``, ``model_loaded_s``)."""
     waiting = cp.store.list_by_status([JobStatus.QUEUED, JobStatus.STARTING])

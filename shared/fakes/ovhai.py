@@ -166,13 +166,24 @@ def _launch(app: dict[str, Any], config: dict[str, Any], log_dir: Path) -> None:
     if not launch:
         return
     port = app["_launch_port"] or _free_port()
-    env = {**os.environ, **{e["name"]: e["value"] for e in app["spec"]["envVars"]}, **launch.get("env", {}),
-           "PORT": str(port), "OVHAI_APP_ID": app["id"]}
+    env = {
+        **os.environ,
+        **{e["name"]: e["value"] for e in app["spec"]["envVars"]},
+        **launch.get("env", {}),
+        "PORT": str(port),
+        "OVHAI_APP_ID": app["id"],
+    }
     env[launch.get("port_env", "PORT")] = str(port)  # e.g. GPUQ_AGENT_PORT for the real agent
     env.pop("OVHAI_FAKE_STATE", None)
     with open(log_dir / f"app-{app['id']}.log", "ab") as out:
-        proc = subprocess.Popen(launch["command"], env=env, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            launch["command"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     app["_launch_port"], app["_pid"] = port, proc.pid
     app["_url"] = f"http://127.0.0.1:{port}"
 
@@ -228,9 +239,12 @@ def _volume(spec: str, region_default: str) -> dict[str, Any]:
         raise CliError(f"invalid volume '{spec}': expected container@alias[/prefix]:mount_path[:perm][:cache]")
     container, _, alias_prefix = source.partition("@")
     alias, _, prefix = alias_prefix.partition("/")
-    return {"dataStore": {"alias": alias or region_default, "container": container, "prefix": prefix},
-            "mountPath": parts[0], "permission": (parts[1] if len(parts) > 1 else "RO").upper(),
-            "cache": len(parts) > 2 and parts[2].lower() == "cache"}
+    return {
+        "dataStore": {"alias": alias or region_default, "container": container, "prefix": prefix},
+        "mountPath": parts[0],
+        "permission": (parts[1] if len(parts) > 1 else "RO").upper(),
+        "cache": len(parts) > 2 and parts[2].lower() == "cache",
+    }
 
 
 def _run(args: argparse.Namespace, state: dict[str, Any], now: float, log_dir: Path) -> dict[str, Any]:
@@ -244,10 +258,14 @@ def _run(args: argparse.Namespace, state: dict[str, Any], now: float, log_dir: P
             "image": args.image,
             "command": [c for c in args.command if c != "--"],
             "region": "GRA",
-            "resources": {"gpu": args.gpu if args.gpu is not None else (0 if args.cpu else 1),
-                          "gpuModel": "L4" if (args.flavor or "").startswith("l4") else "V100S",
-                          "flavor": args.flavor or "ai1-1-gpu", "cpu": args.cpu or 11,
-                          "memory": 48318382080, "ephemeralStorage": 422212465065984},
+            "resources": {
+                "gpu": args.gpu if args.gpu is not None else (0 if args.cpu else 1),
+                "gpuModel": "L4" if (args.flavor or "").startswith("l4") else "V100S",
+                "flavor": args.flavor or "ai1-1-gpu",
+                "cpu": args.cpu or 11,
+                "memory": 48318382080,
+                "ephemeralStorage": 422212465065984,
+            },
             "volumes": [_volume(v, "GRA") for v in args.volume],
             "unsecureHttp": bool(args.unsecure_http),
             "defaultHttpPort": args.default_http_port,
@@ -310,8 +328,9 @@ def _table(result: Any) -> str:
     rows = result if isinstance(result, list) else [result]
     lines = ["ID                                   NAME             STATE         URL"]
     for app in rows:
-        lines.append(f"{app['id']:<36} {app['spec']['name']:<16} {app['status']['state']:<13} "
-                     f"{app['status']['url'] or ''}")
+        lines.append(
+            f"{app['id']:<36} {app['spec']['name']:<16} {app['status']['state']:<13} {app['status']['url'] or ''}"
+        )
     return "\n".join(lines)
 
 

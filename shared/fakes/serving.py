@@ -19,9 +19,13 @@ S = TypeVar("S")
 
 
 @contextlib.contextmanager
-def serve_in_thread(start: Callable[[], Coroutine[Any, Any, S]], close: Callable[[S], Coroutine[Any, Any, None]], *,
-                    name: str,
-                    close_timeout_s: float = 30.0) -> Iterator[S]:
+def serve_in_thread(
+    start: Callable[[], Coroutine[Any, Any, S]],
+    close: Callable[[S], Coroutine[Any, Any, None]],
+    *,
+    name: str,
+    close_timeout_s: float = 30.0,
+) -> Iterator[S]:
     """Start a server on its own event loop in a daemon thread; close it and the loop when the block ends.
 
     Talk to it over its sockets: whatever state it has belongs to that thread."""
@@ -48,9 +52,15 @@ def serve_in_thread(start: Callable[[], Coroutine[Any, Any, S]], close: Callable
         thread.join(30)
 
 
-def serve_until_signalled(start: Callable[[], Coroutine[Any, Any, S]], close: Callable[[S], Coroutine[Any, Any, None]],
-                          *, name: str,
-                          where: str, banner: Callable[[S], str], farewell: str = "") -> int:
+def serve_until_signalled(
+    start: Callable[[], Coroutine[Any, Any, S]],
+    close: Callable[[S], Coroutine[Any, Any, None]],
+    *,
+    name: str,
+    where: str,
+    banner: Callable[[S], str],
+    farewell: str = "",
+) -> int:
     """Run a server in the foreground until SIGINT or SIGTERM. Returns the process exit code."""
 
     async def serve() -> int:

@@ -36,8 +36,13 @@ def schedule_callback(cp: ControlPlane, job: Job, subscription: str, event_type:
         return
     cp.queue.push(
         cp.settings.callback_queue,
-        {"kind": "callback", "job_id": job.id, "event_id": event_id_for(job, event_type, suffix),
-         "type": event_type, "try": 1},
+        {
+            "kind": "callback",
+            "job_id": job.id,
+            "event_id": event_id_for(job, event_type, suffix),
+            "type": event_type,
+            "try": 1,
+        },
     )
 
 
@@ -51,8 +56,16 @@ def requeue_pending(cp: ControlPlane, job: Job) -> int:
     count = 0
     for event_id in job.callback.pending:
         if event_id not in tried:
-            cp.queue.push(cp.settings.callback_queue, {"kind": "callback", "job_id": job.id, "event_id": event_id,
-                                                      "type": _event_type_of(event_id), "try": 1})
+            cp.queue.push(
+                cp.settings.callback_queue,
+                {
+                    "kind": "callback",
+                    "job_id": job.id,
+                    "event_id": event_id,
+                    "type": _event_type_of(event_id),
+                    "try": 1,
+                },
+            )
             count += 1
     return count
 
@@ -68,8 +81,10 @@ def resend_failed(cp: ControlPlane, job: Job) -> list[str]:
 
     cp.store.modify(job.id, mutate)
     for event_id in events:
-        cp.queue.push(cp.settings.callback_queue, {"kind": "callback", "job_id": job.id, "event_id": event_id,
-                                                  "type": _event_type_of(event_id), "try": 1})
+        cp.queue.push(
+            cp.settings.callback_queue,
+            {"kind": "callback", "job_id": job.id, "event_id": event_id, "type": _event_type_of(event_id), "try": 1},
+        )
     return events
 
 
@@ -82,8 +97,7 @@ def _post(cp: ControlPlane, url: str, pinned: str | None, body: bytes, headers: 
     host = f"[{pinned}]" if ":" in pinned else pinned
     target = parts.copy_with(host=host.strip("[]"))
     headers = {**headers, "Host": parts.netloc.decode()}
-    return cp.http.post(target, content=body, headers=headers, timeout=timeout,
-                        extensions={"sni_hostname": parts.host})
+    return cp.http.post(target, content=body, headers=headers, timeout=timeout, extensions={"sni_hostname": parts.host})
 
 
 def _body(cp: ControlPlane, job: Job, event_type: str) -> bytes:
@@ -102,8 +116,7 @@ def deliver_callback(cp: ControlPlane, job_id: str, event_id: str, event_type: s
     status_code: int | None = None
     error: str | None = None
     try:
-        pinned = check_callback_url(job.callback_url, cp.allow_hosts(), resolve=True,
-                                    allow_http=s.callback_allow_http)
+        pinned = check_callback_url(job.callback_url, cp.allow_hosts(), resolve=True, allow_http=s.callback_allow_http)
         body = _body(cp, job, event_type)
         headers = sign_webhook(s.webhook_secret, event_id, int(cp.clock.now()), body) if s.webhook_secret else {}
         headers["Content-Type"] = "application/json"
@@ -123,12 +136,22 @@ def deliver_callback(cp: ControlPlane, job_id: str, event_id: str, event_type: s
         outcome = "failed"
     else:
         outcome = "retrying"
-    record = CallbackDelivery(event_id=event_id, type=event_type, try_number=try_number, at=cp.clock.now(),
-                              status_code=status_code, error=error, outcome=outcome)
+    record = CallbackDelivery(
+        event_id=event_id,
+        type=event_type,
+        try_number=try_number,
+        at=cp.clock.now(),
+        status_code=status_code,
+        error=error,
+        outcome=outcome,
+    )
     if outcome == "retrying":
         delay = min(s.callback_backoff_s * 2 ** (try_number - 1), MAX_BACKOFF_S)
-        cp.queue.push(s.callback_queue, {"kind": "callback", "job_id": job_id, "event_id": event_id,
-                                        "type": event_type, "try": try_number + 1}, delay_s=delay)
+        cp.queue.push(
+            s.callback_queue,
+            {"kind": "callback", "job_id": job_id, "event_id": event_id, "type": event_type, "try": try_number + 1},
+            delay_s=delay,
+        )
 
     def mutate(current: Job) -> Job:
         current.callback.deliveries.append(record)
@@ -142,6 +165,7 @@ def deliver_callback(cp: ControlPlane, job_id: str, event_id: str, event_type: s
         return current
 
     cp.store.modify(job_id, mutate)
-    log.info("callback %s for job %s try %d: %s%s", event_type, job_id, try_number, outcome,
-             f" ({error})" if error else "")
+    log.info(
+        "callback %s for job %s try %d: %s%s", event_type, job_id, try_number, outcome, f" ({error})" if error else ""
+    )
     return outcome

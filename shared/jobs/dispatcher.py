@@ -37,8 +37,13 @@ def dispatch_job(cp: ControlPlane, job_id: str, seq: int) -> str:
         return "stale_task"
     now = cp.clock.now()
     if now - job.queued_at > job.max_queue_s:
-        finish(cp, job_id, JobStatus.EXPIRED, reason="max_queue_s_exceeded",
-               error=JobError(code="expired", message=f"no GPU within max_queue_s={job.max_queue_s:g}s"))
+        finish(
+            cp,
+            job_id,
+            JobStatus.EXPIRED,
+            reason="max_queue_s_exceeded",
+            error=JobError(code="expired", message=f"no GPU within max_queue_s={job.max_queue_s:g}s"),
+        )
         return "expired"
 
     settings = cp.settings
@@ -86,8 +91,14 @@ def dispatch_job(cp: ControlPlane, job_id: str, seq: int) -> str:
         snooze(cp, job, seq, reason=exc.code, delay_s=settings.snooze_s)
         return f"snoozed:{exc.code}"
     except ValidationFailed as exc:
-        finish(cp, job_id, JobStatus.FAILED, reason="refused_by_agent", attempt=attempt,
-               error=JobError(code=exc.code, message=exc.message))
+        finish(
+            cp,
+            job_id,
+            JobStatus.FAILED,
+            reason="refused_by_agent",
+            attempt=attempt,
+            error=JobError(code=exc.code, message=exc.message),
+        )
         return "refused_by_agent"
 
     def confirm(current: Job) -> Job | None:
@@ -105,8 +116,13 @@ def dispatch_job(cp: ControlPlane, job_id: str, seq: int) -> str:
         return "cancelled_meanwhile"
     push_lease_check(cp, job_id, accepted.attempt, delay_s=settings.lease_s + 0.5)
     note_handover(cp, instance, job_id)
-    log.info("job %s handed to %s (attempt %d%s)", job_id, instance.id, accepted.attempt,
-             ", duplicate" if accepted.duplicate else "")
+    log.info(
+        "job %s handed to %s (attempt %d%s)",
+        job_id,
+        instance.id,
+        accepted.attempt,
+        ", duplicate" if accepted.duplicate else "",
+    )
     return "handed_over"
 
 

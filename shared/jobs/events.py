@@ -46,8 +46,10 @@ class AgentJob(BaseModel):
     report_url: str
     report_token: str
     reports_url: str | None = Field(
-        None, description="The control plane's batch endpoint (POST /v1/reports): when set, the agent sends the "
-                          "reports of all its jobs there together instead of one POST per job to report_url.")
+        None,
+        description="The control plane's batch endpoint (POST /v1/reports): when set, the agent sends the "
+        "reports of all its jobs there together instead of one POST per job to report_url.",
+    )
     cold_start_s: float | None = Field(None, description="The control plane's measured cold-start estimate.")
     price_per_hour: float | None = Field(None, description="What this box costs, from the provider.")
 

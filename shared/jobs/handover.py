@@ -78,5 +78,8 @@ def cancel_on_agent(cp: ControlPlane, job: Job) -> None:
     try:
         _signed_post(cp, instance.id, f"{instance.agent_url}/v1/jobs/{job.id}/cancel", b"{}")
     except httpx.HTTPError as exc:
-        log.info("cancel of job %s not delivered to the agent now (%s); it learns at its next report",
-                 job.id, type(exc).__name__)
+        log.info(
+            "cancel of job %s not delivered to the agent now (%s); it learns at its next report",
+            job.id,
+            type(exc).__name__,
+        )

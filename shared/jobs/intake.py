@@ -57,14 +57,14 @@ def submit_job(
     """Store and queue a job. Returns ``(job, created)``; a repeated idempotency key returns the first job."""
     s = cp.settings
     if idempotency_header is not None and not re.fullmatch(r"[\x21-\x7e]{1,255}", idempotency_header):
-        raise ValidationFailed("Idempotency-Key header: 1 to 255 printable ASCII characters, no spaces",
-                               code="invalid_idempotency_key")
+        raise ValidationFailed(
+            "Idempotency-Key header: 1 to 255 printable ASCII characters, no spaces", code="invalid_idempotency_key"
+        )
     key = idempotency_header or request.idempotency_key
     if idempotency_header and request.idempotency_key and idempotency_header != request.idempotency_key:
         raise ValidationFailed("Idempotency-Key header and idempotency_key field differ")
     if request.callback_url:
-        check_callback_url(request.callback_url, cp.allow_hosts(), resolve=False,
-                           allow_http=s.callback_allow_http)
+        check_callback_url(request.callback_url, cp.allow_hosts(), resolve=False, allow_http=s.callback_allow_http)
     now = cp.clock.now()
     # Only an idempotency claim compares the request's hash: no key, no hash to compute.
     claim = IdempotencyClaim(owner=owner, key=key, request_hash=_request_hash(request)) if key else None

@@ -109,8 +109,9 @@ def finish(
 
 
 def push_lease_check(cp: ControlPlane, job_id: str, attempt: int, *, delay_s: float) -> None:
-    cp.queue.push(cp.settings.lease_queue, {"kind": "lease", "job_id": job_id, "attempt": attempt},
-                  delay_s=max(0.0, delay_s))
+    cp.queue.push(
+        cp.settings.lease_queue, {"kind": "lease", "job_id": job_id, "attempt": attempt}, delay_s=max(0.0, delay_s)
+    )
 
 
 def redrive(cp: ControlPlane, job: Job, *, reason: str = "retrying_after_agent_failure", force: bool = False) -> str:
@@ -118,9 +119,16 @@ def redrive(cp: ControlPlane, job: Job, *, reason: str = "retrying_after_agent_f
     through the queue, or failed when out of attempts."""
     now = cp.clock.now()
     if job.attempt >= job.max_attempts:
-        finish(cp, job.id, JobStatus.FAILED, reason="agent_lost", attempt=job.attempt,
-               error=JobError(code="agent_lost",
-                              message=f"the agent stopped reporting; gave up after {job.attempt} attempts"))
+        finish(
+            cp,
+            job.id,
+            JobStatus.FAILED,
+            reason="agent_lost",
+            attempt=job.attempt,
+            error=JobError(
+                code="agent_lost", message=f"the agent stopped reporting; gave up after {job.attempt} attempts"
+            ),
+        )
         return "failed"
     seq = job.dispatch_seq + 1
     push_dispatch(cp, job.id, seq)

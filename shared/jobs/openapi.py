@@ -107,16 +107,27 @@ def _json(ref: str) -> dict[str, Any]:
 
 
 def _errors(*codes: int) -> dict[str, Any]:
-    reasons = {400: "Malformed body", 401: "Missing or invalid credential", 404: "Unknown job",
-               409: "Conflict (idempotency key reused with another body, or job already finished)",
-               413: "Body too large", 415: "Not application/json", 422: "Invalid field values",
-               429: "Rate limited (see Retry-After)", 503: "Queue unavailable: retry"}
+    reasons = {
+        400: "Malformed body",
+        401: "Missing or invalid credential",
+        404: "Unknown job",
+        409: "Conflict (idempotency key reused with another body, or job already finished)",
+        413: "Body too large",
+        415: "Not application/json",
+        422: "Invalid field values",
+        429: "Rate limited (see Retry-After)",
+        503: "Queue unavailable: retry",
+    }
     return {str(c): {"description": reasons[c], "content": _json("ErrorBody")} for c in codes}
 
 
 NDJSON_DOC = "NDJSON: {response} lines, then {done, status}"
-JOB_ID = {"name": "job_id", "in": "path", "required": True,
-          "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}}
+JOB_ID = {
+    "name": "job_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
+}
 
 
 def jobs_openapi() -> dict[str, Any]:
@@ -125,115 +136,225 @@ def jobs_openapi() -> dict[str, Any]:
     common = (401, 429)
     return {
         "openapi": "3.1.0",
-        "info": {"title": "gpuq jobs API", "version": "1",
-                 "description": "Submit LLM jobs; they wait for a GPU box that starts on demand."},
+        "info": {
+            "title": "gpuq jobs API",
+            "version": "1",
+            "description": "Submit LLM jobs; they wait for a GPU box that starts on demand.",
+        },
         "components": {
             "schemas": schemas,
-            "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer",
-                                           "description": "An API key from GPUQ_API_KEYS."}},
+            "securitySchemes": {
+                "apiKey": {"type": "http", "scheme": "bearer", "description": "An API key from GPUQ_API_KEYS."}
+            },
         },
         "security": [{"apiKey": []}],
         "paths": {
-            "/v1/jobs": {"post": {
-                "operationId": "createJob", "summary": "Submit a job",
-                "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
-                                "schema": {"type": "string", "pattern": r"^[\x21-\x7e]{1,255}$"}}],
-                "requestBody": {"required": True, "content": _json("JobCreate")},
-                "responses": {"202": {"description": "Queued", "content": _json("JobView")},
-                              "200": {"description": "Same idempotency key and body: the existing job",
-                                      "content": _json("JobView")},
-                              **_errors(400, 409, 413, 415, 422, 503, *common)},
-            }},
-            "/v1/jobs/{job_id}": {"get": {
-                "operationId": "getJob", "summary": "A job, with its output so far",
-                "parameters": [JOB_ID], "responses": {"200": job, **_errors(404, *common)},
-            }},
-            "/v1/jobs/{job_id}/stream": {"get": {
-                "operationId": "streamJob", "summary": "Server-Sent Events: status, output (id attempt-seq), done",
-                "parameters": [JOB_ID, {"name": "Last-Event-ID", "in": "header", "required": False,
-                                        "schema": {"type": "string"}}],
-                "responses": {"200": {"description": "An event stream ending with `done`",
-                                      "content": {"text/event-stream": {"schema": {"type": "string"}}}},
-                              **_errors(404, *common)},
-            }},
-            "/v1/jobs/{job_id}/cancel": {"post": {
-                "operationId": "cancelJob", "summary": "Cancel a queued or running job; partial output is kept",
-                "parameters": [JOB_ID], "responses": {"200": job, **_errors(404, 409, *common)},
-            }},
-            "/v1/jobs/{job_id}/callback/resend": {"post": {
-                "operationId": "resendCallbacks", "summary": "Deliver the job's dead-lettered callbacks again",
-                "parameters": [JOB_ID],
-                "responses": {"200": {"description": "Event ids queued again", "content": _json("Resent")},
-                              **_errors(404, *common)},
-            }},
-            "/enqueue": {"post": {
-                "operationId": "seedEnqueue", "summary": "Seed-compatible submit (x-task-type: llm)",
-                "parameters": [{"name": "x-task-type", "in": "header", "required": True,
-                                "schema": {"type": "string", "enum": ["llm"]}}],
-                "requestBody": {"required": True, "content": _json("SeedJob")},
-                "responses": {"202": {"description": "Queued", "content": _json("JobView")},
-                              "200": {"description": "Existing job", "content": _json("JobView")},
-                              **_errors(400, 409, 413, 415, 422, 503, *common)},
-            }},
-            "/v1/cost": {"get": {
-                "operationId": "cost", "summary": "What the boxes cost over a window, per instance and model",
-                "parameters": [{"name": "since", "in": "query", "required": False,
-                                "schema": {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?[smhd]$"}}],
-                "responses": {"200": {"description": "Totals", "content": {"application/json": {
-                    "schema": {"type": "object", "required": ["billed_usd", "billed_gpu_hours", "cold_starts",
-                                                              "idle_fraction"]}}}},
-                              **_errors(422, *common)},
-            }},
-            "/v1/openapi.json": {"get": {
-                "operationId": "openapi", "summary": "This document", "security": [],
-                "responses": {"200": {"description": "OpenAPI 3.1",
-                                      "content": {"application/json": {"schema": {"type": "object"}}}}},
-            }},
+            "/v1/jobs": {
+                "post": {
+                    "operationId": "createJob",
+                    "summary": "Submit a job",
+                    "parameters": [
+                        {
+                            "name": "Idempotency-Key",
+                            "in": "header",
+                            "required": False,
+                            "schema": {"type": "string", "pattern": r"^[\x21-\x7e]{1,255}$"},
+                        }
+                    ],
+                    "requestBody": {"required": True, "content": _json("JobCreate")},
+                    "responses": {
+                        "202": {"description": "Queued", "content": _json("JobView")},
+                        "200": {
+                            "description": "Same idempotency key and body: the existing job",
+                            "content": _json("JobView"),
+                        },
+                        **_errors(400, 409, 413, 415, 422, 503, *common),
+                    },
+                }
+            },
+            "/v1/jobs/{job_id}": {
+                "get": {
+                    "operationId": "getJob",
+                    "summary": "A job, with its output so far",
+                    "parameters": [JOB_ID],
+                    "responses": {"200": job, **_errors(404, *common)},
+                }
+            },
+            "/v1/jobs/{job_id}/stream": {
+                "get": {
+                    "operationId": "streamJob",
+                    "summary": "Server-Sent Events: status, output (id attempt-seq), done",
+                    "parameters": [
+                        JOB_ID,
+                        {"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string"}},
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "An event stream ending with `done`",
+                            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                        },
+                        **_errors(404, *common),
+                    },
+                }
+            },
+            "/v1/jobs/{job_id}/cancel": {
+                "post": {
+                    "operationId": "cancelJob",
+                    "summary": "Cancel a queued or running job; partial output is kept",
+                    "parameters": [JOB_ID],
+                    "responses": {"200": job, **_errors(404, 409, *common)},
+                }
+            },
+            "/v1/jobs/{job_id}/callback/resend": {
+                "post": {
+                    "operationId": "resendCallbacks",
+                    "summary": "Deliver the job's dead-lettered callbacks again",
+                    "parameters": [JOB_ID],
+                    "responses": {
+                        "200": {"description": "Event ids queued again", "content": _json("Resent")},
+                        **_errors(404, *common),
+                    },
+                }
+            },
+            "/enqueue": {
+                "post": {
+                    "operationId": "seedEnqueue",
+                    "summary": "Seed-compatible submit (x-task-type: llm)",
+                    "parameters": [
+                        {
+                            "name": "x-task-type",
+                            "in": "header",
+                            "required": True,
+                            "schema": {"type": "string", "enum": ["llm"]},
+                        }
+                    ],
+                    "requestBody": {"required": True, "content": _json("SeedJob")},
+                    "responses": {
+                        "202": {"description": "Queued", "content": _json("JobView")},
+                        "200": {"description": "Existing job", "content": _json("JobView")},
+                        **_errors(400, 409, 413, 415, 422, 503, *common),
+                    },
+                }
+            },
+            "/v1/cost": {
+                "get": {
+                    "operationId": "cost",
+                    "summary": "What the boxes cost over a window, per instance and model",
+                    "parameters": [
+                        {
+                            "name": "since",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?[smhd]$"},
+                        }
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "Totals",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "required": ["billed_usd", "billed_gpu_hours", "cold_starts", "idle_fraction"],
+                                    }
+                                }
+                            },
+                        },
+                        **_errors(422, *common),
+                    },
+                }
+            },
+            "/v1/openapi.json": {
+                "get": {
+                    "operationId": "openapi",
+                    "summary": "This document",
+                    "security": [],
+                    "responses": {
+                        "200": {
+                            "description": "OpenAPI 3.1",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        }
+                    },
+                }
+            },
         },
     }
 
 
 def agent_openapi() -> dict[str, Any]:
-    schemas = _components([AgentJob, AgentJobAccepted, AgentHealth, ErrorBody, Report, ReportAck, ReportBatch,
-                           ReportBatchAck])
-    signed = {"description": "HMAC-SHA256 over method, path, timestamp, nonce and body hash; headers "
-                             "X-Gpuq-Timestamp, X-Gpuq-Nonce, X-Gpuq-Signature; 5-minute window; no replay."}
+    schemas = _components(
+        [AgentJob, AgentJobAccepted, AgentHealth, ErrorBody, Report, ReportAck, ReportBatch, ReportBatchAck]
+    )
+    signed = {
+        "description": "HMAC-SHA256 over method, path, timestamp, nonce and body hash; headers "
+        "X-Gpuq-Timestamp, X-Gpuq-Nonce, X-Gpuq-Signature; 5-minute window; no replay."
+    }
     accepted = {"description": "Accepted", "content": _json("AgentJobAccepted")}
     return {
         "openapi": "3.1.0",
-        "info": {"title": "gpuq agent API", "version": "1",
-                 "description": "Served by the agent on the GPU box; called only by the control plane. " + signed[
-                     "description"]},
-        "components": {"schemas": schemas, "securitySchemes": {
-            "signature": {"type": "apiKey", "in": "header", "name": "X-Gpuq-Signature", **signed}}},
+        "info": {
+            "title": "gpuq agent API",
+            "version": "1",
+            "description": "Served by the agent on the GPU box; called only by the control plane. "
+            + signed["description"],
+        },
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"signature": {"type": "apiKey", "in": "header", "name": "X-Gpuq-Signature", **signed}},
+        },
         "security": [{"signature": []}],
         "paths": {
-            "/health": {"get": {"operationId": "health", "security": [],
-                                "responses": {"200": {"description": "Ready", "content": _json("AgentHealth")},
-                                              "503": {"description": "Not ready (why in `status`)",
-                                                      "content": _json("AgentHealth")}}}},
-            "/v1/jobs": {"post": {"operationId": "acceptJob", "requestBody": {"required": True,
-                                                                              "content": _json("AgentJob")},
-                                  "responses": {"202": accepted, "200": {**accepted, "description": "Duplicate"},
-                                                **_errors(401, 422), "503": {
-                                                    "description": "Not ready, busy or stopping",
-                                                    "content": _json("ErrorBody")}}}},
-            "/v1/stream": {"post": {"operationId": "streamJob", "requestBody": {"required": True,
-                                                                                "content": _json("AgentJob")},
-                                    "responses": {"200": {"description": NDJSON_DOC,
-                                                          "content": {"application/x-ndjson": {
-                                                              "schema": {"type": "string"}}}},
-                                                  **_errors(401, 422)}}},
-            "/v1/jobs/{job_id}/cancel": {"post": {"operationId": "cancelJob", "parameters": [JOB_ID],
-                                                  "responses": {"200": {"description": "Cancelled"},
-                                                                **_errors(401, 404)}}},
+            "/health": {
+                "get": {
+                    "operationId": "health",
+                    "security": [],
+                    "responses": {
+                        "200": {"description": "Ready", "content": _json("AgentHealth")},
+                        "503": {"description": "Not ready (why in `status`)", "content": _json("AgentHealth")},
+                    },
+                }
+            },
+            "/v1/jobs": {
+                "post": {
+                    "operationId": "acceptJob",
+                    "requestBody": {"required": True, "content": _json("AgentJob")},
+                    "responses": {
+                        "202": accepted,
+                        "200": {**accepted, "description": "Duplicate"},
+                        **_errors(401, 422),
+                        "503": {"description": "Not ready, busy or stopping", "content": _json("ErrorBody")},
+                    },
+                }
+            },
+            "/v1/stream": {
+                "post": {
+                    "operationId": "streamJob",
+                    "requestBody": {"required": True, "content": _json("AgentJob")},
+                    "responses": {
+                        "200": {
+                            "description": NDJSON_DOC,
+                            "content": {"application/x-ndjson": {"schema": {"type": "string"}}},
+                        },
+                        **_errors(401, 422),
+                    },
+                }
+            },
+            "/v1/jobs/{job_id}/cancel": {
+                "post": {
+                    "operationId": "cancelJob",
+                    "parameters": [JOB_ID],
+                    "responses": {"200": {"description": "Cancelled"}, **_errors(401, 404)},
+                }
+            },
         },
-        "x-reports": {"description": "The agent POSTs one ReportBatch per interval to the job's reports_url "
-                                     "(the control plane's POST /v1/reports), an entry per job, each with the "
-                                     "job's report_token, and gets a ReportBatchAck (an ack per entry; 401 when "
-                                     "no entry's token is valid). A job handed over without reports_url is "
-                                     "reported alone: a Report to its report_url with `Authorization: Bearer "
-                                     "<report_token>`, answered by a ReportAck."},
+        "x-reports": {
+            "description": "The agent POSTs one ReportBatch per interval to the job's reports_url "
+            "(the control plane's POST /v1/reports), an entry per job, each with the "
+            "job's report_token, and gets a ReportBatchAck (an ack per entry; 401 when "
+            "no entry's token is valid). A job handed over without reports_url is "
+            "reported alone: a Report to its report_url with `Authorization: Bearer "
+            "<report_token>`, answered by a ReportAck."
+        },
     }
 
 

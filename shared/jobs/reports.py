@@ -74,8 +74,9 @@ def apply_report(cp: ControlPlane, job_id: str, token: str, report: Report) -> R
             redrive(cp, job_now, force=True)
         return ReportAck(status=job_now.status if job_now else JobStatus.CANCELLED, cancel=True)
     if report.outcome is not None:
-        status = {"succeeded": JobStatus.SUCCEEDED, "failed": JobStatus.FAILED,
-                  "cancelled": JobStatus.CANCELLED}[report.outcome]
+        status = {"succeeded": JobStatus.SUCCEEDED, "failed": JobStatus.FAILED, "cancelled": JobStatus.CANCELLED}[
+            report.outcome
+        ]
         error = report.error if status is not JobStatus.SUCCEEDED else None
         reason = None if status is JobStatus.SUCCEEDED else (error.code if error else report.outcome)
         finished = finish(cp, job_id, status, reason=reason, error=error or _default_error(status), attempt=attempt)
@@ -103,8 +104,9 @@ def apply_reports(cp: ControlPlane, batch: ReportBatch) -> ReportBatchAck:
         except ClientError as exc:
             if isinstance(exc, Unauthorized):
                 unauthorized.append(exc)
-            acks.append(ReportEntryAck(job_id=entry.job_id, cancel=True,
-                                       error=JobError(code=exc.code, message=exc.message)))
+            acks.append(
+                ReportEntryAck(job_id=entry.job_id, cancel=True, error=JobError(code=exc.code, message=exc.message))
+            )
             continue
         acks.append(ReportEntryAck(job_id=entry.job_id, status=ack.status, cancel=ack.cancel))
     if len(unauthorized) == len(acks):

@@ -44,8 +44,10 @@ def sse_events(cp: ControlPlane, job: Job, last_event_id: str | None, *, max_s: 
         yield from _events(cp, job, last_event_id, max_s)
     except Exception:
         log.exception("stream of job %s failed", job.id)
-        yield _event("error", {"error": {"code": "stream_failed", "message": "the stream broke; reconnect with "
-                                         "Last-Event-ID to resume"}})
+        yield _event(
+            "error",
+            {"error": {"code": "stream_failed", "message": "the stream broke; reconnect with Last-Event-ID to resume"}},
+        )
 
 
 def _events(cp: ControlPlane, job: Job, last_event_id: str | None, max_s: float) -> Iterator[str]:

@@ -60,16 +60,21 @@ def check_budget(cp: ControlPlane) -> dict[str, Any]:
     day, month = spend_usd(cp, now)
     day_start, month_start = _period_starts(now)
     state = _state(cp)
-    over = [(name, spent, cap) for name, spent, cap in (("daily", day, s.budget_daily_usd),
-                                                         ("monthly", month, s.budget_monthly_usd))
-            if cap > 0 and spent >= cap]
-    for name, spent, cap, period in (("daily", day, s.budget_daily_usd, day_start),
-                                     ("monthly", month, s.budget_monthly_usd, month_start)):
+    over = [
+        (name, spent, cap)
+        for name, spent, cap in (("daily", day, s.budget_daily_usd), ("monthly", month, s.budget_monthly_usd))
+        if cap > 0 and spent >= cap
+    ]
+    for name, spent, cap, period in (
+        ("daily", day, s.budget_daily_usd, day_start),
+        ("monthly", month, s.budget_monthly_usd, month_start),
+    ):
         mark = f"{name}@{period:.0f}"
         if cap > 0 and spent >= cap * s.budget_warn_fraction and mark not in state["warned"]:
             state["warned"].append(mark)
-            log.warning("budget warning: %s spend $%.4f is %.0f%% of the $%.2f cap", name, spent,
-                        100 * spent / cap, cap)
+            log.warning(
+                "budget warning: %s spend $%.4f is %.0f%% of the $%.2f cap", name, spent, 100 * spent / cap, cap
+            )
     if over and not state["exceeded"]:
         name, spent, cap = over[0]
         cp.queue.pause(s.job_queue)
@@ -79,10 +84,17 @@ def check_budget(cp: ControlPlane) -> dict[str, Any]:
         waiting = cp.store.list_by_status([JobStatus.QUEUED, JobStatus.STARTING])
         for job in waiting:  # their snoozed tasks may be far off: run them now
             redispatch_now(cp, job)
-        log.warning("budget available again (day $%.4f, month $%.4f): job queue resumed, %d waiting job(s) "
-                    "dispatched", day, month, len(waiting))
+        log.warning(
+            "budget available again (day $%.4f, month $%.4f): job queue resumed, %d waiting job(s) dispatched",
+            day,
+            month,
+            len(waiting),
+        )
     state.update(exceeded=bool(over), spent_day_usd=round(day, 6), spent_month_usd=round(month, 6), at=now)
     state["warned"] = state["warned"][-10:]
     cp.store.put_record(KIND, KEY, state)
-    return {"spent_day_usd": state["spent_day_usd"], "spent_month_usd": state["spent_month_usd"],
-            "budget_exceeded": state["exceeded"]}
+    return {
+        "spent_day_usd": state["spent_day_usd"],
+        "spent_month_usd": state["spent_month_usd"],
+        "budget_exceeded": state["exceeded"],
+    }

@@ -26,8 +26,14 @@ def _transport() -> google.auth.transport.requests.Request:
     return google.auth.transport.requests.Request(session=requests.Session())
 
 
-_CHECKS = (("audience", "wrong audience"), ("expired", "expired"), ("too early", "not yet valid"),
-           ("signature", "bad signature"), ("segments", "malformed"), ("certificate", "unknown signing key"))
+_CHECKS = (
+    ("audience", "wrong audience"),
+    ("expired", "expired"),
+    ("too early", "not yet valid"),
+    ("signature", "bad signature"),
+    ("segments", "malformed"),
+    ("certificate", "unknown signing key"),
+)
 
 
 def _which_check(message: str) -> str:
@@ -43,8 +49,9 @@ def verify_oidc(headers: HeaderSource, *, audience: str, service_account: str, c
     from google.oauth2 import id_token
 
     try:
-        claims = id_token.verify_token(token, _transport(), audience=audience, certs_url=certs_url,
-                                       clock_skew_in_seconds=10)
+        claims = id_token.verify_token(
+            token, _transport(), audience=audience, certs_url=certs_url, clock_skew_in_seconds=10
+        )
     except (ValueError, gexc.GoogleAuthError) as exc:
         # google-auth's messages can quote the token itself: say only which check failed.
         raise Unauthorized(f"invalid OIDC token: {_which_check(str(exc))}", code="invalid_oidc_token") from None

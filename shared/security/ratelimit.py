@@ -18,8 +18,9 @@ __all__ = ["RateLimiter"]
 
 
 class RateLimiter:
-    def __init__(self, per_min: float, *, burst: float | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, per_min: float, *, burst: float | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._rate_s = per_min / 60.0
         self._burst = burst if burst is not None else per_min
         self._clock = clock
@@ -36,6 +37,8 @@ class RateLimiter:
             tokens = min(self._burst, tokens + (now - at) * self._rate_s)
             if tokens < 1.0:
                 self._buckets[name] = (tokens, now)
-                raise RateLimited(f"rate limit of {self._rate_s * 60:g} requests/min exceeded for {name!r}",
-                                  retry_after_s=(1.0 - tokens) / self._rate_s)
+                raise RateLimited(
+                    f"rate limit of {self._rate_s * 60:g} requests/min exceeded for {name!r}",
+                    retry_after_s=(1.0 - tokens) / self._rate_s,
+                )
             self._buckets[name] = (tokens - 1.0, now)

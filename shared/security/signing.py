@@ -173,9 +173,7 @@ class RequestSigner:
             "X-Gpuq-Signature": self._mac(method, path, ts, nonce, body),
         }
 
-    def verify(
-        self, method: str, path: str, headers: HeaderSource, body: bytes, *, now: float | None = None
-    ) -> None:
+    def verify(self, method: str, path: str, headers: HeaderSource, body: bytes, *, now: float | None = None) -> None:
         now = now if now is not None else time.time()
         ts, nonce, sig = (headers.get(h) or "" for h in self.HEADERS)
         if not (ts and nonce and sig):
@@ -238,8 +236,12 @@ def verify_webhook(secret: str, headers: HeaderSource, body: bytes, *, now: floa
 # --- callback URL rules ----------------------------------------------------------------------------
 def _forbidden(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     return (
-        addr.is_private or addr.is_loopback or addr.is_link_local or addr.is_multicast
-        or addr.is_reserved or addr.is_unspecified
+        addr.is_private
+        or addr.is_loopback
+        or addr.is_link_local
+        or addr.is_multicast
+        or addr.is_reserved
+        or addr.is_unspecified
     )
 
 
@@ -283,8 +285,7 @@ def check_callback_url(url: str, allow_hosts: set[str], *, resolve: bool, allow_
         try:
             infos = socket.getaddrinfo(host, port or 443, proto=socket.IPPROTO_TCP)
         except (OSError, UnicodeError, ValueError) as exc:
-            raise ValidationFailed(f"callback host {host!r} does not resolve", code="invalid_callback_url") \
-                from exc
+            raise ValidationFailed(f"callback host {host!r} does not resolve", code="invalid_callback_url") from exc
         addresses = [ipaddress.ip_address(info[4][0]) for info in infos]
     else:
         addresses = []

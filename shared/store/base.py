@@ -56,8 +56,14 @@ class JobStore(Protocol):
 
     def delete(self, job_id: str) -> None: ...
 
-    def list_by_status(self, statuses: Iterable[JobStatus], *, limit: int = 1000, finished_before: float | None = None,
-                       with_pending_callbacks: bool = False) -> list[Job]:
+    def list_by_status(
+        self,
+        statuses: Iterable[JobStatus],
+        *,
+        limit: int = 1000,
+        finished_before: float | None = None,
+        with_pending_callbacks: bool = False,
+    ) -> list[Job]:
         """Oldest first. Optionally only jobs finished before a time, or with callback events not yet tried."""
         ...
 

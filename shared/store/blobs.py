@@ -47,21 +47,28 @@ class BlobSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GPUQ_BLOB_", extra="ignore")
 
     bucket: str = Field("", description="Bucket for large outputs; empty keeps every output in the job store.")
-    endpoint_url: str = Field("", description="S3 API endpoint: empty for AWS; https://storage.googleapis.com "
-                              "(GCS interoperability), https://<account>.r2.cloudflarestorage.com (R2), "
-                              "http://127.0.0.1:9000 (MinIO).")
+    endpoint_url: str = Field(
+        "",
+        description="S3 API endpoint: empty for AWS; https://storage.googleapis.com "
+        "(GCS interoperability), https://<account>.r2.cloudflarestorage.com (R2), "
+        "http://127.0.0.1:9000 (MinIO).",
+    )
     region: str = Field("us-east-1", description="Signing region (R2: auto; GCS: auto or the bucket's region).")
     access_key_id: str = Field("", description="Access key (GCS: an HMAC key). Empty: boto3's default chain.")
     secret_access_key: str = Field("", description="Secret of the access key.")
     prefix: str = Field("gpuq/outputs", description="Key prefix of the output objects.")
     addressing_style: Literal["auto", "path", "virtual"] = Field(
-        "auto", description="Bucket in the path or the host name (MinIO and moto: path).")
+        "auto", description="Bucket in the path or the host name (MinIO and moto: path)."
+    )
     checksums: Literal["when_required", "when_supported"] = Field(
-        "when_required", description="boto3's request checksums. when_supported (its default since 1.36) "
-        "sends headers GCS interoperability and some S3 clones refuse.")
+        "when_required",
+        description="boto3's request checksums. when_supported (its default since 1.36) "
+        "sends headers GCS interoperability and some S3 clones refuse.",
+    )
     inline_max_bytes: int = Field(256 * KIB, description="Outputs up to this size stay in the job store.")
-    presign_over_bytes: int = Field(8 * MIB, description="Outputs over this size are answered with a "
-                                    "presigned URL instead of the text.")
+    presign_over_bytes: int = Field(
+        8 * MIB, description="Outputs over this size are answered with a presigned URL instead of the text."
+    )
     presign_ttl_s: int = Field(3600, description="Validity of a presigned output URL.")
     timeout_s: float = Field(10.0, description="Connect and read timeout of each bucket call.")
 
@@ -136,8 +143,9 @@ class BlobStore:
         except _vendor_errors() as exc:
             if _error_code(exc) in ("NoSuchKey", "404", "NotFound"):
                 raise NotFound(f"{what}: the object is gone from the bucket", code="output_not_found") from exc
-            raise ServiceError(f"{what} failed: {type(exc).__name__}: {_error_code(exc) or exc}",
-                               code="blob_store_unavailable") from exc
+            raise ServiceError(
+                f"{what} failed: {type(exc).__name__}: {_error_code(exc) or exc}", code="blob_store_unavailable"
+            ) from exc
 
     # --- objects --------------------------------------------------------------------------------
     def key_for(self, job_id: str, attempt: int) -> str:
@@ -146,10 +154,21 @@ class BlobStore:
     def put_output(self, job_id: str, attempt: int, text: str) -> BlobRef:
         """Upload one attempt's whole output; returns the reference to keep on the job."""
         body = text.encode()
-        ref = BlobRef(bucket=self.settings.bucket, key=self.key_for(job_id, attempt), size_bytes=len(body),
-                      sha256=hashlib.sha256(body).hexdigest())
-        self._call(f"storing the output of {job_id}", "put_object", Bucket=ref.bucket, Key=ref.key, Body=body,
-                   ContentType="text/plain; charset=utf-8", Metadata={"sha256": ref.sha256, "job-id": job_id})
+        ref = BlobRef(
+            bucket=self.settings.bucket,
+            key=self.key_for(job_id, attempt),
+            size_bytes=len(body),
+            sha256=hashlib.sha256(body).hexdigest(),
+        )
+        self._call(
+            f"storing the output of {job_id}",
+            "put_object",
+            Bucket=ref.bucket,
+            Key=ref.key,
+            Body=body,
+            ContentType="text/plain; charset=utf-8",
+            Metadata={"sha256": ref.sha256, "job-id": job_id},
+        )
         return ref
 
     def get(self, ref: BlobRef) -> str:
@@ -158,19 +177,21 @@ class BlobStore:
         try:
             body: bytes = response["Body"].read()
         except _vendor_errors() as exc:
-            raise ServiceError(f"reading {ref.key} failed mid-body: {type(exc).__name__}",
-                               code="blob_store_unavailable") from exc
+            raise ServiceError(
+                f"reading {ref.key} failed mid-body: {type(exc).__name__}", code="blob_store_unavailable"
+            ) from exc
         finally:
             response["Body"].close()
         if len(body) != ref.size_bytes or hashlib.sha256(body).hexdigest() != ref.sha256:
-            raise ServiceError(f"{ref.key} does not match its reference (size or SHA-256 differs)",
-                               code="blob_corrupt")
+            raise ServiceError(f"{ref.key} does not match its reference (size or SHA-256 differs)", code="blob_corrupt")
         return body.decode()
 
     def presign(self, ref: BlobRef, ttl_s: int | None = None) -> str:
         """A URL anyone holding it can GET the output from until it expires. Signs locally: no request."""
         url: str = self._call(
-            f"presigning {ref.key}", "generate_presigned_url", ClientMethod="get_object",
+            f"presigning {ref.key}",
+            "generate_presigned_url",
+            ClientMethod="get_object",
             Params={"Bucket": ref.bucket, "Key": ref.key, "ResponseContentType": "text/plain; charset=utf-8"},
             ExpiresIn=ttl_s or self.settings.presign_ttl_s,
         )
@@ -202,9 +223,12 @@ class BlobStore:
         if ref.size_bytes <= self.settings.presign_over_bytes:
             return OutputView(text=self.get(ref), size_bytes=ref.size_bytes)
         ttl_s = self.settings.presign_ttl_s
-        return OutputView(text=None, url=self.presign(ref, ttl_s),
-                          url_expires_at=(now if now is not None else time.time()) + ttl_s,
-                          size_bytes=ref.size_bytes)
+        return OutputView(
+            text=None,
+            url=self.presign(ref, ttl_s),
+            url_expires_at=(now if now is not None else time.time()) + ttl_s,
+            size_bytes=ref.size_bytes,
+        )
 
     def close(self) -> None:
         with self._lock:

@@ -84,8 +84,9 @@ def _translate_errors(fn: Callable[P, T]) -> Callable[P, T]:
         except GpuqError:
             raise
         except (gexc.GoogleAPIError, _grpc_error_types()) as exc:
-            raise ServiceError(f"the job store (Firestore) failed: {type(exc).__name__}: {_short(exc)}",
-                               code="store_unavailable") from exc
+            raise ServiceError(
+                f"the job store (Firestore) failed: {type(exc).__name__}: {_short(exc)}", code="store_unavailable"
+            ) from exc
 
     return wrapper
 
@@ -124,8 +125,14 @@ class FirestoreJobStore:
     after 20); ``timeout_s`` bounds each call to Firestore, its retries of transient errors included.
     """
 
-    def __init__(self, client: Client, *, timeout_s: float = 10.0, max_attempts: int = _CAS_ATTEMPTS,
-                 contention_timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        client: Client,
+        *,
+        timeout_s: float = 10.0,
+        max_attempts: int = _CAS_ATTEMPTS,
+        contention_timeout_s: float = 30.0,
+    ) -> None:
         self._client = client
         self._timeout_s = timeout_s
         self._max_attempts = max_attempts
@@ -154,7 +161,10 @@ class FirestoreJobStore:
 
         retry = Retry(
             predicate=if_exception_type(gexc.ServiceUnavailable, gexc.InternalServerError, gexc.DeadlineExceeded),
-            initial=0.1, maximum=1.0, multiplier=2.0, timeout=self._timeout_s,
+            initial=0.1,
+            maximum=1.0,
+            multiplier=2.0,
+            timeout=self._timeout_s,
         )
         return {"retry": retry, "timeout": self._timeout_s}
 
@@ -172,8 +182,9 @@ class FirestoreJobStore:
             yield attempt
             attempt += 1
             if attempt >= self._max_attempts or time.monotonic() + delay > deadline:
-                raise StaleWrite(f"{what} kept changing under {attempt} attempts to write it "
-                                 f"({self._contention_timeout_s:g}s)")
+                raise StaleWrite(
+                    f"{what} kept changing under {attempt} attempts to write it ({self._contention_timeout_s:g}s)"
+                )
             time.sleep(delay * random.uniform(0.5, 1.5))  # contenders must not retry in step
             delay = min(delay * 2, _BACKOFF_MAX_S)
 
@@ -231,13 +242,15 @@ class FirestoreJobStore:
                 existing = self._job_of(self._jobs.document(held.get("job_id")).get(**self._retrying()))
                 if existing is not None:
                     if held.get("request_hash") != claim.request_hash:
-                        raise Conflict("idempotency_key was already used with a different request",
-                                       code="idempotency_conflict")
+                        raise Conflict(
+                            "idempotency_key was already used with a different request", code="idempotency_conflict"
+                        )
                     return existing, False
                 # The claim's job was deleted (a refused request): the key is free again. Take it over,
                 # on condition that nobody else did in between.
-                batch.update(claim_ref, claim_fields,
-                             option=self._client.write_option(last_update_time=held.update_time))
+                batch.update(
+                    claim_ref, claim_fields, option=self._client.write_option(last_update_time=held.update_time)
+                )
             else:
                 batch.create(claim_ref, claim_fields)
             # One atomic commit: the claim and its job exist together or not at all.
@@ -271,8 +284,11 @@ class FirestoreJobStore:
             changed.version = current.version + 1
             batch = self._client.batch()
             # Compare-and-set: the write applies only if the document is still the one we read.
-            batch.update(ref, self._job_fields(changed, self._checked_doc(changed)),
-                         option=self._client.write_option(last_update_time=snapshot.update_time))
+            batch.update(
+                ref,
+                self._job_fields(changed, self._checked_doc(changed)),
+                option=self._client.write_option(last_update_time=snapshot.update_time),
+            )
             try:
                 self._commit(batch)
             except (gexc.FailedPrecondition, gexc.NotFound):
@@ -315,8 +331,14 @@ class FirestoreJobStore:
             batch.commit(timeout=self._timeout_s)
 
     @_translate_errors
-    def list_by_status(self, statuses: Iterable[JobStatus], *, limit: int = 1000, finished_before: float | None = None,
-                       with_pending_callbacks: bool = False) -> list[Job]:
+    def list_by_status(
+        self,
+        statuses: Iterable[JobStatus],
+        *,
+        limit: int = 1000,
+        finished_before: float | None = None,
+        with_pending_callbacks: bool = False,
+    ) -> list[Job]:
         """Oldest first. ``finished_before`` is applied as the results stream (no second range field in
         the index); the reaper only asks for it together with ``with_pending_callbacks``, a small set."""
         from google.cloud.firestore import FieldFilter, Query
@@ -355,10 +377,13 @@ class FirestoreJobStore:
         parent = self._jobs.document(job_id).collection(CHUNKS)
         added = 0
         for start in range(0, len(items), _WRITES_PER_BATCH):
-            group = [(parent.document(doc_id), chunk) for doc_id, chunk in items[start:start + _WRITES_PER_BATCH]]
+            group = [(parent.document(doc_id), chunk) for doc_id, chunk in items[start : start + _WRITES_PER_BATCH]]
             for _ in self._cas_loop(f"chunks of job {job_id}"):
-                present = {snap.id for snap in self._client.get_all([ref for ref, _ in group], **self._retrying())
-                           if snap.exists}
+                present = {
+                    snap.id
+                    for snap in self._client.get_all([ref for ref, _ in group], **self._retrying())
+                    if snap.exists
+                }
                 batch = self._client.batch()
                 new = 0
                 for ref, chunk in group:
@@ -380,13 +405,16 @@ class FirestoreJobStore:
         from google.cloud.firestore import FieldFilter, Query
 
         query = (
-            self._jobs.document(job_id).collection(CHUNKS)
+            self._jobs.document(job_id)
+            .collection(CHUNKS)
             .where(filter=FieldFilter("attempt", "==", attempt))
             .where(filter=FieldFilter("seq", ">", after_seq))
             .order_by("seq", direction=Query.ASCENDING)
         )
-        return [Chunk(attempt=int(s.get("attempt")), seq=int(s.get("seq")), text=str(s.get("text")))
-                for s in query.stream(**self._retrying())]
+        return [
+            Chunk(attempt=int(s.get("attempt")), seq=int(s.get("seq")), text=str(s.get("text")))
+            for s in query.stream(**self._retrying())
+        ]
 
     # --- small records ------------------------------------------------------------------------
     @_translate_errors

@@ -142,7 +142,8 @@ class TaskQueue:
             raise TypeError(f"TaskQueue.push needs the gRPC transport, not {type(transport).__name__}")
         request_type = cloudtasks.CreateTaskRequest.pb()
         call = transport.grpc_channel.unary_unary(
-            _CREATE_TASK, request_serializer=request_type.SerializeToString,
+            _CREATE_TASK,
+            request_serializer=request_type.SerializeToString,
             response_deserializer=task.Task.pb().FromString,
         )
         self._stub = _CreateTaskStub(call=call, request_type=request_type, rpc_error=grpc.RpcError)

@@ -110,15 +110,25 @@ class SqliteJobStore:
         cursor = self._conn().execute(
             "INSERT INTO jobs (id, owner, status, version, queued_at, idem_key, request_hash, doc) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-            (job.id, job.owner, job.status.value, job.version, job.queued_at,
-             claim.key if claim else None, claim.request_hash if claim else None, doc),
+            (
+                job.id,
+                job.owner,
+                job.status.value,
+                job.version,
+                job.queued_at,
+                claim.key if claim else None,
+                claim.request_hash if claim else None,
+                doc,
+            ),
         )
         if cursor.rowcount == 1:
             return job, True
         assert claim is not None, f"job id {job.id} already exists"
-        row = self._conn().execute(
-            "SELECT request_hash, doc FROM jobs WHERE owner = ? AND idem_key = ?", (claim.owner, claim.key)
-        ).fetchone()
+        row = (
+            self._conn()
+            .execute("SELECT request_hash, doc FROM jobs WHERE owner = ? AND idem_key = ?", (claim.owner, claim.key))
+            .fetchone()
+        )
         if row[0] != claim.request_hash:
             raise Conflict("idempotency_key was already used with a different request", code="idempotency_conflict")
         return Job.model_validate_json(row[1]), False
@@ -149,8 +159,14 @@ class SqliteJobStore:
             db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
             db.execute("DELETE FROM chunks WHERE job_id = ?", (job_id,))
 
-    def list_by_status(self, statuses: Iterable[JobStatus], *, limit: int = 1000, finished_before: float | None = None,
-                       with_pending_callbacks: bool = False) -> list[Job]:
+    def list_by_status(
+        self,
+        statuses: Iterable[JobStatus],
+        *,
+        limit: int = 1000,
+        finished_before: float | None = None,
+        with_pending_callbacks: bool = False,
+    ) -> list[Job]:
         wanted = [s.value for s in statuses]
         marks = ",".join("?" * len(wanted))
         where = f"status IN ({marks})"
@@ -160,9 +176,11 @@ class SqliteJobStore:
         if finished_before is not None:
             where += " AND json_extract(doc, '$.finished_at') < ?"
             args.append(finished_before)
-        rows = self._conn().execute(
-            f"SELECT doc FROM jobs WHERE {where} ORDER BY queued_at LIMIT ?", (*args, limit)
-        ).fetchall()
+        rows = (
+            self._conn()
+            .execute(f"SELECT doc FROM jobs WHERE {where} ORDER BY queued_at LIMIT ?", (*args, limit))
+            .fetchall()
+        )
         return [Job.model_validate_json(row[0]) for row in rows]
 
     # --- output chunks ------------------------------------------------------------------------
@@ -172,24 +190,23 @@ class SqliteJobStore:
             return 0
         with self._tx() as db:
             before = db.total_changes
-            db.executemany(
-                "INSERT OR IGNORE INTO chunks (job_id, attempt, seq, text) VALUES (?, ?, ?, ?)", rows
-            )
+            db.executemany("INSERT OR IGNORE INTO chunks (job_id, attempt, seq, text) VALUES (?, ?, ?, ?)", rows)
             return db.total_changes - before
 
     def read_chunks(self, job_id: str, attempt: int, after_seq: int = -1) -> list[Chunk]:
-        rows = self._conn().execute(
-            "SELECT attempt, seq, text FROM chunks WHERE job_id = ? AND attempt = ? AND seq > ? "
-            "ORDER BY seq",
-            (job_id, attempt, after_seq),
-        ).fetchall()
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT attempt, seq, text FROM chunks WHERE job_id = ? AND attempt = ? AND seq > ? ORDER BY seq",
+                (job_id, attempt, after_seq),
+            )
+            .fetchall()
+        )
         return [Chunk(attempt=r[0], seq=r[1], text=r[2]) for r in rows]
 
     # --- small records ------------------------------------------------------------------------
     def get_record(self, kind: str, key: str) -> dict[str, Any] | None:
-        row = self._conn().execute(
-            "SELECT doc FROM records WHERE kind = ? AND key = ?", (kind, key)
-        ).fetchone()
+        row = self._conn().execute("SELECT doc FROM records WHERE kind = ? AND key = ?", (kind, key)).fetchone()
         return json.loads(row[0]) if row else None
 
     def list_records(self, kind: str) -> list[dict[str, Any]]:
@@ -208,8 +225,9 @@ class SqliteJobStore:
         """Remember ``nonce``; ``False`` if it was already seen within ``window_s`` (a replay)."""
         with self._tx() as db:
             db.execute("DELETE FROM nonces WHERE seen_at < ?", (now - window_s,))
-            cursor = db.execute("INSERT INTO nonces (nonce, seen_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
-                                (nonce, now))
+            cursor = db.execute(
+                "INSERT INTO nonces (nonce, seen_at) VALUES (?, ?) ON CONFLICT DO NOTHING", (nonce, now)
+            )
             return cursor.rowcount == 1
 
 

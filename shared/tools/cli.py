@@ -48,10 +48,14 @@ def _raise_stop(signum: int, frame: FrameType | None) -> None:
 def cmd_dev(args: argparse.Namespace) -> int:
     from shared.tools.devstack import DevStack, DevStackConfig
 
-    config = DevStackConfig(port=args.port, data_dir=Path(args.data_dir), provider=args.provider,
-                            vast_port=args.vast_port,
-                            ollama_url=args.ollama_url or ClientSettings().ollama_url or None,
-                            idle_grace_s=args.idle_grace)
+    config = DevStackConfig(
+        port=args.port,
+        data_dir=Path(args.data_dir),
+        provider=args.provider,
+        vast_port=args.vast_port,
+        ollama_url=args.ollama_url or ClientSettings().ollama_url or None,
+        idle_grace_s=args.idle_grace,
+    )
     signal.signal(signal.SIGTERM, _raise_stop)
     signal.signal(signal.SIGINT, _raise_stop)  # also when started in the background (SIGINT ignored)
     stack = DevStack(config)
@@ -61,11 +65,17 @@ def cmd_dev(args: argparse.Namespace) -> int:
             (stack.data_dir / KEY_FILE).write_text(stack.api_key)
             print(f"gpuq dev: jobs API at {stack.url}/v1/jobs", flush=True)
             print(f"gpuq dev: API key {stack.api_key}  (also in {stack.data_dir / KEY_FILE})", flush=True)
-            print(f"gpuq dev: model server {stack.ollama_url}; provider {config.provider}; "
-                  f"idle grace {config.idle_grace_s:g}s. Ctrl-C stops everything.", flush=True)
+            print(
+                f"gpuq dev: model server {stack.ollama_url}; provider {config.provider}; "
+                f"idle grace {config.idle_grace_s:g}s. Ctrl-C stops everything.",
+                flush=True,
+            )
             if stack.vast_url:
-                print(f"gpuq dev: fake Vast API at {stack.vast_url}; try: VAST_URL={stack.vast_url} "
-                      f"VAST_API_KEY={stack.vast_api_key} vastai show instances --raw", flush=True)
+                print(
+                    f"gpuq dev: fake Vast API at {stack.vast_url}; try: VAST_URL={stack.vast_url} "
+                    f"VAST_API_KEY={stack.vast_api_key} vastai show instances --raw",
+                    flush=True,
+                )
             while True:
                 time.sleep(3600)
     except (KeyboardInterrupt, _Stop):
@@ -94,8 +104,12 @@ def cmd_submit(args: argparse.Namespace) -> int:
         waiting = True
         for event in client.stream(job["id"]):
             if event.event == "status" and waiting and tty:
-                print(_waiting_line(event.data["status"], event.data["status_reason"], started), end="",
-                      file=sys.stderr, flush=True)
+                print(
+                    _waiting_line(event.data["status"], event.data["status_reason"], started),
+                    end="",
+                    file=sys.stderr,
+                    flush=True,
+                )
             elif event.event == "status" and waiting:
                 print(f"… {event.data['status']} ({event.data['status_reason']})", file=sys.stderr)
             elif event.event == "output":
@@ -113,8 +127,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
             if final["status"] in ("succeeded", "failed", "cancelled", "expired"):
                 break
             if tty:
-                print(_waiting_line(final["status"], final["status_reason"], started), end="", file=sys.stderr,
-                      flush=True)
+                print(
+                    _waiting_line(final["status"], final["status_reason"], started), end="", file=sys.stderr, flush=True
+                )
             time.sleep(0.25)
         if tty:
             print("\r\033[K", end="", file=sys.stderr)
@@ -164,8 +179,10 @@ def cmd_cost(args: argparse.Namespace) -> int:
     except ApiError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"last {args.since}: ${report['billed_usd']:.4f} for {report['billed_gpu_hours']:.3f} GPU-hours, "
-          f"{report['cold_starts']} cold start(s), idle {100 * report['idle_fraction']:.1f}% of billed time")
+    print(
+        f"last {args.since}: ${report['billed_usd']:.4f} for {report['billed_gpu_hours']:.3f} GPU-hours, "
+        f"{report['cold_starts']} cold start(s), idle {100 * report['idle_fraction']:.1f}% of billed time"
+    )
     for name, row in sorted(report["per_instance"].items()):
         print(f"  instance {name:<20} ${row['usd']:.4f}  {row['hours']:.3f} h  {int(row['sessions'])} session(s)")
     for name, row in sorted(report["per_model"].items()):
@@ -179,9 +196,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     dev = sub.add_parser("dev", help="run the whole stack locally in the foreground")
     dev.add_argument("--port", type=int, default=8080)
-    dev.add_argument("--provider", choices=["local", "vast-fake", "ovh-fake"], default="local",
-                     help="local: boxes are local processes; vast-fake: a local fake of Vast's API rents them; "
-                          "ovh-fake: a fake ovhai CLI runs one as an OVH AI Deploy app")
+    dev.add_argument(
+        "--provider",
+        choices=["local", "vast-fake", "ovh-fake"],
+        default="local",
+        help="local: boxes are local processes; vast-fake: a local fake of Vast's API rents them; "
+        "ovh-fake: a fake ovhai CLI runs one as an OVH AI Deploy app",
+    )
     dev.add_argument("--vast-port", type=int, default=8081, help="port of the fake Vast API (vast-fake)")
     dev.add_argument("--data-dir", default=".gpuq")
     dev.add_argument("--ollama-url", default=None, help="use a real Ollama instead of the stand-in")
@@ -217,12 +238,13 @@ def build_parser() -> argparse.ArgumentParser:
     new_key.add_argument("name", help="who the key is for (appears in logs and as the job owner)")
     new_key.set_defaults(func=cmd_keys_new)
 
-    for name, text in (("fake-ollama", "run the Ollama stand-in alone"),
-                       ("fake-vast", "run the fake Vast API alone (its boxes are local agent processes)"),
-                       ("offers", "Vast offers: gpuq offers [--gpu H100 --max-dph 2.5 --min-vram 40]"),
-                       ("instances", "our Vast boxes: list, create, start, stop, destroy"),
-                       ("deploy", "deploy to Google Cloud: gpuq deploy --project P --region R --settings F "
-                                  "[--dry-run]")):
+    for name, text in (
+        ("fake-ollama", "run the Ollama stand-in alone"),
+        ("fake-vast", "run the fake Vast API alone (its boxes are local agent processes)"),
+        ("offers", "Vast offers: gpuq offers [--gpu H100 --max-dph 2.5 --min-vram 40]"),
+        ("instances", "our Vast boxes: list, create, start, stop, destroy"),
+        ("deploy", "deploy to Google Cloud: gpuq deploy --project P --region R --settings F [--dry-run]"),
+    ):
         sub.add_parser(name, help=text, add_help=False)
     sub.add_parser("simulate", help="replay a request trace through the idle policies", add_help=False)
     return parser
@@ -230,9 +252,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    delegates = {"fake-ollama": "shared.fakes.ollama", "fake-vast": "shared.fakes.vast",
-                 "deploy": "shared.tools.deploy", "simulate": "shared.sim.simulator",
-                 "offers": "shared.tools.vast_cli", "instances": "shared.tools.vast_cli"}
+    delegates = {
+        "fake-ollama": "shared.fakes.ollama",
+        "fake-vast": "shared.fakes.vast",
+        "deploy": "shared.tools.deploy",
+        "simulate": "shared.sim.simulator",
+        "offers": "shared.tools.vast_cli",
+        "instances": "shared.tools.vast_cli",
+    }
     if argv and argv[0] in delegates:
         import importlib
 

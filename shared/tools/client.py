@@ -25,8 +25,9 @@ class ApiError(Exception):
 
 class JobsClient:
     def __init__(self, url: str, api_key: str, *, timeout_s: float = 30.0) -> None:
-        self._http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout_s,
-                                  headers={"Authorization": f"Bearer {api_key}"})
+        self._http = httpx.Client(
+            base_url=url.rstrip("/"), timeout=timeout_s, headers={"Authorization": f"Bearer {api_key}"}
+        )
 
     def close(self) -> None:
         self._http.close()
@@ -71,8 +72,9 @@ class JobsClient:
 
     def stream(self, job_id: str, last_event_id: str | None = None) -> Iterator[SseEvent]:
         headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
-        with self._http.stream("GET", f"/v1/jobs/{job_id}/stream", headers=headers,
-                               timeout=httpx.Timeout(30.0, read=None)) as response:
+        with self._http.stream(
+            "GET", f"/v1/jobs/{job_id}/stream", headers=headers, timeout=httpx.Timeout(30.0, read=None)
+        ) as response:
             if response.status_code >= 400:
                 response.read()
                 self._json(response)

@@ -65,8 +65,16 @@ def run_demo(args: argparse.Namespace) -> int:
         real_ollama = ClientSettings().ollama_url or None
         if real_ollama:
             print(f"Using the real Ollama at {real_ollama} (OLLAMA_URL).\n", flush=True)
-        config = DevStackConfig(port=free_port(), data_dir=Path(tmp), idle_grace_s=3.0, reaper_period_s=2.0,
-                                snooze_s=0.5, token_delay_s=0.03, load_delay_s=0.8, ollama_url=real_ollama)
+        config = DevStackConfig(
+            port=free_port(),
+            data_dir=Path(tmp),
+            idle_grace_s=3.0,
+            reaper_period_s=2.0,
+            snooze_s=0.5,
+            token_delay_s=0.03,
+            load_delay_s=0.8,
+            ollama_url=real_ollama,
+        )
         with DevStack(config) as stack:
             receiver = CallbackReceiver(stack.settings.webhook_secret).start()
             client = JobsClient(stack.url, stack.api_key)
@@ -86,15 +94,19 @@ def run_demo(args: argparse.Namespace) -> int:
             receiver.wait_for(lambda evs: wanted <= {e.data["id"] for e in evs}, timeout=60)
             for event in receiver.events:
                 if event.data["id"] in wanted:
-                    narrator.say(f"callback {event.type} for {event.data['id']}: signature verified, "
-                                 f"{len(event.data['output'] or '')} chars of output")
+                    narrator.say(
+                        f"callback {event.type} for {event.data['id']}: signature verified, "
+                        f"{len(event.data['output'] or '')} chars of output"
+                    )
 
             t_warm = time.monotonic()
             warm_job = client.submit({"model": MODEL, "prompt": "One more, while the box is warm."})
             warm = _first_token_s(client, warm_job["id"], t_warm, None)
             warm_status = client.get(warm_job["id"])["status"]
-            narrator.say(f"warm box: enqueue → first token {warm:.2f}s"
-                         + ("" if warm_status == "succeeded" else f" (job {warm_status})"))
+            narrator.say(
+                f"warm box: enqueue → first token {warm:.2f}s"
+                + ("" if warm_status == "succeeded" else f" (job {warm_status})")
+            )
 
             idle_from = time.monotonic()
             narrator.say(f"queue empty: box stops itself after {config.idle_grace_s:g}s idle…")
@@ -104,8 +116,10 @@ def run_demo(args: argparse.Namespace) -> int:
                     return 1
                 time.sleep(0.1)
             starts = provider.start_count("local-1")
-            narrator.say(f"box local-1 stopped itself {time.monotonic() - idle_from:.1f}s after the last job "
-                         f"({starts} start for {count + 1} jobs)")
+            narrator.say(
+                f"box local-1 stopped itself {time.monotonic() - idle_from:.1f}s after the last job "
+                f"({starts} start for {count + 1} jobs)"
+            )
             client.close()
             receiver.stop()
             narrator.say("shutting everything down…")

@@ -149,19 +149,29 @@ class DevStack:
         if self.ovh_state:
             out.update(OVH_CLI=str(self.data_dir / "bin" / "ovhai"), OVH_IMAGE="gpuq/agent:dev", OVH_APP_NAME=OVH_APP)
         if self.vast_url:
-            out.update(VASTAI_API_KEY=self.vast_api_key, VAST_URL=self.vast_url,
-                       VASTAI_DEFAULT_IMAGE="gpuq/agent:dev", VASTAI_STATE_DIR=str(self.data_dir / "vast"))
+            out.update(
+                VASTAI_API_KEY=self.vast_api_key,
+                VAST_URL=self.vast_url,
+                VASTAI_DEFAULT_IMAGE="gpuq/agent:dev",
+                VASTAI_STATE_DIR=str(self.data_dir / "vast"),
+            )
         out.update(self.config.extra_env)
         return out
 
     # --- processes ------------------------------------------------------------------------------
-    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None, grace_s: float = STOP_GRACE_S
-               ) -> subprocess.Popen[bytes]:
+    def _spawn(
+        self, name: str, argv: list[str], env: dict[str, str] | None = None, grace_s: float = STOP_GRACE_S
+    ) -> subprocess.Popen[bytes]:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_dir / f"{name}.log", "ab") as out:
             popen = subprocess.Popen(
-                argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env={**os.environ, **(env or {})}, start_new_session=True, preexec_fn=_die_with_parent,
+                argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, **(env or {})},
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
         self._procs.append(_Proc(name, popen, grace_s))
         return popen
@@ -198,21 +208,49 @@ class DevStack:
 
     def _start_fake_ollama(self) -> None:
         port = self.ollama_url.rsplit(":", 1)[1]
-        popen = self._spawn("fake-ollama", [
-            sys.executable, "-m", "shared.fakes.ollama", "--host", "127.0.0.1", "--port", port,
-            "--token-delay-ms", str(self.config.token_delay_s * 1000),
-            "--load-delay-ms", str(self.config.load_delay_s * 1000), "--models", self.config.models,
-        ])
+        popen = self._spawn(
+            "fake-ollama",
+            [
+                sys.executable,
+                "-m",
+                "shared.fakes.ollama",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                port,
+                "--token-delay-ms",
+                str(self.config.token_delay_s * 1000),
+                "--load-delay-ms",
+                str(self.config.load_delay_s * 1000),
+                "--models",
+                self.config.models,
+            ],
+        )
         self._wait_http("fake-ollama", self.ollama_url + "/", popen)
 
     def _start_fake_vast(self) -> None:
         # The boxes stop themselves with the official CLI, as on Vast: the one in .venv/vastai, if installed.
         cli = shutil.which("vastai") or str(Path(sys.executable).parent.parent / "vastai" / "bin" / "vastai")
-        popen = self._spawn("fake-vast", [
-            sys.executable, "-m", "shared.fakes.vast", "--host", "127.0.0.1", "--port", str(self.config.vast_port),
-            "--log-dir", str(self.log_dir), "--env", f"GPUQ_AGENT_OLLAMA_URL={self.ollama_url}",
-            "--env", f"GPUQ_AGENT_VASTAI_CLI={cli}",
-        ], {"VASTAI_API_KEY": self.vast_api_key}, grace_s=10.0)
+        popen = self._spawn(
+            "fake-vast",
+            [
+                sys.executable,
+                "-m",
+                "shared.fakes.vast",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.config.vast_port),
+                "--log-dir",
+                str(self.log_dir),
+                "--env",
+                f"GPUQ_AGENT_OLLAMA_URL={self.ollama_url}",
+                "--env",
+                f"GPUQ_AGENT_VASTAI_CLI={cli}",
+            ],
+            {"VASTAI_API_KEY": self.vast_api_key},
+            grace_s=10.0,
+        )
         self._wait_http("fake-vast", self.vast_url + "/api/v0/gpu_names/unique/", popen)
 
     def _prepare_fake_ovh(self) -> None:
@@ -223,14 +261,24 @@ class DevStack:
 
         assert self.ovh_state is not None
         cli = ovhai.install(self.data_dir / "bin", self.ovh_state)
-        ovhai.configure(self.ovh_state, timings={"QUEUED": 0.2, "INITIALIZING": 0.3, "STOPPING": 0.2},
-                        launch={"command": [sys.executable, "-m", "agent"], "port_env": "GPUQ_AGENT_PORT", "env": {
-                            "GPUQ_AGENT_HOST": "127.0.0.1", "GPUQ_AGENT_INSTANCE_ID": OVH_APP,
-                            "GPUQ_AGENT_PROVIDER": "none", "GPUQ_AGENT_OLLAMA_URL": self.ollama_url,
-                            "GPUQ_AGENT_READY_URL": self.url + "/trigger",
-                            "GPUQ_AGENT_PRELOAD_MODELS": self.settings.agent_preload_models,
-                            "GPUQ_AGENT_IDLE_POLICY": "fixed",
-                            "GPUQ_AGENT_IDLE_GRACE_S": str(self.config.idle_grace_s)}})
+        ovhai.configure(
+            self.ovh_state,
+            timings={"QUEUED": 0.2, "INITIALIZING": 0.3, "STOPPING": 0.2},
+            launch={
+                "command": [sys.executable, "-m", "agent"],
+                "port_env": "GPUQ_AGENT_PORT",
+                "env": {
+                    "GPUQ_AGENT_HOST": "127.0.0.1",
+                    "GPUQ_AGENT_INSTANCE_ID": OVH_APP,
+                    "GPUQ_AGENT_PROVIDER": "none",
+                    "GPUQ_AGENT_OLLAMA_URL": self.ollama_url,
+                    "GPUQ_AGENT_READY_URL": self.url + "/trigger",
+                    "GPUQ_AGENT_PRELOAD_MODELS": self.settings.agent_preload_models,
+                    "GPUQ_AGENT_IDLE_POLICY": "fixed",
+                    "GPUQ_AGENT_IDLE_GRACE_S": str(self.config.idle_grace_s),
+                },
+            },
+        )
         provider = OvhProvider(OvhSettings(cli=str(cli), image="gpuq/agent:dev", app_name=OVH_APP))
         secret = derive_agent_secret(self.settings.agent_master_secret, OVH_APP)
         asyncio.run(provider.create(env={"GPUQ_AGENT_SECRET": secret}))
@@ -242,14 +290,23 @@ class DevStack:
             from shared.fakes.ovhai import read_state
 
             apps = read_state(self.ovh_state)["apps"].values()
-            return [(a["spec"]["name"], "running" if a["_pid"] else "stopped",
-                     sum(1 for state, _ in a["_timeline"] if state == "RUNNING")) for a in apps]
+            return [
+                (
+                    a["spec"]["name"],
+                    "running" if a["_pid"] else "stopped",
+                    sum(1 for state, _ in a["_timeline"] if state == "RUNNING"),
+                )
+                for a in apps
+            ]
         if not self.vast_url:
             provider = self.provider()
-            return [(i.id, "stopped" if i.state.value == "stopped" else "running", provider.start_count(i.id))
-                    for i in provider.list_sync()]
-        view = httpx.get(self.vast_url + "/__fake__/instances", timeout=10,
-                         headers={"Authorization": f"Bearer {self.vast_api_key}"}).json()
+            return [
+                (i.id, "stopped" if i.state.value == "stopped" else "running", provider.start_count(i.id))
+                for i in provider.list_sync()
+            ]
+        view = httpx.get(
+            self.vast_url + "/__fake__/instances", timeout=10, headers={"Authorization": f"Bearer {self.vast_api_key}"}
+        ).json()
         return [(str(i["id"]), "running" if i["pid"] else "stopped", int(i["starts"])) for i in view["instances"]]
 
     def box_running(self) -> bool:
@@ -272,11 +329,23 @@ class DevStack:
     def _start_functions(self) -> None:
         workers = {"WORKERS": str(self.config.functions_workers), "THREADS": str(self.config.functions_threads)}
         env = workers | {"PYTHONUNBUFFERED": "1"} | self.env()
-        popen = self._spawn("functions", [
-            sys.executable, "-m", "functions_framework", "--target", "gpuq",
-            "--source", _module_file("functions.devserver"), "--host", "127.0.0.1",
-            "--port", str(self.config.port),
-        ], env)
+        popen = self._spawn(
+            "functions",
+            [
+                sys.executable,
+                "-m",
+                "functions_framework",
+                "--target",
+                "gpuq",
+                "--source",
+                _module_file("functions.devserver"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.config.port),
+            ],
+            env,
+        )
         self._wait_http("functions", self.url + "/healthz", popen)
 
     def _reaper_loop(self) -> None:
@@ -331,8 +400,9 @@ class DevStack:
     def __enter__(self) -> DevStack:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
 

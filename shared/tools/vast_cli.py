@@ -36,15 +36,23 @@ T = TypeVar("T")
 def build_parser() -> argparse.ArgumentParser:
     # Common options are accepted at every level; SUPPRESS keeps a sub-level default from hiding an earlier value.
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--data-dir", default=argparse.SUPPRESS,
-                        help="where the logical box's state lives: DATA_DIR/vast (default .gpuq)")
+    common.add_argument(
+        "--data-dir",
+        default=argparse.SUPPRESS,
+        help="where the logical box's state lives: DATA_DIR/vast (default .gpuq)",
+    )
     common.add_argument("--box", default=argparse.SUPPRESS, help="the logical box id (default vast-1)")
     parser = argparse.ArgumentParser(prog="gpuq", description="Vast.ai offers and instances.", parents=[common])
     sub = parser.add_subparsers(dest="group", required=True)
 
     offers = sub.add_parser("offers", help="list rentable offers, cheapest first", parents=[common])
-    offers.add_argument("--gpu", action="append", default=[], metavar="NAME",
-                        help="GPU name, repeatable or comma-separated (default VASTAI_PREFERRED_GPUS)")
+    offers.add_argument(
+        "--gpu",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="GPU name, repeatable or comma-separated (default VASTAI_PREFERRED_GPUS)",
+    )
     offers.add_argument("--max-dph", type=float, default=None, help="most $/h (default VASTAI_MAX_BID_PER_HOUR)")
     offers.add_argument("--min-vram", type=float, default=None, help="min VRAM per GPU in GB")
     offers.add_argument("--min-reliability", type=float, default=None, help="0..1 (default VASTAI_MIN_RELIABILITY)")
@@ -59,13 +67,21 @@ def build_parser() -> argparse.ArgumentParser:
     create = actions.add_parser("create", help="rent an offer", parents=[common])
     create.add_argument("--offer", type=int, required=True, help="offer id from `gpuq offers`")
     create.add_argument("--image", default=None, help="docker image (default VASTAI_DEFAULT_IMAGE)")
-    create.add_argument("--env", action="append", default=[], metavar="K=V", help="env var, repeatable; "
-                        "'-p 8000:8000' style entries open ports")
+    create.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="env var, repeatable; '-p 8000:8000' style entries open ports",
+    )
     create.add_argument("--onstart", default=None, help="on-start command")
     create.add_argument("--disk", type=float, default=None, help="disk in GB (default VASTAI_DEFAULT_DISK_GB)")
     create.add_argument("--label", default=None, help="label (default VASTAI_LABEL, which marks it as ours)")
-    for name, text in (("stop", "stop an instance (confirmed)"), ("start", "start a stopped instance"),
-                       ("destroy", "destroy an instance (ends all billing)")):
+    for name, text in (
+        ("stop", "stop an instance (confirmed)"),
+        ("start", "start a stopped instance"),
+        ("destroy", "destroy an instance (ends all billing)"),
+    ):
         action = actions.add_parser(name, help=text, parents=[common])
         action.add_argument("id", help="Vast instance id, or the logical box id")
         if name == "destroy":
@@ -96,8 +112,10 @@ def _env(pairs: Sequence[str]) -> dict[str, str]:
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=False)]
-    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=False)).rstrip()
-             for row in [header, *rows]]
+    lines = [
+        "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=False)).rstrip()
+        for row in [header, *rows]
+    ]
     return "\n".join(lines)
 
 
@@ -130,9 +148,22 @@ def cmd_offers(provider: VastProvider, args: argparse.Namespace) -> int:
     if not offers:
         print("no offer matches")
         return 0
-    print(_table([[str(o.id), f"{o.num_gpus}x {o.gpu_name}", f"{o.gpu_ram_gb:.0f} GB", f"${o.dph_total:.3f}",
-                   f"{o.reliability * 100:.1f}%", o.geolocation or "-"] for o in offers],
-                 ["ID", "GPU", "VRAM", "$/H", "RELIABILITY", "LOCATION"]))
+    print(
+        _table(
+            [
+                [
+                    str(o.id),
+                    f"{o.num_gpus}x {o.gpu_name}",
+                    f"{o.gpu_ram_gb:.0f} GB",
+                    f"${o.dph_total:.3f}",
+                    f"{o.reliability * 100:.1f}%",
+                    o.geolocation or "-",
+                ]
+                for o in offers
+            ],
+            ["ID", "GPU", "VRAM", "$/H", "RELIABILITY", "LOCATION"],
+        )
+    )
     return 0
 
 
@@ -143,9 +174,19 @@ async def _all_instances(provider: VastProvider) -> list[tuple[Instance, dict[st
     for row in rows:
         vid = int(row["id"])
         started = time.time() - float(row["uptime_mins"]) * 60 if row.get("uptime_mins") else None
-        out.append((Instance(id=provider.logical_id if vid == current else str(vid), provider="vast",
-                             state=instance_state(row), label=row.get("label"),
-                             price_per_hour=float(row.get("dph_total") or 0.0), started_at=started), row))
+        out.append(
+            (
+                Instance(
+                    id=provider.logical_id if vid == current else str(vid),
+                    provider="vast",
+                    state=instance_state(row),
+                    label=row.get("label"),
+                    price_per_hour=float(row.get("dph_total") or 0.0),
+                    started_at=started,
+                ),
+                row,
+            )
+        )
     return out
 
 
@@ -166,16 +207,33 @@ def cmd_list(provider: VastProvider, args: argparse.Namespace) -> int:
     rows = []
     for i in instances:
         vast_id = str(current) if i.id == provider.logical_id else i.id
-        rows.append([vast_id, i.id if i.id == provider.logical_id else "-", i.state.value,
-                     f"${i.price_per_hour:.3f}", _uptime(i, now), i.label or "-", i.agent_url or "-"])
+        rows.append(
+            [
+                vast_id,
+                i.id if i.id == provider.logical_id else "-",
+                i.state.value,
+                f"${i.price_per_hour:.3f}",
+                _uptime(i, now),
+                i.label or "-",
+                i.agent_url or "-",
+            ]
+        )
     print(_table(rows, ["ID", "BOX", "STATE", "$/H", "UPTIME", "LABEL", "AGENT"]))
     return 0
 
 
 def cmd_action(provider: VastProvider, args: argparse.Namespace) -> int:
     if args.action == "create":
-        new_id = _run(provider.create_instance(args.offer, image=args.image, env=_env(args.env),
-                                               onstart=args.onstart, disk_gb=args.disk, label=args.label))
+        new_id = _run(
+            provider.create_instance(
+                args.offer,
+                image=args.image,
+                env=_env(args.env),
+                onstart=args.onstart,
+                disk_gb=args.disk,
+                label=args.label,
+            )
+        )
         print(f"created instance {new_id} from offer {args.offer}")
         return 0
     if args.action == "destroy" and not args.yes:

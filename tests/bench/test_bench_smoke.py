@@ -20,21 +20,57 @@ from bench.run_all import BENCHMARKS, QUICK
 REPO = Path(__file__).resolve().parents[2]
 TARGET_KEYS = {"name", "measured", "limit", "unit", "pass"}
 EXPECTED_KEYS = {
-    "agent_stream": {"benchmark", "machine", "settings", "setup", "latency", "throughput", "cpu_per_request",
-                     "idle_cpu_ms_per_s", "targets", "checks", "duration_s"},
-    "control_plane": {"benchmark", "machine", "settings", "store", "queue", "enqueue", "warm_first_token",
-                      "ready_to_running", "targets", "duration_s"},
+    "agent_stream": {
+        "benchmark",
+        "machine",
+        "settings",
+        "setup",
+        "latency",
+        "throughput",
+        "cpu_per_request",
+        "idle_cpu_ms_per_s",
+        "targets",
+        "checks",
+        "duration_s",
+    },
+    "control_plane": {
+        "benchmark",
+        "machine",
+        "settings",
+        "store",
+        "queue",
+        "enqueue",
+        "warm_first_token",
+        "ready_to_running",
+        "targets",
+        "duration_s",
+    },
     "import_time": {"benchmark", "machine", "settings", "modules", "targets", "duration_s"},
 }
-ROW_KEYS = {"streams", "path", "requests", "ttfc_p50_ms", "ttfc_p99_ms", "gap_p50_ms", "gap_p99_ms", "chunks_per_s",
-            "cpu_ms_per_request", "cpu_ms_per_1k_tokens", "ttfc_p50_x_direct", "errors", "wrong_text"}
+ROW_KEYS = {
+    "streams",
+    "path",
+    "requests",
+    "ttfc_p50_ms",
+    "ttfc_p99_ms",
+    "gap_p50_ms",
+    "gap_p99_ms",
+    "chunks_per_s",
+    "cpu_ms_per_request",
+    "cpu_ms_per_1k_tokens",
+    "ttfc_p50_x_direct",
+    "errors",
+    "wrong_text",
+}
 
 
 def run(args: list[str], timeout_s: float = 100.0) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run([sys.executable, "-m", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout_s, check=False)
-    assert done.returncode == 0, f"{' '.join(args)} exited {done.returncode}:\n{done.stdout[-3000:]}\n" \
-                                 f"{done.stderr[-3000:]}"
+    done = subprocess.run(
+        [sys.executable, "-m", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout_s, check=False
+    )
+    assert done.returncode == 0, (
+        f"{' '.join(args)} exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    )
     return done
 
 
@@ -66,13 +102,16 @@ def check_control_plane(body: dict[str, Any]) -> None:
 
 
 def check_import_time(body: dict[str, Any]) -> None:
-    assert [m["module"] for m in body["modules"]] == ["functions.enqueue", "functions.trigger",
-                                                      "functions.dispatch", "functions.reaper"]
+    assert [m["module"] for m in body["modules"]] == [
+        "functions.enqueue",
+        "functions.trigger",
+        "functions.dispatch",
+        "functions.reaper",
+    ]
     assert all(m["import_ms"] > 0 and m["importtime_ms"] > 0 for m in body["modules"])
 
 
-CHECKS = {"agent_stream": check_agent_stream, "control_plane": check_control_plane,
-          "import_time": check_import_time}
+CHECKS = {"agent_stream": check_agent_stream, "control_plane": check_control_plane, "import_time": check_import_time}
 
 
 @pytest.mark.parametrize("module", [m for m, _ in BENCHMARKS])

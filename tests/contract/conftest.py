@@ -53,8 +53,7 @@ def _firestore_backend(emulator: FirestoreEmulator, monkeypatch: pytest.MonkeyPa
 
     # The Google client reads this when a client is built; monkeypatch removes it after the test.
     monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", emulator.host)
-    return Backend("firestore", lambda: FirestoreJobStore.connect(project=PROJECT),
-                   lambda: emulator.reset(PROJECT))
+    return Backend("firestore", lambda: FirestoreJobStore.connect(project=PROJECT), lambda: emulator.reset(PROJECT))
 
 
 @pytest.fixture(params=["sqlite", "firestore"])

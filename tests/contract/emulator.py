@@ -29,8 +29,10 @@ def emulator_missing_reason() -> str | None:
         return "gcloud is not on PATH: install the Google Cloud SDK with the cloud-firestore-emulator component"
     sdk_root = Path(gcloud).resolve().parent.parent
     if not (sdk_root / "platform" / "cloud-firestore-emulator" / "cloud_firestore_emulator").exists():
-        return (f"the Firestore emulator is not installed in {sdk_root} "
-                "(gcloud components install cloud-firestore-emulator, or apt google-cloud-cli-firestore-emulator)")
+        return (
+            f"the Firestore emulator is not installed in {sdk_root} "
+            "(gcloud components install cloud-firestore-emulator, or apt google-cloud-cli-firestore-emulator)"
+        )
     if shutil.which("java") is None:
         return "java is not on PATH: the Firestore emulator needs a Java runtime (11+)"
     return None
@@ -97,7 +99,11 @@ class FirestoreEmulator:
         with open(self.log_path, "ab") as log:
             self._proc = subprocess.Popen(
                 [gcloud, "emulators", "firestore", "start", f"--host-port={self.host}"],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,
             )
         try:
             self._wait_ready(timeout_s)

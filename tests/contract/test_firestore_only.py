@@ -18,8 +18,15 @@ from tests.contract.emulator import FirestoreEmulator, free_port
 
 
 def make_job(job_id: str = "job_1", **fields: object) -> Job:
-    base: dict[str, object] = {"id": job_id, "owner": "alice", "model": "m", "prompt": "p", "max_queue_s": 60,
-                               "timeout_s": 60, "queued_at": 1000.0}
+    base: dict[str, object] = {
+        "id": job_id,
+        "owner": "alice",
+        "model": "m",
+        "prompt": "p",
+        "max_queue_s": 60,
+        "timeout_s": 60,
+        "queued_at": 1000.0,
+    }
     base.update(fields)
     return Job.model_validate(base)
 
@@ -48,7 +55,12 @@ def test_the_job_and_its_claim_are_one_document_each_with_the_queried_fields(fs_
     doc = fs_store.client.collection(JOBS).document("job_1").get().to_dict()
     assert doc is not None
     assert {k: doc[k] for k in ("owner", "status", "version", "queued_at", "pending_callbacks")} == {
-        "owner": "alice", "status": "running", "version": 1, "queued_at": 1000.0, "pending_callbacks": False}
+        "owner": "alice",
+        "status": "running",
+        "version": 1,
+        "queued_at": 1000.0,
+        "pending_callbacks": False,
+    }
     claims = [snap.to_dict() for snap in fs_store.client.collection(CLAIMS).stream()]
     assert claims == [{"owner": "alice", "key": "k", "request_hash": "h", "job_id": "job_1"}]
     fs_store.append_chunks("job_1", [Chunk(1, 0, "a")])
@@ -90,7 +102,9 @@ def test_the_declared_indexes_serve_the_stores_queries() -> None:
         (JOBS, ("pending_callbacks", "status", "queued_at")),  # … AND pending_callbacks == true
         (CHUNKS, ("attempt", "seq")),  # read_chunks: attempt == a AND seq > s ORDER BY seq
     }
-    assert all(i["queryScope"] == "COLLECTION" and all(f["order"] == "ASCENDING" for f in i["fields"])
-               for i in declared["indexes"])
+    assert all(
+        i["queryScope"] == "COLLECTION" and all(f["order"] == "ASCENDING" for f in i["fields"])
+        for i in declared["indexes"]
+    )
     exempt = {(o["collectionGroup"], o["fieldPath"]) for o in declared["fieldOverrides"] if o["indexes"] == []}
     assert {(JOBS, "doc"), (CHUNKS, "text"), (RECORDS, "doc")} <= exempt  # large strings, never queried

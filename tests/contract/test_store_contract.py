@@ -24,8 +24,15 @@ from tests.contract.conftest import Backend
 
 
 def make_job(job_id: str = "job_1", **fields: object) -> Job:
-    base: dict[str, object] = {"id": job_id, "owner": "alice", "model": "m", "prompt": "p", "max_queue_s": 60,
-                               "timeout_s": 60, "queued_at": 1000.0}
+    base: dict[str, object] = {
+        "id": job_id,
+        "owner": "alice",
+        "model": "m",
+        "prompt": "p",
+        "max_queue_s": 60,
+        "timeout_s": 60,
+        "queued_at": 1000.0,
+    }
     base.update(fields)
     return Job.model_validate(base)
 
@@ -63,10 +70,14 @@ def run_threads(count: int, target: Callable[[int], None]) -> None:
 # --- jobs -------------------------------------------------------------------------------------------
 def test_a_job_round_trips_with_every_field(store: JobStore) -> None:
     job = make_job(
-        prompt=None, messages=[ChatMessage(role="user", content="héllo ✓ \u0000 \"quoted\"")],
+        prompt=None,
+        messages=[ChatMessage(role="user", content='héllo ✓ \u0000 "quoted"')],
         options={"temperature": 0.2, "stop": [["a", 1], []], "nested": {"__name__": None, "a/b": [1.5, True]}},
-        metadata={"k": "v", "n": 3}, callback_url="https://example.com/hook",
-        callback=CallbackState(pending=["evt_1"]), result=JobResult(eval_count=7), idempotency_key="k",
+        metadata={"k": "v", "n": 3},
+        callback_url="https://example.com/hook",
+        callback=CallbackState(pending=["evt_1"]),
+        result=JobResult(eval_count=7),
+        idempotency_key="k",
     )
     stored, created = store.create(job, None)
     assert created and stored == job
@@ -308,9 +319,14 @@ def test_list_by_status_oldest_first(store: JobStore) -> None:
     store.create(make_job("job_mid", queued_at=1500.0, status=JobStatus.STARTING), None)
     assert [j.id for j in store.list_by_status([JobStatus.QUEUED])] == ["job_old", "job_new"]
     assert [j.id for j in store.list_by_status([JobStatus.QUEUED, JobStatus.STARTING])] == [
-        "job_old", "job_mid", "job_new"]
+        "job_old",
+        "job_mid",
+        "job_new",
+    ]
     assert [j.id for j in store.list_by_status([JobStatus.QUEUED, JobStatus.STARTING], limit=2)] == [
-        "job_old", "job_mid"]
+        "job_old",
+        "job_mid",
+    ]
     assert store.list_by_status([]) == []
     assert store.list_by_status([JobStatus.RUNNING]) == []
 
@@ -334,20 +350,36 @@ def test_list_finished_before_with_pending_callbacks(store: JobStore) -> None:
         ("job_running_pending", JobStatus.RUNNING, None, ["e4"], 5.0),
     ]
     for job_id, status, finished_at, pending, queued_at in rows:
-        store.create(make_job(job_id, status=status, finished_at=finished_at, queued_at=queued_at,
-                              callback=CallbackState(pending=pending)), None)
+        store.create(
+            make_job(
+                job_id,
+                status=status,
+                finished_at=finished_at,
+                queued_at=queued_at,
+                callback=CallbackState(pending=pending),
+            ),
+            None,
+        )
     found = store.list_by_status(terminal, finished_before=500.0, with_pending_callbacks=True)
     assert [j.id for j in found] == ["job_old_pending", "job_old_failed_pending"]
-    assert [j.id for j in store.list_by_status(terminal, finished_before=500.0, with_pending_callbacks=True,
-                                               limit=1)] == ["job_old_pending"]
+    assert [
+        j.id for j in store.list_by_status(terminal, finished_before=500.0, with_pending_callbacks=True, limit=1)
+    ] == ["job_old_pending"]
     assert [j.id for j in store.list_by_status(terminal, with_pending_callbacks=True)] == [
-        "job_old_pending", "job_old_failed_pending", "job_recent_pending"]
+        "job_old_pending",
+        "job_old_failed_pending",
+        "job_recent_pending",
+    ]
     assert [j.id for j in store.list_by_status(terminal, finished_before=500.0)] == [
-        "job_old_pending", "job_old_failed_pending", "job_old_delivered"]
+        "job_old_pending",
+        "job_old_failed_pending",
+        "job_old_delivered",
+    ]
     # Delivering the pending event takes the job off the list.
     store.modify("job_old_pending", lambda j: j.model_copy(update={"callback": CallbackState(delivered=["e1"])}))
     assert [j.id for j in store.list_by_status(terminal, finished_before=500.0, with_pending_callbacks=True)] == [
-        "job_old_failed_pending"]
+        "job_old_failed_pending"
+    ]
 
 
 # --- small records ----------------------------------------------------------------------------------
@@ -376,7 +408,10 @@ def test_list_records_returns_every_record_of_a_kind_with_its_key(store: JobStor
     store.put_record("instance", "s-3", {"other": "kind"})
     store.put_record("session", "s-2", {"start_s": 2.5})
     assert store.list_records("session") == [
-        {"odd": True, "id": "a/b"}, {"start_s": 1.0, "stop_s": None, "id": "s-1"}, {"start_s": 2.5, "id": "s-2"}]
+        {"odd": True, "id": "a/b"},
+        {"start_s": 1.0, "stop_s": None, "id": "s-1"},
+        {"start_s": 2.5, "id": "s-2"},
+    ]
     assert store.list_records("instance") == [{"other": "kind", "id": "s-3"}]
 
 
@@ -417,8 +452,11 @@ class StoreMachine(RuleBasedStateMachine):
             expected = [Chunk(a, s, t) for (a, s), t in sorted(model.chunks.items()) if a == attempt]
             assert self.store.read_chunks(job_id, attempt) == expected
 
-    @rule(owner=st.sampled_from(["alice", "bob"]), key=st.sampled_from([None, "k1", "k2"]),
-          body=st.sampled_from(["h1", "h2"]))
+    @rule(
+        owner=st.sampled_from(["alice", "bob"]),
+        key=st.sampled_from([None, "k1", "k2"]),
+        body=st.sampled_from(["h1", "h2"]),
+    )
     def create(self, owner: str, key: str | None, body: str) -> None:
         self.created += 1
         job_id = f"job_{self.created:03d}"
@@ -462,8 +500,7 @@ class StoreMachine(RuleBasedStateMachine):
         assert result is not None and result.version == self.jobs[job_id].version
 
     @precondition(lambda self: self.jobs)
-    @rule(index=st.integers(0, 50), attempt=st.sampled_from([1, 2]),
-          seqs=st.lists(st.integers(0, 6), max_size=5))
+    @rule(index=st.integers(0, 50), attempt=st.sampled_from([1, 2]), seqs=st.lists(st.integers(0, 6), max_size=5))
     def append(self, index: int, attempt: int, seqs: list[int]) -> None:
         job_id = self._pick(index)
         model = self.jobs[job_id]
@@ -492,8 +529,9 @@ class StoreMachine(RuleBasedStateMachine):
         if not self.jobs:
             return
         waiting = [JobStatus.QUEUED, JobStatus.STARTING, JobStatus.RUNNING]
-        expected = [job_id for job_id, m in sorted(self.jobs.items(), key=lambda kv: kv[1].queued_at)
-                    if m.status in waiting]
+        expected = [
+            job_id for job_id, m in sorted(self.jobs.items(), key=lambda kv: kv[1].queued_at) if m.status in waiting
+        ]
         assert [j.id for j in self.store.list_by_status(waiting)] == expected
 
     def teardown(self) -> None:
@@ -503,13 +541,14 @@ class StoreMachine(RuleBasedStateMachine):
 
 def test_random_call_sequences_agree_with_the_model(backend: Backend, store: JobStore) -> None:
     """Includes every status path (allowed or not): a terminal job never moves again (ALLOWED is empty)."""
+
     class OnThisStore(StoreMachine):
         def __init__(self) -> None:
             super().__init__(backend, store)
 
     run_state_machine_as_test(
         OnThisStore,
-        settings=settings(max_examples=15, stateful_step_count=20, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow]),
+        settings=settings(
+            max_examples=15, stateful_step_count=20, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+        ),
     )
-

@@ -11,8 +11,7 @@ from tests.servers import MODEL, instance_stopped, start_stack, wait_until
 def test_budget_pauses_the_queue_and_resumes_when_raised(tmp_path: Path) -> None:
     # A box that bills $1 per second, a $1 daily cap: the first job's session (cold start, the job, 1 s of
     # idle grace) crosses it for good, not only while its open session is estimated.
-    stack = start_stack(tmp_path, idle_grace_s=1.0, overrides={"local_price_per_hour": 3600.0,
-                                                               "budget_daily_usd": 1.0})
+    stack = start_stack(tmp_path, idle_grace_s=1.0, overrides={"local_price_per_hour": 3600.0, "budget_daily_usd": 1.0})
     try:
         with JobsClient(stack.url, stack.api_key) as client:
             first = client.submit({"model": MODEL, "prompt": "spend"})
@@ -21,8 +20,11 @@ def test_budget_pauses_the_queue_and_resumes_when_raised(tmp_path: Path) -> None
             wait_until(lambda: client.cost("1h")["billed_usd"] >= 1.0, 30, "spend past the cap")
 
             second = client.submit({"model": MODEL, "prompt": "wait for budget"})
-            wait_until(lambda: client.get(second["id"])["status_reason"] == "budget_exceeded", 30,
-                       "the job to wait for the budget")
+            wait_until(
+                lambda: client.get(second["id"])["status_reason"] == "budget_exceeded",
+                30,
+                "the job to wait for the budget",
+            )
             assert client.get(second["id"])["status"] in ("queued", "starting")
             assert instance_stopped(stack)  # nothing started while over budget
 

@@ -41,8 +41,13 @@ class Audit:
 
     def submit(self, **fields: Any) -> str:
         prompt = fields.pop("prompt", f"{self.name} {uuid.uuid4().hex[:8]}")
-        body = {"model": MODEL, "prompt": prompt, "callback_url": self.receiver.url,
-                "callback_events": ["completed"], **fields}
+        body = {
+            "model": MODEL,
+            "prompt": prompt,
+            "callback_url": self.receiver.url,
+            "callback_events": ["completed"],
+            **fields,
+        }
         job = self.client.submit(body)
         self.jobs[job["id"]] = prompt
         return str(job["id"])
@@ -70,19 +75,19 @@ class Audit:
 
         with contextlib.suppress(AssertionError):  # jobs still not terminal are counted as lost below
             wait_until(all_done, timeout_s, f"{self.name}: every job terminal", poll_s=0.2)
-        lost = [j for j in self.jobs if j not in final
-                or final[j]["status"] != (expected or {}).get(j, "succeeded")]
+        lost = [j for j in self.jobs if j not in final or final[j]["status"] != (expected or {}).get(j, "succeeded")]
         self.receiver.wait_for(lambda evs: set(final) <= {e.data["id"] for e in evs}, timeout=60)
         per_job: dict[str, set[str]] = {}
         for event in self.receiver.events:
             per_job.setdefault(event.data["id"], set()).add(event.webhook_id)
         generations = self.generations()
-        duplicated = [j for j in final if generations[j] > max(1, final[j]["attempts"])
-                      or len(per_job.get(j, ())) != 1]
+        duplicated = [j for j in final if generations[j] > max(1, final[j]["attempts"]) or len(per_job.get(j, ())) != 1]
         wait_until(lambda: not self.running_boxes(), 60, f"{self.name}: every box stopped", poll_s=0.2)
         left = self.running_boxes()
-        SUMMARIES.append(f"{self.name}: jobs={len(self.jobs)} lost={len(lost)} duplicated={len(duplicated)} "
-                         f"instances_left={len(left)} ({time.monotonic() - self.started:.1f}s)")
+        SUMMARIES.append(
+            f"{self.name}: jobs={len(self.jobs)} lost={len(lost)} duplicated={len(duplicated)} "
+            f"instances_left={len(left)} ({time.monotonic() - self.started:.1f}s)"
+        )
         assert lost == [], {j: final.get(j, {}).get("status") for j in lost}
         assert duplicated == [], {j: (generations[j], final[j]["attempts"], per_job.get(j)) for j in duplicated}
         assert left == []
@@ -96,8 +101,9 @@ def scenario(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callabl
 
     def make(name: str, **overrides: Any) -> Audit:
         settings = {"lease_s": 2.0, "callback_backoff_s": 0.2, **overrides.pop("settings", {})}
-        stack = start_stack(tmp_path / name, idle_grace_s=overrides.pop("idle_grace_s", 1.5),
-                            overrides=settings, **overrides)
+        stack = start_stack(
+            tmp_path / name, idle_grace_s=overrides.pop("idle_grace_s", 1.5), overrides=settings, **overrides
+        )
         client = JobsClient(stack.url, stack.api_key)
         receiver = CallbackReceiver(stack.settings.webhook_secret).start()
         made.append((stack, client, receiver))

@@ -55,8 +55,16 @@ def test_queue_redelivers_every_task(scenario: Scenario) -> None:
             queue.push(audit.stack.settings.lease_queue, {"kind": "lease", "job_id": job_id, "attempt": 1})
     final = audit.finish()
     for job_id in ids:
-        queue.push(audit.stack.settings.callback_queue, {"kind": "callback", "job_id": job_id, "type": "job.completed",
-                                                        "event_id": f"evt_{job_id}_1_completed", "try": 1})
+        queue.push(
+            audit.stack.settings.callback_queue,
+            {
+                "kind": "callback",
+                "job_id": job_id,
+                "type": "job.completed",
+                "event_id": f"evt_{job_id}_1_completed",
+                "try": 1,
+            },
+        )
     assert all(job["attempts"] == 1 for job in final.values())
     wait_until(lambda: queue.count_tasks(audit.stack.settings.callback_queue) == 0, 20, "callback tasks drained")
     assert audit.receiver.duplicates == 0
@@ -106,7 +114,8 @@ def test_cancel_while_queued_and_while_streaming(scenario: Scenario) -> None:
     audit.client.cancel(streaming)
     final = audit.finish(expected={queued: "cancelled", streaming: "cancelled"})
     assert final[streaming]["output"] and len(final[streaming]["output"]) < len(
-        fake_completion_text(MODEL, audit.jobs[streaming], 2000))
+        fake_completion_text(MODEL, audit.jobs[streaming], 2000)
+    )
     assert {e.type for e in audit.receiver.events} == {"job.cancelled"}
 
 
@@ -138,8 +147,12 @@ def test_provider_api_5xx_and_429_bursts(scenario: Scenario) -> None:
     audit = scenario("provider_api_bursts", provider="vast-fake", vast_port=free_port())
     stack = audit.stack
     faults = {"error_burst": 4, "error_status": 503, "rate_limit_burst": 4, "stop_fails": 1}
-    armed = httpx.post(stack.vast_url + "/__fake__/faults", json=faults, timeout=10,
-                       headers={"Authorization": f"Bearer {stack.vast_api_key}"})
+    armed = httpx.post(
+        stack.vast_url + "/__fake__/faults",
+        json=faults,
+        timeout=10,
+        headers={"Authorization": f"Bearer {stack.vast_api_key}"},
+    )
     assert armed.status_code == 200, armed.text
     for _ in range(3):
         audit.submit()

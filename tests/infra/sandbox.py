@@ -29,7 +29,8 @@ def requirement_closure(requirements: list[str]) -> set[str]:
         requirement, extras = pending.pop()
         name = canonicalize_name(requirement.name)
         if requirement.marker is not None and not any(
-                requirement.marker.evaluate({"extra": e}) for e in (extras or {""})):
+            requirement.marker.evaluate({"extra": e}) for e in (extras or {""})
+        ):
             continue
         try:
             dist = md.distribution(name)
@@ -74,12 +75,17 @@ print(json.dumps(found))
 """
 
 
-def import_in_sandbox(package: Path, site: Path, modules: list[tuple[str, str]], *,
-                      timeout_s: float = 60.0) -> dict[str, dict[str, object]]:
+def import_in_sandbox(
+    package: Path, site: Path, modules: list[tuple[str, str]], *, timeout_s: float = 60.0
+) -> dict[str, dict[str, object]]:
     """Import ``modules`` (module, attribute) in ``python -S -I`` from ``package`` + stdlib + ``site``."""
     proc = subprocess.run(
         [sys.executable, "-S", "-I", "-c", _PROBE, str(package), str(site), json.dumps(modules)],
-        capture_output=True, text=True, timeout=timeout_s, cwd=package, env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        cwd=package,
+        env={"PATH": "/usr/bin:/bin"},
     )
     assert proc.returncode == 0, f"import failed in the sandbox:\n{proc.stderr[-3000:]}"
     found: dict[str, dict[str, object]] = json.loads(proc.stdout)

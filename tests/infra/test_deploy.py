@@ -40,18 +40,35 @@ def write_settings(path: Path, **extra: str) -> Path:
 
 def dry_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> str:
     settings = write_settings(tmp_path / "deploy.env")
-    assert main(["--project", PROJECT, "--region", REGION, "--settings", str(settings),
-                 "--out-dir", str(tmp_path / "out"), "--dry-run"]) == 0
+    assert (
+        main(
+            [
+                "--project",
+                PROJECT,
+                "--region",
+                REGION,
+                "--settings",
+                str(settings),
+                "--out-dir",
+                str(tmp_path / "out"),
+                "--dry-run",
+            ]
+        )
+        == 0
+    )
     return capsys.readouterr().out
 
 
 def commands(output: str) -> list[list[str]]:
-    return [shlex.split(line.split("  # stdin:")[0].replace(" >/dev/null", ""))
-            for line in output.splitlines() if line.startswith("gcloud ")]
+    return [
+        shlex.split(line.split("  # stdin:")[0].replace(" >/dev/null", ""))
+        for line in output.splitlines()
+        if line.startswith("gcloud ")
+    ]
 
 
 def find(cmds: list[list[str]], *prefix: str) -> list[list[str]]:
-    return [c for c in cmds if c[1:1 + len(prefix)] == list(prefix)]
+    return [c for c in cmds if c[1 : 1 + len(prefix)] == list(prefix)]
 
 
 def flag(cmd: list[str], name: str) -> str:
@@ -76,15 +93,19 @@ def test_the_dry_run_covers_every_resource(tmp_path: Path, capsys: pytest.Captur
     for api in ("cloudfunctions", "run", "cloudbuild", "cloudtasks", "cloudscheduler", "secretmanager", "firestore"):
         assert f"{api}.googleapis.com" in apis
     assert sorted(c[4] for c in find(cmds, "iam", "service-accounts", "create")) == sorted(
-        f"gpuq-{r}" for r in (*FUNCTIONS, "tasks", "scheduler"))
+        f"gpuq-{r}" for r in (*FUNCTIONS, "tasks", "scheduler")
+    )
     # Firestore: the database and the indexes declared in infra/firestore.indexes.json.
     assert find(cmds, "firestore", "databases", "create")
     declared = json.loads((ROOT / "infra" / "firestore.indexes.json").read_text())
-    created = {(flag(c, "collection-group"), tuple(p.split("=", 1)[1] for p in c if p.startswith("--field-config=")))
-               for c in find(cmds, "firestore", "indexes", "composite", "create")}
-    assert created == {(i["collectionGroup"],
-                        tuple(f"field-path={f['fieldPath']},order=ascending" for f in i["fields"]))
-                       for i in declared["indexes"]}
+    created = {
+        (flag(c, "collection-group"), tuple(p.split("=", 1)[1] for p in c if p.startswith("--field-config=")))
+        for c in find(cmds, "firestore", "indexes", "composite", "create")
+    }
+    assert created == {
+        (i["collectionGroup"], tuple(f"field-path={f['fieldPath']},order=ascending" for f in i["fields"]))
+        for i in declared["indexes"]
+    }
     # Secrets: created, versioned from stdin, readable only by the functions that use them.
     assert not find(cmds, "secrets", "create", "GPUQ_REAPER_TOKEN")
     for name in set(SECRETS) - {"GPUQ_REAPER_TOKEN"}:
@@ -98,8 +119,14 @@ def test_the_dry_run_covers_every_resource(tmp_path: Path, capsys: pytest.Captur
     for queue in ("gpuq-jobs", "gpuq-callbacks", "gpuq-leases"):
         for verb in ("create", "update"):
             (cmd,) = find(cmds, "tasks", "queues", verb, queue)
-            for limit in ("max-dispatches-per-second", "max-concurrent-dispatches", "max-attempts", "min-backoff",
-                          "max-backoff", "max-retry-duration"):
+            for limit in (
+                "max-dispatches-per-second",
+                "max-concurrent-dispatches",
+                "max-attempts",
+                "min-backoff",
+                "max-backoff",
+                "max-retry-duration",
+            ):
                 assert flag(cmd, limit)
             assert flag(cmd, "location") == REGION
     # Functions: gen2, their entry point, their own account; public or private as designed.
@@ -114,8 +141,10 @@ def test_the_dry_run_covers_every_resource(tmp_path: Path, capsys: pytest.Captur
         source = Path(flag(deploy, "source"))
         assert (source / "main.py").exists() and (source / "requirements.txt").exists()
     invokers = {(c[3], flag(c, "member")) for c in find(cmds, "functions", "add-invoker-policy-binding")}
-    assert invokers == {("gpuq-dispatch", f"serviceAccount:{sa('tasks')}"),
-                        ("gpuq-reaper", f"serviceAccount:{sa('scheduler')}")}
+    assert invokers == {
+        ("gpuq-dispatch", f"serviceAccount:{sa('tasks')}"),
+        ("gpuq-reaper", f"serviceAccount:{sa('scheduler')}"),
+    }
     env = json.loads(Path(flag(find(cmds, "functions", "deploy")[0], "env-vars-file")).read_text())
     assert env["GPUQ_DISPATCH_URL"] == url("dispatch") and env["GPUQ_TASKS_SERVICE_ACCOUNT"] == sa("tasks")
     assert env["GPUQ_REAPER_URL"] == url("reaper") and env["GPUQ_SCHEDULER_SERVICE_ACCOUNT"] == sa("scheduler")
@@ -123,8 +152,9 @@ def test_the_dry_run_covers_every_resource(tmp_path: Path, capsys: pytest.Captur
     assert not set(env) & set(SECRET_NAMES)
 
 
-def test_the_reaper_is_called_by_the_scheduler_with_an_oidc_token(tmp_path: Path,
-                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_reaper_is_called_by_the_scheduler_with_an_oidc_token(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     cmds = commands(dry_run(tmp_path, capsys))
     for verb in ("create", "update"):
         (job,) = find(cmds, "scheduler", "jobs", verb, "http", "gpuq-reaper")
@@ -184,13 +214,17 @@ class FakeGcloud:
             listed = [v for k, v in self.resources.items() if k.startswith("index/")]
             return GcloudResult(0, json.dumps(listed), "")
         if words[:4] == ["firestore", "indexes", "composite", "create"]:
-            fields = [dict(p.split("=") for p in a.split("=", 1)[1].split(","))
-                      for a in args if a.startswith("--field-config=")]
+            fields = [
+                dict(p.split("=") for p in a.split("=", 1)[1].split(","))
+                for a in args
+                if a.startswith("--field-config=")
+            ]
             key = f"index/{flags['collection-group']}/{len(self.resources)}"
-            self.resources[key] = {"name": f"projects/p/databases/(default)/collectionGroups/"
-                                           f"{flags['collection-group']}/indexes/{len(self.resources)}",
-                                   "fields": [{"fieldPath": f["field-path"], "order": f["order"].upper()}
-                                              for f in fields]}
+            self.resources[key] = {
+                "name": f"projects/p/databases/(default)/collectionGroups/"
+                f"{flags['collection-group']}/indexes/{len(self.resources)}",
+                "fields": [{"fieldPath": f["field-path"], "order": f["order"].upper()} for f in fields],
+            }
             return GcloudResult(0, "", "")
         if words[:3] == ["secrets", "versions", "access"]:
             versions = self.resources.get(f"secrets/{flags['secret']}", {}).get("versions", [])
@@ -201,7 +235,7 @@ class FakeGcloud:
             return GcloudResult(0, "", "")
         verb_at = next(i for i, w in enumerate(words) if w in ("describe", "create", "update", "deploy"))
         kind, verb = " ".join(words[:verb_at]), words[verb_at]
-        rest = [w for w in words[verb_at + 1:] if w != "http"]
+        rest = [w for w in words[verb_at + 1 :] if w != "http"]
         name = rest[0] if rest else flags.get("database", "db")
         if kind == "iam service-accounts" and verb == "create":
             name = f"{name}@{PROJECT}.iam.gserviceaccount.com"
@@ -216,14 +250,22 @@ class FakeGcloud:
             return GcloudResult(1, "", "NOT_FOUND")
         config = {k: v for k, v in flags.items() if k not in ("project", "update-labels")}
         labels = dict(p.split("=", 1) for p in flags.get("update-labels", "").split(",") if p)
-        self.resources[key] = {**self.resources.get(key, {}), "config": config, "labels": labels,
-                               "versions": self.resources.get(key, {}).get("versions", [])}
+        self.resources[key] = {
+            **self.resources.get(key, {}),
+            "config": config,
+            "labels": labels,
+            "versions": self.resources.get(key, {}).get("versions", []),
+        }
         return GcloudResult(0, "", "")
 
     def mutations(self) -> list[str]:
-        return [" ".join(a[1:5]) for a, _ in self.calls
-                if any(v in a for v in ("create", "update", "deploy", "add"))
-                and "add-iam-policy-binding" not in a and "add-invoker-policy-binding" not in a]
+        return [
+            " ".join(a[1:5])
+            for a, _ in self.calls
+            if any(v in a for v in ("create", "update", "deploy", "add"))
+            and "add-iam-policy-binding" not in a
+            and "add-invoker-policy-binding" not in a
+        ]
 
 
 def deployment(tmp_path: Path, **extra: str) -> Deployment:
@@ -245,8 +287,12 @@ def test_running_twice_changes_nothing_the_second_time(tmp_path: Path) -> None:
     assert gcloud.state() == after_first
     changed = gcloud.mutations()
     assert not [m for m in changed if "deploy" in m or "versions add" in m or " create" in m]
-    assert set(changed) == {"tasks queues update gpuq-jobs", "tasks queues update gpuq-callbacks",
-                            "tasks queues update gpuq-leases", "scheduler jobs update http"}  # same values again
+    assert set(changed) == {
+        "tasks queues update gpuq-jobs",
+        "tasks queues update gpuq-callbacks",
+        "tasks queues update gpuq-leases",
+        "scheduler jobs update http",
+    }  # same values again
 
 
 def test_a_changed_secret_gets_one_new_version_and_stdin_carries_it(tmp_path: Path) -> None:
@@ -257,8 +303,10 @@ def test_a_changed_secret_gets_one_new_version_and_stdin_carries_it(tmp_path: Pa
     execute(plan(rotated), rotated.settings, gcloud, say=lambda _: None)
     adds = [(a, stdin) for a, stdin in gcloud.calls if a[1:4] == ["secrets", "versions", "add"]]
     assert adds == [(adds[0][0], "whsec_cm90YXRlZA")] and adds[0][0][4] == "GPUQ_WEBHOOK_SECRET"
-    assert gcloud.resources["secrets/GPUQ_WEBHOOK_SECRET"]["versions"] == [SECRETS["GPUQ_WEBHOOK_SECRET"],
-                                                                           "whsec_cm90YXRlZA"]
+    assert gcloud.resources["secrets/GPUQ_WEBHOOK_SECRET"]["versions"] == [
+        SECRETS["GPUQ_WEBHOOK_SECRET"],
+        "whsec_cm90YXRlZA",
+    ]
     assert not any(a[1:3] == ["functions", "deploy"] for a, _ in gcloud.calls)  # secrets are read at start
     for argv, _ in gcloud.calls:
         assert not any(value in " ".join(argv) for value in [*SECRETS.values(), "whsec_cm90YXRlZA"])
@@ -271,7 +319,8 @@ def test_a_changed_setting_redeploys_the_functions(tmp_path: Path) -> None:
     changed = deployment(tmp_path, GPUQ_DEFAULT_TIMEOUT_S="900")
     execute(plan(changed), changed.settings, gcloud, say=lambda _: None)
     assert sorted(a[3] for a, _ in gcloud.calls if a[1:3] == ["functions", "deploy"]) == sorted(
-        f"gpuq-{name}" for name in FUNCTIONS)
+        f"gpuq-{name}" for name in FUNCTIONS
+    )
 
 
 def test_a_failing_command_stops_the_deploy_with_the_reason_and_no_secret(tmp_path: Path) -> None:
@@ -289,10 +338,20 @@ def test_a_failing_command_stops_the_deploy_with_the_reason_and_no_secret(tmp_pa
 
 
 def test_an_ovh_deployment_packages_the_ovhai_cli_with_the_functions_that_drive_the_box(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     settings = write_settings(tmp_path / "deploy.env", GPUQ_PROVIDER="ovh", OVH_TOKEN="ovh-t0ken-Qx")
-    base = ["--project", PROJECT, "--region", REGION, "--settings", str(settings), "--out-dir", str(tmp_path / "out"),
-            "--dry-run"]
+    base = [
+        "--project",
+        PROJECT,
+        "--region",
+        REGION,
+        "--settings",
+        str(settings),
+        "--out-dir",
+        str(tmp_path / "out"),
+        "--dry-run",
+    ]
     assert main(base) == 2
     assert "--ovhai-binary" in capsys.readouterr().err
     cli = tmp_path / "ovhai"
@@ -320,8 +379,13 @@ def test_gcloud_parses_every_kind_of_command(tmp_path: Path, capsys: pytest.Capt
         path = tuple(w for w in cmd[1:6] if w.isalpha() and w not in SECRETS)
         if len(cmd) > len(shapes.get(path, ())):
             shapes[path] = cmd
-    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "CLOUDSDK_CONFIG": str(tmp_path / "gcloud"),
-           "CLOUDSDK_CORE_DISABLE_PROMPTS": "1", "CLOUDSDK_COMPONENT_MANAGER_DISABLE_UPDATE_CHECK": "1"}
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "CLOUDSDK_CONFIG": str(tmp_path / "gcloud"),
+        "CLOUDSDK_CORE_DISABLE_PROMPTS": "1",
+        "CLOUDSDK_COMPONENT_MANAGER_DISABLE_UPDATE_CHECK": "1",
+    }
 
     def run(cmd: list[str]) -> tuple[list[str], int, str]:
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120)
@@ -329,7 +393,10 @@ def test_gcloud_parses_every_kind_of_command(tmp_path: Path, capsys: pytest.Capt
 
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         results = list(pool.map(run, shapes.values()))
-    refused = [(" ".join(cmd[:5]), code, err.strip()[:300]) for cmd, code, err in results
-               if not (code == 1 and "active account" in err)]
+    refused = [
+        (" ".join(cmd[:5]), code, err.strip()[:300])
+        for cmd, code, err in results
+        if not (code == 1 and "active account" in err)
+    ]
     assert not refused, refused
     assert len(results) >= 15

@@ -38,8 +38,10 @@ while :; do sleep 0.05; done
 """
 
 
-@pytest.mark.skipif(shutil.which("shellcheck") is None,
-                    reason="shellcheck is not installed (apt-get install shellcheck): the scripts were not linted")
+@pytest.mark.skipif(
+    shutil.which("shellcheck") is None,
+    reason="shellcheck is not installed (apt-get install shellcheck): the scripts were not linted",
+)
 def test_the_scripts_pass_shellcheck() -> None:
     proc = subprocess.run(["shellcheck", "--severity=style", *map(str, SCRIPTS)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -66,8 +68,14 @@ class Box:
         return path.read_text().splitlines() if path.exists() else []
 
     def onstart(self, *args: str) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.Popen(["bash", str(ONSTART), *args], env=self.env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        proc = subprocess.Popen(
+            ["bash", str(ONSTART), *args],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
         self.groups.append(proc.pid)  # what it starts stays in this process group: killed at teardown
         out, _ = proc.communicate(timeout=60)
         return subprocess.CompletedProcess(proc.args, proc.returncode, out, "")
@@ -91,10 +99,16 @@ def box(tmp_path: Path) -> Iterator[Box]:
         (stubs / name).chmod(0o755)
     (tmp_path / "stubs").mkdir()
     env = {
-        "PATH": f"{stubs}:/usr/bin:/bin", "HOME": str(tmp_path), "STUB_LOG": str(tmp_path / "stubs"),
-        "REAL_PYTHON": sys.executable, "PYTHONPATH": str(ROOT),
-        "GPUQ_HOME": str(tmp_path), "GPUQ_LOG_DIR": str(tmp_path / "log"), "GPUQ_STATE_DIR": str(tmp_path / "state"),
-        "OLLAMA_HOST": f"127.0.0.1:{_free_port()}", "OLLAMA_PRELOAD_MODELS": "llama3.2:1b, qwen2.5:0.5b,bad$name",
+        "PATH": f"{stubs}:/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "STUB_LOG": str(tmp_path / "stubs"),
+        "REAL_PYTHON": sys.executable,
+        "PYTHONPATH": str(ROOT),
+        "GPUQ_HOME": str(tmp_path),
+        "GPUQ_LOG_DIR": str(tmp_path / "log"),
+        "GPUQ_STATE_DIR": str(tmp_path / "state"),
+        "OLLAMA_HOST": f"127.0.0.1:{_free_port()}",
+        "OLLAMA_PRELOAD_MODELS": "llama3.2:1b, qwen2.5:0.5b,bad$name",
         "GPUQ_OLLAMA_WAIT_S": "30",
     }
     running = Box(tmp_path, env)
@@ -112,8 +126,12 @@ def test_onstart_starts_everything_once_and_a_rerun_changes_nothing(box: Box) ->
     assert [c.split(" ", 1)[1] for c in box.calls("ollama")] == ["serve"]
     assert [c.split(" ", 1)[1] for c in box.calls("python")] == ["-m agent"]
     log = (box.logs / "onstart.log").read_text()
-    for line in ("gpuq-onstart: model loaded: llama3.2:1b", "gpuq-onstart: model loaded: qwen2.5:0.5b",
-                 "gpuq-onstart: error: not a model name: 'bad$name'", "gpuq-onstart: ready"):
+    for line in (
+        "gpuq-onstart: model loaded: llama3.2:1b",
+        "gpuq-onstart: model loaded: qwen2.5:0.5b",
+        "gpuq-onstart: error: not a model name: 'bad$name'",
+        "gpuq-onstart: ready",
+    ):
         assert line in log
     # The models are pulled, loaded, and kept loaded (keep_alive -1: no expiry), though the server's default is 5m.
     tags = {m["name"] for m in box.ollama("/api/tags")["models"]}  # type: ignore[attr-defined]
@@ -148,8 +166,13 @@ def test_a_rerun_restarts_only_what_died_even_if_its_pid_was_reused(box: Box) ->
 
 
 def test_foreground_mode_becomes_the_agent(box: Box) -> None:
-    proc = subprocess.Popen(["bash", str(ONSTART), "--foreground"], env=box.env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        ["bash", str(ONSTART), "--foreground"],
+        env=box.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     box.groups.append(proc.pid)
     deadline = time.monotonic() + 30
     while "gpuq-onstart: ready" not in _read(box.logs / "onstart.log") or not box.calls("python"):
@@ -175,8 +198,9 @@ def _read(path: Path) -> str:
 
 def test_the_stub_ollama_is_the_real_stand_in() -> None:
     """Guard for the test above: the stub's flags exist on the stand-in (a typo would fail far from here)."""
-    proc = subprocess.run([sys.executable, "-m", "shared.fakes.ollama", "--help"], capture_output=True, text=True,
-                          cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-m", "shared.fakes.ollama", "--help"], capture_output=True, text=True, cwd=ROOT
+    )
     assert proc.returncode == 0
     for option in ("--port", "--models", "--load-delay-ms", "--pull-delay-ms", "--keep-alive"):
         assert option in proc.stdout

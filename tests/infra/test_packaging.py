@@ -48,8 +48,9 @@ def test_packaging_again_gives_the_same_bytes(packages: dict[str, Path], tmp_pat
 
 
 @pytest.mark.parametrize("name", sorted(FUNCTIONS))
-def test_each_entry_point_imports_from_its_package_alone(name: str, packages: dict[str, Path],
-                                                         functions_site: Path) -> None:
+def test_each_entry_point_imports_from_its_package_alone(
+    name: str, packages: dict[str, Path], functions_site: Path
+) -> None:
     found = import_in_sandbox(packages[name], functions_site, [("main", name), ("functions_framework", "http")])
     main = found["main"]
     assert main["callable"] is True
@@ -73,13 +74,22 @@ def test_the_agent_image_installs_everything_the_agent_imports(tmp_path: Path) -
     assert found["agent.app"]["callable"] is True
 
 
-def test_the_clients_imported_lazily_in_production_are_in_the_package_too(packages: dict[str, Path],
-                                                                         functions_site: Path) -> None:
+def test_the_clients_imported_lazily_in_production_are_in_the_package_too(
+    packages: dict[str, Path], functions_site: Path
+) -> None:
     """Firestore, the bucket and Cloud Tasks are imported on first use only: check them explicitly."""
-    found = import_in_sandbox(packages["dispatch"], functions_site, [
-        ("shared.store.firestore", "FirestoreJobStore"), ("google.cloud.firestore", "Client"),
-        ("shared.store.blobs", "BlobStore"), ("boto3", "client"), ("google.cloud.tasks_v2", "CloudTasksClient"),
-        ("shared.security.oidc", "verify_oidc"), ("google.oauth2.id_token", "verify_oauth2_token"),
-        ("google.auth.transport.requests", "Request"),
-    ])
+    found = import_in_sandbox(
+        packages["dispatch"],
+        functions_site,
+        [
+            ("shared.store.firestore", "FirestoreJobStore"),
+            ("google.cloud.firestore", "Client"),
+            ("shared.store.blobs", "BlobStore"),
+            ("boto3", "client"),
+            ("google.cloud.tasks_v2", "CloudTasksClient"),
+            ("shared.security.oidc", "verify_oidc"),
+            ("google.oauth2.id_token", "verify_oauth2_token"),
+            ("google.auth.transport.requests", "Request"),
+        ],
+    )
     assert all(entry["callable"] for name, entry in found.items() if name != "__sys_path__")

@@ -87,8 +87,9 @@ class ReportSink:
             return found() or {}
 
     def text(self, job_id: str) -> str:
-        chunks = sorted({c["seq"]: c["text"] for r in self.reports if r["job_id"] == job_id
-                         for c in r.get("chunks", [])}.items())
+        chunks = sorted(
+            {c["seq"]: c["text"] for r in self.reports if r["job_id"] == job_id for c in r.get("chunks", [])}.items()
+        )
         return "".join(text for _, text in chunks)
 
 
@@ -108,9 +109,16 @@ def sink() -> Iterator[ReportSink]:
 
 @pytest.fixture
 def agent(ollama: str) -> Iterator[str]:
-    settings = AgentSettings(secret=SECRET, instance_id="test-box", provider="none", ollama_url=ollama,
-                             preload_models=MODEL, idle_grace_s=3600, report_interval_s=0.05,
-                             max_concurrent_jobs=16)
+    settings = AgentSettings(
+        secret=SECRET,
+        instance_id="test-box",
+        provider="none",
+        ollama_url=ollama,
+        preload_models=MODEL,
+        idle_grace_s=3600,
+        report_interval_s=0.05,
+        max_concurrent_jobs=16,
+    )
     with serve_app_in_thread(build_app(settings)) as url:
         yield url
 
@@ -121,10 +129,19 @@ def ready(url: str) -> bool:
 
 def job(sink: ReportSink, prompt: str, *, batched: bool = False, **fields: Any) -> AgentJob:
     job_id = f"job_{uuid.uuid4().hex[:12]}"
-    return AgentJob.model_validate({
-        "job_id": job_id, "attempt": 1, "model": MODEL, "prompt": prompt, "timeout_s": 30,
-        "report_url": f"{sink.url}/v1/jobs/{job_id}/events", "report_token": f"1.tok-{job_id}",
-        "reports_url": f"{sink.url}/v1/reports" if batched else None, **fields})
+    return AgentJob.model_validate(
+        {
+            "job_id": job_id,
+            "attempt": 1,
+            "model": MODEL,
+            "prompt": prompt,
+            "timeout_s": 30,
+            "report_url": f"{sink.url}/v1/jobs/{job_id}/events",
+            "report_token": f"1.tok-{job_id}",
+            "reports_url": f"{sink.url}/v1/reports" if batched else None,
+            **fields,
+        }
+    )
 
 
 def signed_post(url: str, path: str, body: bytes, signer: RequestSigner | None = None) -> httpx.Response:
@@ -150,8 +167,9 @@ def test_unsigned_forged_and_replayed_intake_is_refused(agent: str, sink: Report
     assert sink.final(json.loads(body)["job_id"])["outcome"] == "succeeded"  # the one signed hand-over ran
 
 
-def test_a_job_handed_over_twice_runs_once_and_reports_its_exact_text(agent: str, sink: ReportSink,
-                                                                        ollama: str) -> None:
+def test_a_job_handed_over_twice_runs_once_and_reports_its_exact_text(
+    agent: str, sink: ReportSink, ollama: str
+) -> None:
     wait_until(lambda: ready(agent), 10, "agent ready")
     prompt = f"once {uuid.uuid4()}"
     spec = job(sink, prompt)
@@ -172,16 +190,16 @@ def test_direct_stream_returns_ndjson_and_still_reports(agent: str, sink: Report
     wait_until(lambda: ready(agent), 10, "agent ready")
     prompt = f"stream {uuid.uuid4()}"
     spec = job(sink, prompt)
-    lines = [json.loads(line) for line in signed_post(agent, "/v1/stream", spec.model_dump_json().encode())
-             .text.splitlines()]
+    lines = [
+        json.loads(line) for line in signed_post(agent, "/v1/stream", spec.model_dump_json().encode()).text.splitlines()
+    ]
     assert lines[-1] == {"done": True, "status": "succeeded"}
     assert "".join(line["response"] for line in lines[:-1]) == fake_completion_text(MODEL, prompt, 24)
     assert sink.final(spec.job_id)["outcome"] == "succeeded"
     assert sink.text(spec.job_id) == fake_completion_text(MODEL, prompt, 24)
 
 
-def test_cancel_from_the_control_plane_stops_generation_and_keeps_partial_output(agent: str,
-                                                                                 sink: ReportSink) -> None:
+def test_cancel_from_the_control_plane_stops_generation_and_keeps_partial_output(agent: str, sink: ReportSink) -> None:
     wait_until(lambda: ready(agent), 10, "agent ready")
     sink.cancel_after_chunks = 1
     spec = job(sink, "long one", options={"num_predict": 5000})
@@ -211,8 +229,7 @@ def test_unknown_model_fails_with_the_model_servers_reason(agent: str, sink: Rep
     assert "no-such-model" in final["error"]["message"]
 
 
-def test_jobs_running_together_report_in_shared_requests_each_with_its_own_token(agent: str,
-                                                                                 sink: ReportSink) -> None:
+def test_jobs_running_together_report_in_shared_requests_each_with_its_own_token(agent: str, sink: ReportSink) -> None:
     wait_until(lambda: ready(agent), 10, "agent ready")
     sink.hold_s = 0.1  # a slow control plane: one request in flight, the rest of the box's news waits for the next
     specs = [job(sink, f"batch {i} {uuid.uuid4()}", batched=True) for i in range(10)]
@@ -225,16 +242,18 @@ def test_jobs_running_together_report_in_shared_requests_each_with_its_own_token
     assert sink.requests < len(specs)  # one POST per job and report would be at least 2 per job
 
 
-def test_an_http_1_0_caller_gets_the_stream_unframed_until_the_connection_closes(agent: str, sink: ReportSink
-                                                                                  ) -> None:
+def test_an_http_1_0_caller_gets_the_stream_unframed_until_the_connection_closes(agent: str, sink: ReportSink) -> None:
     wait_until(lambda: ready(agent), 10, "agent ready")
     spec = job(sink, f"old client {uuid.uuid4()}", batched=True)
     body = spec.model_dump_json().encode()
     headers = "".join(f"{k}: {v}\r\n" for k, v in RequestSigner(SECRET).sign("POST", "/v1/stream", body).items())
     host, port = agent.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=30) as conn:
-        conn.sendall(f"POST /v1/stream HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-                     f"{headers}\r\n".encode() + body)
+        conn.sendall(
+            f"POST /v1/stream HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            f"{headers}\r\n".encode()
+            + body
+        )
         received = b"".join(iter(lambda: conn.recv(65536), b""))
     head, _, rest = received.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.0 200") and b"chunked" not in head.lower()

@@ -34,9 +34,16 @@ def s3_url() -> Iterator[str]:
 
 def settings_for(url: str, bucket: str, **overrides: object) -> BlobSettings:
     values: dict[str, object] = {
-        "bucket": bucket, "endpoint_url": url, "region": "us-east-1", "access_key_id": "testing",
-        "secret_access_key": "testing", "addressing_style": "path", "inline_max_bytes": 1024,
-        "presign_over_bytes": 64 * 1024, "presign_ttl_s": 600, "timeout_s": 2.0,
+        "bucket": bucket,
+        "endpoint_url": url,
+        "region": "us-east-1",
+        "access_key_id": "testing",
+        "secret_access_key": "testing",
+        "addressing_style": "path",
+        "inline_max_bytes": 1024,
+        "presign_over_bytes": 64 * 1024,
+        "presign_ttl_s": 600,
+        "timeout_s": 2.0,
     }
     values.update(overrides)
     return BlobSettings.model_validate(values)
@@ -55,8 +62,12 @@ def test_an_output_round_trips_and_its_reference_describes_it(blobs: BlobStore) 
     text = "héllo ✓ " * 50_000
     ref = blobs.put_output("job_1", 1, text)
     body = text.encode()
-    assert ref == BlobRef(bucket=blobs.settings.bucket, key="gpuq/outputs/job_1/attempt-1.txt",
-                          size_bytes=len(body), sha256=hashlib.sha256(body).hexdigest())
+    assert ref == BlobRef(
+        bucket=blobs.settings.bucket,
+        key="gpuq/outputs/job_1/attempt-1.txt",
+        size_bytes=len(body),
+        sha256=hashlib.sha256(body).hexdigest(),
+    )
     assert blobs.get(ref) == text
     head = blobs.client.head_object(Bucket=ref.bucket, Key=ref.key)
     assert head["ContentType"] == "text/plain; charset=utf-8" and head["ContentLength"] == len(body)
@@ -141,7 +152,10 @@ def test_settings_come_from_gpuq_blob_variables(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("GPUQ_BLOB_INLINE_MAX_BYTES", "1000")
     loaded = BlobSettings()
     assert (loaded.bucket, loaded.endpoint_url, loaded.inline_max_bytes) == (
-        "outputs", "https://storage.googleapis.com", 1000)
+        "outputs",
+        "https://storage.googleapis.com",
+        1000,
+    )
     assert BlobSettings.model_fields["inline_max_bytes"].default == 256 * 1024
     with pytest.raises(ValueError):
         BlobStore(BlobSettings(bucket=""))

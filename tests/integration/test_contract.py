@@ -39,11 +39,14 @@ def test_no_5xx_and_every_response_matches_the_document(case: schemathesis.Case,
     # Every check but "schema-valid requests are accepted": the API has rules beyond JSON Schema (the
     # Idempotency-Key header must agree with the body's key, callback hosts must not be private, a reused
     # key with another body is 409); each answers a documented 4xx, which the other checks verify.
-    case.call_and_validate(base_url=stack.url, headers={"Authorization": f"Bearer {stack.api_key}"},
-                           excluded_checks=[positive_data_acceptance])
+    case.call_and_validate(
+        base_url=stack.url,
+        headers={"Authorization": f"Bearer {stack.api_key}"},
+        excluded_checks=[positive_data_acceptance],
+    )
 
 
 def test_nothing_the_fuzzing_sent_crashed_a_function(stack: DevStack) -> None:
     """Runs after the schemathesis cases: background work they caused (deliveries) did not crash either."""
     log = (stack.log_dir / "functions.log").read_text(errors="replace")
-    assert "Traceback" not in log, log[log.index("Traceback") - 300:][:3000]
+    assert "Traceback" not in log, log[log.index("Traceback") - 300 :][:3000]

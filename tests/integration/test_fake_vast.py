@@ -21,7 +21,7 @@ from tests.servers import wait_until
 KEY = "acct-key-fake-vast"
 VASTAI = Path(sys.prefix) / "vastai" / "bin" / "vastai"
 
-TINY_SERVER = '''
+TINY_SERVER = """
 import json, os, signal, sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -36,7 +36,7 @@ class H(BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
 ThreadingHTTPServer((os.environ["GPUQ_AGENT_HOST"], int(os.environ["GPUQ_AGENT_PORT"])), H).serve_forever()
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +48,15 @@ def script(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def fake(script: Path) -> Iterator[FakeVastServer]:
-    config = FakeVastConfig(api_key=KEY, command=[sys.executable, str(script)], schedule_delay_s=0.05,
-                            loading_delay_s=0.1, restart_loading_delay_s=0.05, stop_delay_s=0.05, stop_grace_s=3.0)
+    config = FakeVastConfig(
+        api_key=KEY,
+        command=[sys.executable, str(script)],
+        schedule_delay_s=0.05,
+        loading_delay_s=0.1,
+        restart_loading_delay_s=0.05,
+        stop_delay_s=0.05,
+        stop_grace_s=3.0,
+    )
     with serve_in_thread(config) as server:
         yield server
 
@@ -64,14 +71,21 @@ def api(fake: FakeVastServer) -> Iterator[httpx.Client]:
 def cli_env(fake: FakeVastServer, tmp_path: Path) -> dict[str, str]:
     if not VASTAI.exists():
         pytest.skip(f"the vastai CLI is not installed at {VASTAI} (make installs it)")
-    return {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), "VAST_URL": fake.url,
-            "VASTAI_NO_UPDATE_CHECK": "1", "XDG_CONFIG_HOME": str(tmp_path / "config"),
-            "XDG_CACHE_HOME": str(tmp_path / "cache"), "XDG_STATE_HOME": str(tmp_path / "state")}
+    return {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(tmp_path),
+        "VAST_URL": fake.url,
+        "VASTAI_NO_UPDATE_CHECK": "1",
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),
+        "XDG_STATE_HOME": str(tmp_path / "state"),
+    }
 
 
 def vastai(env: dict[str, str], *args: str, key: str = KEY) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(VASTAI), *args, "--api-key", key], env=env, capture_output=True, text=True,
-                          timeout=60, check=False)
+    return subprocess.run(
+        [str(VASTAI), *args, "--api-key", key], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
 
 
 def create(api: httpx.Client, offer: int = 5100002, **body: Any) -> int:
@@ -99,8 +113,9 @@ def alive(pid: int) -> bool:
     return Path(f"/proc/{pid}/stat").exists() and Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
 
 
-def test_vastai_search_offers_raw_posts_its_filters_to_bundles(cli_env: dict[str, str],
-                                                              control: FakeVastControl) -> None:
+def test_vastai_search_offers_raw_posts_its_filters_to_bundles(
+    cli_env: dict[str, str], control: FakeVastControl
+) -> None:
     result = vastai(cli_env, "search", "offers", "gpu_name=RTX_4090 reliability>0.98", "-o", "dph", "--raw")
     assert result.returncode == 0, result.stderr
     offers = json.loads(result.stdout)
@@ -110,11 +125,27 @@ def test_vastai_search_offers_raw_posts_its_filters_to_bundles(cli_env: dict[str
 
 
 def test_vastai_create_show_stop_start_and_destroy_work_against_the_fake(
-        cli_env: dict[str, str], control: FakeVastControl, api: httpx.Client) -> None:
+    cli_env: dict[str, str], control: FakeVastControl, api: httpx.Client
+) -> None:
     for _ in range(26):  # more than one page of the v1 list, which `show instances` must follow
         create(api, 5100004, target_state="stopped", label="bulk")
-    result = vastai(cli_env, "create", "instance", "5100002", "--image", "gpuq/agent:test", "--env",
-                    "-e FOO=bar -p 8000:8000", "--onstart-cmd", "echo hi", "--disk", "24", "--label", "gpuq", "--raw")
+    result = vastai(
+        cli_env,
+        "create",
+        "instance",
+        "5100002",
+        "--image",
+        "gpuq/agent:test",
+        "--env",
+        "-e FOO=bar -p 8000:8000",
+        "--onstart-cmd",
+        "echo hi",
+        "--disk",
+        "24",
+        "--label",
+        "gpuq",
+        "--raw",
+    )
     assert result.returncode == 0, result.stderr
     created = json.loads(result.stdout)
     assert created["success"] is True
@@ -131,8 +162,14 @@ def test_vastai_create_show_stop_start_and_destroy_work_against_the_fake(
     running = wait_status(api, vid, "running")
     port = running["ports"]["8000/tcp"][0]["HostPort"]
     seen = httpx.get(f"http://{running['public_ipaddr']}:{port}/", timeout=5).json()
-    assert seen == {"CONTAINER_ID": str(vid), "FOO": "bar", "VAST_URL": cli_env["VAST_URL"],
-                    "GPUQ_AGENT_PORT": port, "VAST_TCP_PORT_8000": port, "PUBLIC_IPADDR": "127.0.0.1"}
+    assert seen == {
+        "CONTAINER_ID": str(vid),
+        "FOO": "bar",
+        "VAST_URL": cli_env["VAST_URL"],
+        "GPUQ_AGENT_PORT": port,
+        "VAST_TCP_PORT_8000": port,
+        "PUBLIC_IPADDR": "127.0.0.1",
+    }
     pid = control.instance(vid)["pid"]  # type: ignore[index]
 
     stopped = vastai(cli_env, "stop", "instance", str(vid))
@@ -151,8 +188,9 @@ def test_vastai_create_show_stop_start_and_destroy_work_against_the_fake(
     assert show(api, vid) is None
 
 
-def test_vastai_stop_exits_zero_even_when_vast_refuses(cli_env: dict[str, str], control: FakeVastControl,
-                                                      api: httpx.Client) -> None:
+def test_vastai_stop_exits_zero_even_when_vast_refuses(
+    cli_env: dict[str, str], control: FakeVastControl, api: httpx.Client
+) -> None:
     vid = create(api)
     wait_status(api, vid, "running")
     control.set(stop_fails=1)
@@ -163,27 +201,33 @@ def test_vastai_stop_exits_zero_even_when_vast_refuses(cli_env: dict[str, str], 
     assert bad_key.returncode == 0 and "Invalid user key" in bad_key.stderr  # so: always confirm with a GET
 
 
-def test_container_keys_reach_only_their_own_instance(fake: FakeVastServer, control: FakeVastControl,
-                                                      api: httpx.Client) -> None:
+def test_container_keys_reach_only_their_own_instance(
+    fake: FakeVastServer, control: FakeVastControl, api: httpx.Client
+) -> None:
     a, b = create(api), create(api, 5100003)
     key_a = control.instance(a)["container_key"]  # type: ignore[index]
     headers = {"Authorization": f"Bearer {key_a}"}
     assert httpx.get(f"{fake.url}/api/v0/instances/{a}/", headers=headers).json()["instances"]["id"] == a
-    for method, path in (("GET", f"/api/v0/instances/{b}/"), ("PUT", f"/api/v0/instances/{b}/"),
-                         ("DELETE", f"/api/v0/instances/{b}/"), ("GET", "/api/v1/instances/"),
-                         ("POST", "/api/v0/bundles/"), ("PUT", "/api/v0/asks/5100005/")):
+    for method, path in (
+        ("GET", f"/api/v0/instances/{b}/"),
+        ("PUT", f"/api/v0/instances/{b}/"),
+        ("DELETE", f"/api/v0/instances/{b}/"),
+        ("GET", "/api/v1/instances/"),
+        ("POST", "/api/v0/bundles/"),
+        ("PUT", "/api/v0/asks/5100005/"),
+    ):
         denied = httpx.request(method, fake.url + path, headers=headers, json={})
         assert denied.status_code == 401 and denied.json()["error"] == "auth_error", (method, path)
     stop = httpx.put(f"{fake.url}/api/v0/instances/{a}/", headers=headers, json={"state": "stopped"})
     assert stop.json() == {"success": True} and (show(api, b) or {})["intended_status"] == "running"
 
 
-def test_errors_and_rate_limits_look_like_vast(fake: FakeVastServer, control: FakeVastControl,
-                                              api: httpx.Client) -> None:
+def test_errors_and_rate_limits_look_like_vast(
+    fake: FakeVastServer, control: FakeVastControl, api: httpx.Client
+) -> None:
     assert httpx.get(fake.url + "/api/v0/gpu_names/unique/").json()["gpu_names"]  # no key needed
     bad = httpx.get(fake.url + "/api/v1/instances/", headers={"Authorization": "Bearer nope"})
-    assert bad.status_code == 401 and bad.json() == {"success": False, "error": "auth_error",
-                                                     "msg": "Invalid user key"}
+    assert bad.status_code == 401 and bad.json() == {"success": False, "error": "auth_error", "msg": "Invalid user key"}
     assert api.get("/api/v0/instances/").status_code == 410  # the retired v0 list
     assert api.get("/api/v0/instances/123/").json() == {"instances": None}
     offers = api.post("/api/v0/bundles/", json={"gpu_name": {"in": ["H100 SXM"]}, "order": [["dph_total", "asc"]]})
@@ -206,9 +250,23 @@ def test_errors_and_rate_limits_look_like_vast(fake: FakeVastServer, control: Fa
 
 def test_sigterm_stops_the_fake_and_every_instance_process(script: Path, tmp_path: Path) -> None:
     env = {**os.environ, "VASTAI_API_KEY": KEY, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "shared.fakes.vast", "--port", "0", "--stop-delay", "0",
-                             "--command", json.dumps([sys.executable, str(script)])],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "shared.fakes.vast",
+            "--port",
+            "0",
+            "--stop-delay",
+            "0",
+            "--command",
+            json.dumps([sys.executable, str(script)]),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+        text=True,
+    )
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()

@@ -19,8 +19,15 @@ def job_count(stack: DevStack) -> int:
         return int(db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0])
 
 
-def post(stack: DevStack, path: str, *, body: Any = None, raw: bytes | None = None,
-         headers: dict[str, str] | None = None, auth: bool = True) -> httpx.Response:
+def post(
+    stack: DevStack,
+    path: str,
+    *,
+    body: Any = None,
+    raw: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    auth: bool = True,
+) -> httpx.Response:
     sent = {"Content-Type": "application/json"}
     if auth:
         sent["Authorization"] = f"Bearer {stack.api_key}"
@@ -34,21 +41,25 @@ BAD_REQUESTS = [
     ("empty model", {"model": "", "prompt": "hi"}, 422, "model"),
     ("empty prompt", {"model": MODEL, "prompt": "  "}, 422, "prompt"),
     ("neither prompt nor messages", {"model": MODEL}, 422, "exactly one"),
-    ("both prompt and messages", {"model": MODEL, "prompt": "a", "messages": [{"role": "user", "content": "b"}]},
-     422, "exactly one"),
+    (
+        "both prompt and messages",
+        {"model": MODEL, "prompt": "a", "messages": [{"role": "user", "content": "b"}]},
+        422,
+        "exactly one",
+    ),
     ("unknown field", {"model": MODEL, "prompt": "a", "temperature": 0.2}, 422, "temperature: unknown field"),
     ("not llm work", {"type": "image", "model": MODEL, "prompt": "a"}, 422, "only 'llm'"),
     ("ftp callback", {"model": MODEL, "prompt": "a", "callback_url": "ftp://example.com/x"}, 422, "callback_url"),
-    ("private callback", {"model": MODEL, "prompt": "a", "callback_url": "http://10.0.0.8/hook"}, 422,
-     "private"),
+    ("private callback", {"model": MODEL, "prompt": "a", "callback_url": "http://10.0.0.8/hook"}, 422, "private"),
     ("bad message role", {"model": MODEL, "messages": [{"role": "robot", "content": "x"}]}, 422, "role"),
     ("array body", [1, 2], 422, "JSON object"),
 ]
 
 
 @pytest.mark.parametrize(("case", "body", "status", "needle"), BAD_REQUESTS, ids=[c[0] for c in BAD_REQUESTS])
-def test_bad_job_bodies_get_a_clear_4xx_and_store_nothing(stack: DevStack, case: str, body: Any, status: int,
-                                                          needle: str) -> None:
+def test_bad_job_bodies_get_a_clear_4xx_and_store_nothing(
+    stack: DevStack, case: str, body: Any, status: int, needle: str
+) -> None:
     before = job_count(stack)
     response = post(stack, "/v1/jobs", body=body)
     assert response.status_code == status, response.text
@@ -71,8 +82,13 @@ def test_non_json_wrong_type_and_oversized_bodies(stack: DevStack) -> None:
 def test_api_key_required(stack: DevStack) -> None:
     missing = post(stack, "/v1/jobs", body={"model": MODEL, "prompt": "a"}, auth=False)
     assert missing.status_code == 401 and missing.json()["error"]["code"] == "missing_api_key"
-    wrong = post(stack, "/v1/jobs", body={"model": MODEL, "prompt": "a"}, auth=False,
-                 headers={"Authorization": "Bearer not-a-key"})
+    wrong = post(
+        stack,
+        "/v1/jobs",
+        body={"model": MODEL, "prompt": "a"},
+        auth=False,
+        headers={"Authorization": "Bearer not-a-key"},
+    )
     assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "invalid_api_key"
     read = httpx.get(f"{stack.url}/v1/jobs/job_x", headers={"Authorization": "Bearer nope"})
     assert read.status_code == 401
@@ -95,20 +111,31 @@ def test_internal_endpoints_refuse_unauthenticated_callers(stack: DevStack) -> N
     assert reaper.status_code == 401
     trigger = post(stack, "/trigger", body={}, auth=False)
     assert trigger.status_code == 401
-    forged = post(stack, "/trigger", body={"instance_id": "local-1"}, auth=False,
-                  headers={"X-Gpuq-Signature": "x", "X-Gpuq-Timestamp": "1", "X-Gpuq-Nonce": "n"})
+    forged = post(
+        stack,
+        "/trigger",
+        body={"instance_id": "local-1"},
+        auth=False,
+        headers={"X-Gpuq-Signature": "x", "X-Gpuq-Timestamp": "1", "X-Gpuq-Nonce": "n"},
+    )
     assert forged.status_code == 401
-    report = post(stack, "/v1/jobs/job_x/events", body={"attempt": 1}, auth=False,
-                  headers={"Authorization": "Bearer 1.forged"})
+    report = post(
+        stack, "/v1/jobs/job_x/events", body={"attempt": 1}, auth=False, headers={"Authorization": "Bearer 1.forged"}
+    )
     assert report.status_code == 401 and report.json()["error"]["code"] == "invalid_job_token"
-    batch = post(stack, "/v1/reports", auth=False,
-                 body={"reports": [{"job_id": "job_x", "token": "1.forged", "report": {"attempt": 1}}]})
+    batch = post(
+        stack,
+        "/v1/reports",
+        auth=False,
+        body={"reports": [{"job_id": "job_x", "token": "1.forged", "report": {"attempt": 1}}]},
+    )
     assert batch.status_code == 401 and batch.json()["error"]["code"] == "invalid_job_token"
 
 
 def test_trigger_with_its_token_reports_what_waits(stack: DevStack) -> None:
-    response = post(stack, "/trigger", body={}, auth=False,
-                    headers={"Authorization": f"Bearer {stack.settings.trigger_token}"})
+    response = post(
+        stack, "/trigger", body={}, auth=False, headers={"Authorization": f"Bearer {stack.settings.trigger_token}"}
+    )
     assert response.status_code == 200
     assert set(response.json()) == {"waiting", "started", "dispatched"}
 
@@ -125,8 +152,12 @@ def test_idempotency_key_returns_the_same_job_and_refuses_a_different_body(stack
 
 
 def test_seed_compatible_enqueue(stack: DevStack) -> None:
-    ok = post(stack, "/enqueue", body={"prompt": "seed style", "model": MODEL, "callbackUrl": None},
-              headers={"x-task-type": "llm"})
+    ok = post(
+        stack,
+        "/enqueue",
+        body={"prompt": "seed style", "model": MODEL, "callbackUrl": None},
+        headers={"x-task-type": "llm"},
+    )
     assert ok.status_code == 202 and ok.json()["status"] == "queued"
     wrong = post(stack, "/enqueue", body={"prompt": "seed style", "model": MODEL}, headers={"x-task-type": "image"})
     assert wrong.status_code == 400 and wrong.json()["error"]["code"] == "unsupported_task_type"

@@ -41,12 +41,17 @@ def test_generate_and_chat_stream_the_exact_text_and_the_final_counters(ollama: 
     async def main() -> None:
         streams = OllamaStreams(ollama)
         out = Collect()
-        result = await streams.stream("/api/generate", {"model": MODEL, "prompt": "hello", "stream": True}, out,
-                                      chat=False)
+        result = await streams.stream(
+            "/api/generate", {"model": MODEL, "prompt": "hello", "stream": True}, out, chat=False
+        )
         assert out.text == fake_completion_text(MODEL, "hello", 24) and result.eval_count == 24
         chat = Collect()
-        result = await streams.stream("/api/chat", {"model": MODEL, "stream": True, "messages": [
-            {"role": "user", "content": "hi"}]}, chat, chat=True)
+        result = await streams.stream(
+            "/api/chat",
+            {"model": MODEL, "stream": True, "messages": [{"role": "user", "content": "hi"}]},
+            chat,
+            chat=True,
+        )
         assert chat.text == fake_completion_text(MODEL, "hi", 24) and result.done_reason == "stop"
         streams.close()
 
@@ -107,8 +112,11 @@ async def _serve(script: Script) -> tuple[asyncio.Server, str]:
     return server, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
 
 
-LINES = [b'{"response":"Hel","done":false}\n', b'{"response":"lo","done":false}\n',
-         b'{"response":"","done":true,"done_reason":"stop","eval_count":2}\n']
+LINES = [
+    b'{"response":"Hel","done":false}\n',
+    b'{"response":"lo","done":false}\n',
+    b'{"response":"","done":true,"done_reason":"stop","eval_count":2}\n',
+]
 
 
 def _chunked(parts: list[bytes]) -> bytes:
@@ -118,14 +126,21 @@ def _chunked(parts: list[bytes]) -> bytes:
 @pytest.mark.parametrize("framing", ["chunked", "content-length", "close"])
 def test_every_framing_read_a_byte_at_a_time_gives_the_same_text(framing: str) -> None:
     body = b"".join(LINES)
-    head = {"chunked": b"Transfer-Encoding: chunked\r\n", "content-length": b"Content-Length: %d\r\n" % len(body),
-            "close": b"Connection: close\r\n"}[framing]
-    payload = b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\n" + head + b"\r\n" + (
-        _chunked(LINES) if framing == "chunked" else body)
+    head = {
+        "chunked": b"Transfer-Encoding: chunked\r\n",
+        "content-length": b"Content-Length: %d\r\n" % len(body),
+        "close": b"Connection: close\r\n",
+    }[framing]
+    payload = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\n"
+        + head
+        + b"\r\n"
+        + (_chunked(LINES) if framing == "chunked" else body)
+    )
 
     async def script(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         for i in range(len(payload)):
-            writer.write(payload[i:i + 1])
+            writer.write(payload[i : i + 1])
             await writer.drain()
 
     async def main() -> None:
@@ -139,11 +154,14 @@ def test_every_framing_read_a_byte_at_a_time_gives_the_same_text(framing: str) -
     asyncio.run(main())
 
 
-@pytest.mark.parametrize(("lines", "message"), [
-    (LINES[:2], "ended without a final line"),
-    ([LINES[0], b'{"error":"out of memory"}\n'], "out of memory"),
-    ([LINES[0], b"not json\n"], "bad stream"),
-])
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        (LINES[:2], "ended without a final line"),
+        ([LINES[0], b'{"error":"out of memory"}\n'], "out of memory"),
+        ([LINES[0], b"not json\n"], "bad stream"),
+    ],
+)
 def test_a_stream_that_breaks_off_or_says_error_fails_with_the_reason(lines: list[bytes], message: str) -> None:
     async def script(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + _chunked(lines))

@@ -50,8 +50,7 @@ def state_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path
     bin_dir = tmp_path / "bin"
     fake.install(bin_dir, path)
     monkeypatch.setenv("PATH", f"{bin_dir}:{Path(sys.executable).parent}:/usr/bin:/bin")
-    fake.configure(path, token=TOKEN, timings={"QUEUED": 0.1, "INITIALIZING": 0.2, "STOPPING": 0.3,
-                                               "DELETING": 0.1})
+    fake.configure(path, token=TOKEN, timings={"QUEUED": 0.1, "INITIALIZING": 0.2, "STOPPING": 0.3, "DELETING": 0.1})
     yield path
     for app in fake.read_state(path)["apps"].values():  # a box the fake launched must not outlive the test
         if app.get("_pid"):
@@ -61,9 +60,16 @@ def state_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path
 
 def settings(**overrides: Any) -> OvhSettings:
     values: dict[str, Any] = {
-        "token": TOKEN, "image": "ghcr.io/acme/gpuq-agent:1", "flavor": "l40s-1-gpu", "gpu": 1,
-        "model_bucket": "gpuq-models", "preload_models": "llama3.2:1b,qwen2.5:7b", "deployment": "test",
-        "agent_env": "GPUQ_AGENT_READY_URL=https://cp.example/trigger", "poll_s": 0.05, "stop_confirm_s": 10.0,
+        "token": TOKEN,
+        "image": "ghcr.io/acme/gpuq-agent:1",
+        "flavor": "l40s-1-gpu",
+        "gpu": 1,
+        "model_bucket": "gpuq-models",
+        "preload_models": "llama3.2:1b,qwen2.5:7b",
+        "deployment": "test",
+        "agent_env": "GPUQ_AGENT_READY_URL=https://cp.example/trigger",
+        "poll_s": 0.05,
+        "stop_confirm_s": 10.0,
         "timeout_s": 10.0,
     }
     values.update(overrides)
@@ -83,8 +89,9 @@ def verbs(state_path: Path) -> list[str]:
     return [f"{a[0]} {a[1]}" for a in calls(state_path)]
 
 
-async def wait_for(check: Callable[[], Awaitable[Instance | None]], want: InstanceState,
-                   timeout_s: float = 10.0) -> Instance:
+async def wait_for(
+    check: Callable[[], Awaitable[Instance | None]], want: InstanceState, timeout_s: float = 10.0
+) -> Instance:
     deadline = time.monotonic() + timeout_s
     while True:
         seen = await check()
@@ -104,19 +111,33 @@ async def test_create_runs_the_app_with_every_setting_and_it_boots(provider: Ovh
     assert run[2:6] == ["-o", "json", "--token", TOKEN]  # options before the image, never after it
     assert run[-1] == "ghcr.io/acme/gpuq-agent:1"
     joined = " ".join(run)
-    for part in ("--name box-1", "--flavor l40s-1-gpu", "--gpu 1", "--default-http-port 8000", "--unsecure-http",
-                 "--label gpuq=test", "--label gpuq-instance=box-1",
-                 "--volume gpuq-models@GRA:/root/.ollama:RW:cache", "--env GPUQ_AGENT_INSTANCE_ID=box-1",
-                 "--env OLLAMA_PRELOAD_MODELS=llama3.2:1b,qwen2.5:7b",
-                 "--env GPUQ_AGENT_READY_URL=https://cp.example/trigger"):
+    for part in (
+        "--name box-1",
+        "--flavor l40s-1-gpu",
+        "--gpu 1",
+        "--default-http-port 8000",
+        "--unsecure-http",
+        "--label gpuq=test",
+        "--label gpuq-instance=box-1",
+        "--volume gpuq-models@GRA:/root/.ollama:RW:cache",
+        "--env GPUQ_AGENT_INSTANCE_ID=box-1",
+        "--env OLLAMA_PRELOAD_MODELS=llama3.2:1b,qwen2.5:7b",
+        "--env GPUQ_AGENT_READY_URL=https://cp.example/trigger",
+    ):
         assert part in joined
     running = await wait_for(lambda: provider.get("box-1"), InstanceState.RUNNING)
     assert running.id == "box-1" and running.agent_url == f"https://{app_id}.app.gra.ai.cloud.ovh.net"
     assert await provider.get(app_id) == running  # by UUID too
     assert running.started_at is not None and running.provider == "ovh"
     app = fake.read_state(state_path)["apps"][app_id]
-    assert app["spec"]["volumes"] == [{"dataStore": {"alias": "GRA", "container": "gpuq-models", "prefix": ""},
-                                       "mountPath": "/root/.ollama", "permission": "RW", "cache": True}]
+    assert app["spec"]["volumes"] == [
+        {
+            "dataStore": {"alias": "GRA", "container": "gpuq-models", "prefix": ""},
+            "mountPath": "/root/.ollama",
+            "permission": "RW",
+            "cache": True,
+        }
+    ]
     assert [s for s, _ in app["_timeline"]] == ["QUEUED", "INITIALIZING", "RUNNING"]
     assert await provider.create("box-1") == running  # idempotent by name: no second app
     assert verbs(state_path).count("app run") == 1
@@ -132,7 +153,7 @@ async def test_stop_is_confirmed_and_idempotent_start_brings_it_back(provider: O
     assert history[-2:] == ["STOPPING", "STOPPED"]
     before = verbs(state_path)
     assert (await provider.stop("box-1")).state is InstanceState.STOPPED
-    assert verbs(state_path)[len(before):] == ["app get"]  # already stopped: looked, did not stop again
+    assert verbs(state_path)[len(before) :] == ["app get"]  # already stopped: looked, did not stop again
     assert before.count("app stop") == 1 and before.count("app get") >= 3  # stop polled until STOPPED
     restarted = await provider.start("box-1")
     assert restarted.state is InstanceState.STARTING
@@ -143,8 +164,9 @@ async def test_stop_is_confirmed_and_idempotent_start_brings_it_back(provider: O
 
 
 @synchronous
-async def test_start_while_stopping_waits_for_the_stop_instead_of_failing(provider: OvhProvider,
-                                                                          state_path: Path) -> None:
+async def test_start_while_stopping_waits_for_the_stop_instead_of_failing(
+    provider: OvhProvider, state_path: Path
+) -> None:
     created = await provider.create("box-1")
     await wait_for(lambda: provider.get(created.id), InstanceState.RUNNING)
     fake.configure(state_path, timings={"STOPPING": 5.0})
@@ -155,8 +177,9 @@ async def test_start_while_stopping_waits_for_the_stop_instead_of_failing(provid
 
 
 @synchronous
-async def test_a_box_that_finds_no_capacity_reads_as_stopped_with_the_reason(provider: OvhProvider,
-                                                                             state_path: Path) -> None:
+async def test_a_box_that_finds_no_capacity_reads_as_stopped_with_the_reason(
+    provider: OvhProvider, state_path: Path
+) -> None:
     fake.configure(state_path, no_capacity=True)
     created = await provider.create("box-1")
     failed = await wait_for(lambda: provider.get(created.id), InstanceState.STOPPED)
@@ -166,8 +189,9 @@ async def test_a_box_that_finds_no_capacity_reads_as_stopped_with_the_reason(pro
 @synchronous
 async def test_get_and_list_see_only_this_deployments_apps(provider: OvhProvider, state_path: Path) -> None:
     ours = await provider.create("box-1")
-    assert fake.main(["app", "run", "--token", TOKEN, "--name", "other", "--label", "gpuq=someone-else",
-                      "busybox"]) == 0
+    assert (
+        fake.main(["app", "run", "--token", TOKEN, "--name", "other", "--label", "gpuq=someone-else", "busybox"]) == 0
+    )
     assert fake.main(["app", "run", "--token", TOKEN, "--name", "unlabelled", "busybox"]) == 0
     listed = await provider.list()
     assert [i.id for i in listed] == [ours.id] == ["box-1"]
@@ -192,8 +216,9 @@ async def test_delete_removes_the_app(provider: OvhProvider, state_path: Path) -
 
 
 @synchronous
-async def test_cli_failures_become_provider_errors_without_the_token(provider: OvhProvider, state_path: Path,
-                                                                     tmp_path: Path) -> None:
+async def test_cli_failures_become_provider_errors_without_the_token(
+    provider: OvhProvider, state_path: Path, tmp_path: Path
+) -> None:
     created = await provider.create("box-1")
     await wait_for(lambda: provider.get(created.id), InstanceState.RUNNING)
     await provider.stop("box-1")
@@ -239,13 +264,15 @@ async def test_a_hung_cli_is_killed_at_the_timeout_and_the_loop_keeps_running(tm
 
 @synchronous
 async def test_the_fake_can_launch_a_real_process_as_the_box(state_path: Path) -> None:
-    server = ("import http.server, os\n"
-              "class H(http.server.BaseHTTPRequestHandler):\n"
-              "    def do_GET(self):\n"
-              "        body = (os.environ['GPUQ_AGENT_INSTANCE_ID'] + ' ' + os.environ['GPUQ_AGENT_PORT']).encode()\n"
-              "        self.send_response(200); self.end_headers(); self.wfile.write(body)\n"
-              "    def log_message(self, *a): pass\n"
-              "http.server.HTTPServer(('127.0.0.1', int(os.environ['PORT'])), H).serve_forever()\n")
+    server = (
+        "import http.server, os\n"
+        "class H(http.server.BaseHTTPRequestHandler):\n"
+        "    def do_GET(self):\n"
+        "        body = (os.environ['GPUQ_AGENT_INSTANCE_ID'] + ' ' + os.environ['GPUQ_AGENT_PORT']).encode()\n"
+        "        self.send_response(200); self.end_headers(); self.wfile.write(body)\n"
+        "    def log_message(self, *a): pass\n"
+        "http.server.HTTPServer(('127.0.0.1', int(os.environ['PORT'])), H).serve_forever()\n"
+    )
     fake.configure(state_path, launch={"command": [sys.executable, "-c", server], "port_env": "GPUQ_AGENT_PORT"})
     provider = OvhProvider(settings())
     created = await provider.create("box-1")

@@ -93,8 +93,9 @@ def refusing(stack: DevStack, tmp_path: Path) -> Iterator[ControlPlane]:
     """A control plane whose job queue does not exist on the emulator: every push is refused."""
     settings: ControlPlaneSettings = stack.settings.model_copy(update={"job_queue": "gpuq-no-such-queue"})
     store = SqliteJobStore(tmp_path / "jobs.db")
-    yield ControlPlane(settings=settings, store=store, queue=TaskQueue(settings),
-                       provider=LocalProvider(tmp_path / "boxes"))
+    yield ControlPlane(
+        settings=settings, store=store, queue=TaskQueue(settings), provider=LocalProvider(tmp_path / "boxes")
+    )
     store.close()
 
 
@@ -113,10 +114,13 @@ class RecordingTasksService:
         self.calls: list[tuple[dict[str, str], float | None]] = []
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
         handler = grpc.unary_unary_rpc_method_handler(
-            self._create_task, request_deserializer=cloudtasks.CreateTaskRequest.pb().FromString,
-            response_serializer=lambda task: task.SerializeToString())
+            self._create_task,
+            request_deserializer=cloudtasks.CreateTaskRequest.pb().FromString,
+            response_serializer=lambda task: task.SerializeToString(),
+        )
         self.server.add_generic_rpc_handlers(
-            [grpc.method_handlers_generic_handler("google.cloud.tasks.v2.CloudTasks", {"CreateTask": handler})])
+            [grpc.method_handlers_generic_handler("google.cloud.tasks.v2.CloudTasks", {"CreateTask": handler})]
+        )
         self.host = f"127.0.0.1:{self.server.add_insecure_port('127.0.0.1:0')}"
 
     def _create_task(self, request: Any, context: grpc.ServicerContext) -> Any:

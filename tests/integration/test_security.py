@@ -36,10 +36,14 @@ class GoogleStandIn:
 
     def __init__(self) -> None:
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
-        public = key.public_key().public_bytes(serialization.Encoding.PEM,
-                                               serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+        pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        public = (
+            key.public_key()
+            .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+            .decode()
+        )
         self.signer = crypt.RSASigner.from_string(pem, key_id="k1")
         body = json.dumps({"k1": public}).encode()
 
@@ -60,8 +64,16 @@ class GoogleStandIn:
 
     def token(self, audience: str, email: str = SCHEDULER_SA, expires_in: int = 600, **extra: Any) -> str:
         now = int(time.time())
-        claims = {"iss": "https://accounts.google.com", "aud": audience, "email": email, "email_verified": True,
-                  "iat": now - 5, "exp": now + expires_in, "sub": "1234", **extra}
+        claims = {
+            "iss": "https://accounts.google.com",
+            "aud": audience,
+            "email": email,
+            "email_verified": True,
+            "iat": now - 5,
+            "exp": now + expires_in,
+            "sub": "1234",
+            **extra,
+        }
         return jwt.encode(self.signer, claims).decode()
 
     def close(self) -> None:
@@ -84,9 +96,15 @@ def client(hardened: DevStack) -> Iterator[JobsClient]:
 
 @pytest.fixture(scope="module")
 def hardened(tmp_path_factory: pytest.TempPathFactory, google: GoogleStandIn) -> Iterator[DevStack]:
-    stack = start_stack(tmp_path_factory.mktemp("hardened"), overrides={
-        "scheduler_service_account": SCHEDULER_SA, "oidc_certs_url": google.url,
-        "callback_allow_hosts": "", "rate_limit_per_min": RATE_PER_MIN})
+    stack = start_stack(
+        tmp_path_factory.mktemp("hardened"),
+        overrides={
+            "scheduler_service_account": SCHEDULER_SA,
+            "oidc_certs_url": google.url,
+            "callback_allow_hosts": "",
+            "rate_limit_per_min": RATE_PER_MIN,
+        },
+    )
     yield stack
     stack.stop()
 
@@ -128,8 +146,9 @@ def test_a_box_can_announce_only_itself(hardened: DevStack) -> None:
     assert replay.status_code == 401 and replay.json()["error"]["code"] == "replayed_request"
     other_box = announce("local-2", own)  # box 1's secret does not speak for box 2
     assert other_box.status_code == 401
-    stale = RequestSigner(own).sign("POST", "/trigger", json.dumps({"instance_id": "local-1"}).encode(),
-                                    now=time.time() - 600)
+    stale = RequestSigner(own).sign(
+        "POST", "/trigger", json.dumps({"instance_id": "local-1"}).encode(), now=time.time() - 600
+    )
     assert announce("local-1", own, stale).status_code == 401
 
 
@@ -140,35 +159,53 @@ def test_reports_need_the_token_of_that_job_and_attempt(hardened: DevStack, clie
     client.wait(other["id"], timeout_s=60)
     secret = hardened.settings.job_token_secret
     wrong_job = job_token(secret, other["id"], 1)
-    response = httpx.post(f"{hardened.url}/v1/jobs/{job['id']}/events", json={"attempt": 1},
-                          headers={"Authorization": f"Bearer {wrong_job}"})
+    response = httpx.post(
+        f"{hardened.url}/v1/jobs/{job['id']}/events",
+        json={"attempt": 1},
+        headers={"Authorization": f"Bearer {wrong_job}"},
+    )
     assert response.status_code == 401
-    late = httpx.post(f"{hardened.url}/v1/jobs/{job['id']}/events",
-                      json={"attempt": 1, "outcome": "failed", "error": {"code": "x", "message": "late"}},
-                      headers={"Authorization": f"Bearer {job_token(secret, job['id'], 1)}"})
+    late = httpx.post(
+        f"{hardened.url}/v1/jobs/{job['id']}/events",
+        json={"attempt": 1, "outcome": "failed", "error": {"code": "x", "message": "late"}},
+        headers={"Authorization": f"Bearer {job_token(secret, job['id'], 1)}"},
+    )
     assert late.status_code == 200 and late.json()["cancel"] is True  # a finished job is not rewritten
     assert client.get(job["id"])["status"] == "succeeded"
     # In a box's batch each entry stands on its own token: the forged one is refused, the other applied.
-    batch = httpx.post(f"{hardened.url}/v1/reports", json={"reports": [
-        {"job_id": job["id"], "token": wrong_job, "report": {"attempt": 1}},
-        {"job_id": other["id"], "token": job_token(secret, other["id"], 1), "report": {"attempt": 1}},
-    ]})
+    batch = httpx.post(
+        f"{hardened.url}/v1/reports",
+        json={
+            "reports": [
+                {"job_id": job["id"], "token": wrong_job, "report": {"attempt": 1}},
+                {"job_id": other["id"], "token": job_token(secret, other["id"], 1), "report": {"attempt": 1}},
+            ]
+        },
+    )
     assert batch.status_code == 200
     forged, genuine = batch.json()["acks"]
     assert forged["error"]["code"] == "invalid_job_token" and forged["cancel"] is True and forged["status"] is None
     assert genuine["error"] is None and genuine["status"] == "succeeded" and genuine["cancel"] is True
-    only_forged = httpx.post(f"{hardened.url}/v1/reports", json={"reports": [
-        {"job_id": job["id"], "token": wrong_job, "report": {"attempt": 1}}]})
+    only_forged = httpx.post(
+        f"{hardened.url}/v1/reports",
+        json={"reports": [{"job_id": job["id"], "token": wrong_job, "report": {"attempt": 1}}]},
+    )
     assert only_forged.status_code == 401 and only_forged.json()["error"]["code"] == "invalid_job_token"
 
 
-def test_callback_to_a_name_resolving_to_loopback_is_refused_at_delivery(hardened: DevStack, client: JobsClient
-                                                                         ) -> None:
+def test_callback_to_a_name_resolving_to_loopback_is_refused_at_delivery(
+    hardened: DevStack, client: JobsClient
+) -> None:
     receiver = CallbackReceiver(hardened.settings.webhook_secret).start()
     port = receiver.url.split(":")[2].split("/")[0]
     job = client.submit({"model": MODEL, "prompt": "ssrf", "callback_url": f"http://localhost:{port}/hook"})
-    for literal in ("http://127.0.0.1/x", "http://[::1]/x", "http://169.254.169.254/latest/meta-data",
-                    "http://10.0.0.1/x", "http://224.0.0.1/x"):
+    for literal in (
+        "http://127.0.0.1/x",
+        "http://[::1]/x",
+        "http://169.254.169.254/latest/meta-data",
+        "http://10.0.0.1/x",
+        "http://224.0.0.1/x",
+    ):
         with pytest.raises(Exception, match="422"):
             client.submit({"model": MODEL, "prompt": "ssrf", "callback_url": literal})
     wait_until(lambda: client.get(job["id"])["callback"]["failed"] != [], 60, "delivery refused")
@@ -196,10 +233,14 @@ def test_no_secret_appears_in_any_log(hardened: DevStack, client: JobsClient) ->
     client.wait(job["id"], timeout_s=60)
     s = hardened.settings
     secrets_ = {
-        "api key": hardened.api_key, "trigger token": s.trigger_token, "reaper token": s.reaper_token,
-        "task secret": s.task_secret, "agent master secret": s.agent_master_secret,
+        "api key": hardened.api_key,
+        "trigger token": s.trigger_token,
+        "reaper token": s.reaper_token,
+        "task secret": s.task_secret,
+        "agent master secret": s.agent_master_secret,
         "box secret": derive_agent_secret(s.agent_master_secret, "local-1"),
-        "job token secret": s.job_token_secret, "webhook secret": s.webhook_secret,
+        "job token secret": s.job_token_secret,
+        "webhook secret": s.webhook_secret,
         "a job token": job_token(s.job_token_secret, job["id"], 1).split(".", 1)[1],
     }
     logs = {p.name: p.read_text(errors="replace") for p in Path(hardened.log_dir).glob("*.log")}

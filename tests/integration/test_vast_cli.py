@@ -19,9 +19,15 @@ KEY = "acct-key-gpuq-cli"
 
 @pytest.fixture(scope="module")
 def fake() -> Iterator[FakeVastServer]:
-    config = FakeVastConfig(api_key=KEY, command=[sys.executable, "-c", "import time; time.sleep(3600)"],
-                            schedule_delay_s=0.02, loading_delay_s=0.05, restart_loading_delay_s=0.02,
-                            stop_delay_s=0.02, stop_grace_s=2.0)
+    config = FakeVastConfig(
+        api_key=KEY,
+        command=[sys.executable, "-c", "import time; time.sleep(3600)"],
+        schedule_delay_s=0.02,
+        loading_delay_s=0.05,
+        restart_loading_delay_s=0.02,
+        stop_delay_s=0.02,
+        stop_grace_s=2.0,
+    )
     with serve_in_thread(config) as server:
         yield server
 
@@ -42,8 +48,9 @@ def gpuq(tmp_path: Path, *argv: str) -> int:
     return main([*argv, "--data-dir", str(tmp_path)])
 
 
-def test_offers_lists_matching_offers_cheapest_first(control: FakeVastControl, tmp_path: Path,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_offers_lists_matching_offers_cheapest_first(
+    control: FakeVastControl, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert gpuq(tmp_path, "offers", "--gpu", "RTX_4090", "--max-dph", "0.5") == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["ID", "GPU", "VRAM", "$/H", "RELIABILITY", "LOCATION"]
@@ -55,10 +62,29 @@ def test_offers_lists_matching_offers_cheapest_first(control: FakeVastControl, t
     assert [r["id"] for r in rows] == [5100005, 5100006] and rows[0]["dph_total"] < rows[1]["dph_total"]
 
 
-def test_instances_create_list_stop_start_destroy(control: FakeVastControl, tmp_path: Path,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
-    assert gpuq(tmp_path, "instances", "create", "--offer", "5100002", "--image", "tiny/img", "--env", "FOO=bar",
-                "--env", "-p 8000:8000", "--onstart", "echo hi", "--disk", "12") == 0
+def test_instances_create_list_stop_start_destroy(
+    control: FakeVastControl, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert (
+        gpuq(
+            tmp_path,
+            "instances",
+            "create",
+            "--offer",
+            "5100002",
+            "--image",
+            "tiny/img",
+            "--env",
+            "FOO=bar",
+            "--env",
+            "-p 8000:8000",
+            "--onstart",
+            "echo hi",
+            "--disk",
+            "12",
+        )
+        == 0
+    )
     created = re.search(r"created instance (\d+)", capsys.readouterr().out)
     assert created is not None
     vid = int(created.group(1))
@@ -83,9 +109,9 @@ def test_instances_create_list_stop_start_destroy(control: FakeVastControl, tmp_
     assert f"instance {vid}: gone" in capsys.readouterr().out and control.instance(vid) is None
 
 
-def test_a_bad_key_is_reported_without_the_key(control: FakeVastControl, tmp_path: Path,
-                                               capsys: pytest.CaptureFixture[str],
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_bad_key_is_reported_without_the_key(
+    control: FakeVastControl, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("VASTAI_API_KEY", "wrong-key-123")
     assert gpuq(tmp_path, "instances") == 1
     err = capsys.readouterr().err

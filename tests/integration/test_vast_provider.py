@@ -39,7 +39,7 @@ TINY = "gpuq-test/tiny-http"
 AGENT = "gpuq/agent:latest"
 SECRET = "vast-agent-secret"
 
-TINY_SERVER = '''
+TINY_SERVER = """
 import json, os, signal, sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -56,7 +56,7 @@ class H(BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
 ThreadingHTTPServer((os.environ["GPUQ_AGENT_HOST"], int(os.environ["GPUQ_AGENT_PORT"])), H).serve_forever()
-'''
+"""
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
@@ -82,11 +82,16 @@ def fake(tmp_path_factory: pytest.TempPathFactory, ollama: str) -> Iterator[Fake
     script = tmp / "tiny_http.py"
     script.write_text(TINY_SERVER)
     config = FakeVastConfig(
-        api_key=KEY, command=[sys.executable, str(script)],
+        api_key=KEY,
+        command=[sys.executable, str(script)],
         image_commands={AGENT: [sys.executable, "-m", "agent"]},
         extra_env={"GPUQ_AGENT_OLLAMA_URL": ollama, "GPUQ_LOG_LEVEL": "WARNING"},
-        schedule_delay_s=0.05, loading_delay_s=0.1, restart_loading_delay_s=0.05, stop_delay_s=0.05,
-        stop_grace_s=3.0, log_dir=tmp / "logs",
+        schedule_delay_s=0.05,
+        loading_delay_s=0.1,
+        restart_loading_delay_s=0.05,
+        stop_delay_s=0.05,
+        stop_grace_s=3.0,
+        log_dir=tmp / "logs",
     )
     with serve_in_thread(config) as server:
         yield server
@@ -95,15 +100,36 @@ def fake(tmp_path_factory: pytest.TempPathFactory, ollama: str) -> Iterator[Fake
 FAST = RetryPolicy(max_attempts=5, base_delay_s=0.01, max_delay_s=0.05, timeout_s=10.0, min_interval_s={})
 
 
-def provider(fake: FakeVastServer, tmp_path: Path, *, key: str = KEY, retry: RetryPolicy = FAST,
-             logical_id: str = "vast-1", **settings: Any) -> VastProvider:
-    base: dict[str, Any] = {"api_key": key, "url": fake.url, "default_image": TINY, "onstart": "",
-                            "restart_deadline_s": 30.0, "default_disk_gb": 20.0}
+def provider(
+    fake: FakeVastServer,
+    tmp_path: Path,
+    *,
+    key: str = KEY,
+    retry: RetryPolicy = FAST,
+    logical_id: str = "vast-1",
+    **settings: Any,
+) -> VastProvider:
+    base: dict[str, Any] = {
+        "api_key": key,
+        "url": fake.url,
+        "default_image": TINY,
+        "onstart": "",
+        "restart_deadline_s": 30.0,
+        "default_disk_gb": 20.0,
+    }
     base.update(settings)
-    return build_vast_provider(VastSettings(**base), logical_id=logical_id, state_dir=tmp_path / "vast", retry=retry,
-                               agent_env={"GPUQ_AGENT_SECRET": SECRET, "GPUQ_AGENT_PRELOAD_MODELS": "llama3.2:1b",
-                                          "GPUQ_AGENT_IDLE_GRACE_S": "3600"},
-                               observe_ttl_s=0.0)
+    return build_vast_provider(
+        VastSettings(**base),
+        logical_id=logical_id,
+        state_dir=tmp_path / "vast",
+        retry=retry,
+        agent_env={
+            "GPUQ_AGENT_SECRET": SECRET,
+            "GPUQ_AGENT_PRELOAD_MODELS": "llama3.2:1b",
+            "GPUQ_AGENT_IDLE_GRACE_S": "3600",
+        },
+        observe_ttl_s=0.0,
+    )
 
 
 def wait_state(p: VastProvider, state: InstanceState, timeout_s: float = 15.0, instance_id: str = "vast-1") -> Any:
@@ -111,8 +137,11 @@ def wait_state(p: VastProvider, state: InstanceState, timeout_s: float = 15.0, i
 
     def check() -> bool:
         seen[:] = [run(p.get(instance_id))]
-        return seen[0] is not None and seen[0].state is state and (
-            state is not InstanceState.RUNNING or seen[0].agent_url is not None)
+        return (
+            seen[0] is not None
+            and seen[0].state is state
+            and (state is not InstanceState.RUNNING or seen[0].agent_url is not None)
+        )
 
     wait_until(check, timeout_s, f"{instance_id} {state.value}", poll_s=0.05)
     return seen[0]
@@ -141,19 +170,22 @@ def healthy(url: str) -> bool:
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("row", "state"), [
-    (None, InstanceState.GONE),
-    ({"actual_status": "running", "intended_status": "running"}, InstanceState.RUNNING),
-    ({"actual_status": "running", "intended_status": "stopped"}, InstanceState.STOPPING),
-    ({"actual_status": "stopped", "intended_status": "stopped"}, InstanceState.STOPPED),
-    ({"actual_status": "exited", "intended_status": "stopped"}, InstanceState.STOPPED),
-    ({"actual_status": None, "intended_status": "running"}, InstanceState.STARTING),
-    ({"actual_status": "loading", "intended_status": "running"}, InstanceState.STARTING),
-    ({"actual_status": "scheduling", "intended_status": "running"}, InstanceState.STARTING),
-    ({"actual_status": "stopped", "intended_status": "running"}, InstanceState.STARTING),
-    ({"actual_status": "exited", "intended_status": "running"}, InstanceState.STARTING),
-    ({"actual_status": "stopped", "intended_status": "stopped", "cur_state": "unloaded"}, InstanceState.GONE),
-])
+@pytest.mark.parametrize(
+    ("row", "state"),
+    [
+        (None, InstanceState.GONE),
+        ({"actual_status": "running", "intended_status": "running"}, InstanceState.RUNNING),
+        ({"actual_status": "running", "intended_status": "stopped"}, InstanceState.STOPPING),
+        ({"actual_status": "stopped", "intended_status": "stopped"}, InstanceState.STOPPED),
+        ({"actual_status": "exited", "intended_status": "stopped"}, InstanceState.STOPPED),
+        ({"actual_status": None, "intended_status": "running"}, InstanceState.STARTING),
+        ({"actual_status": "loading", "intended_status": "running"}, InstanceState.STARTING),
+        ({"actual_status": "scheduling", "intended_status": "running"}, InstanceState.STARTING),
+        ({"actual_status": "stopped", "intended_status": "running"}, InstanceState.STARTING),
+        ({"actual_status": "exited", "intended_status": "running"}, InstanceState.STARTING),
+        ({"actual_status": "stopped", "intended_status": "stopped", "cur_state": "unloaded"}, InstanceState.GONE),
+    ],
+)
 def test_vast_statuses_map_to_instance_states(row: dict[str, Any] | None, state: InstanceState) -> None:
     assert instance_state(row) is state
 
@@ -170,8 +202,9 @@ def test_agent_url_comes_from_public_ip_and_the_mapped_port() -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def test_cold_start_from_stopped_finds_the_agent_at_its_new_port(fake: FakeVastServer, control: FakeVastControl,
-                                                                  tmp_path: Path) -> None:
+def test_cold_start_from_stopped_finds_the_agent_at_its_new_port(
+    fake: FakeVastServer, control: FakeVastControl, tmp_path: Path
+) -> None:
     p = provider(fake, tmp_path)
     assert run_get(p).state is InstanceState.GONE  # nothing rented yet
     first = run(p.start("vast-1"))
@@ -199,8 +232,9 @@ def test_cold_start_from_stopped_finds_the_agent_at_its_new_port(fake: FakeVastS
     print(f"\nstopped → agent answering: {elapsed:.2f}s; calls: {calls}")
 
 
-def test_the_real_agent_boots_on_a_rented_box_and_serves_a_job(fake: FakeVastServer, control: FakeVastControl,
-                                                               tmp_path: Path) -> None:
+def test_the_real_agent_boots_on_a_rented_box_and_serves_a_job(
+    fake: FakeVastServer, control: FakeVastControl, tmp_path: Path
+) -> None:
     p = provider(fake, tmp_path, default_image=AGENT)
     started = time.monotonic()
     run(p.start("vast-1"))
@@ -209,8 +243,10 @@ def test_the_real_agent_boots_on_a_rented_box_and_serves_a_job(fake: FakeVastSer
     ready_s = time.monotonic() - started
     health = httpx.get(box.agent_url + "/health").json()
     assert health["status"] == "ready" and health["instance_id"] == "vast-1"
-    body = (b'{"job_id":"job_vast1","attempt":1,"model":"llama3.2:1b","prompt":"hi","timeout_s":30,'
-            b'"report_url":"http://127.0.0.1:9/none","report_token":"1.t"}')
+    body = (
+        b'{"job_id":"job_vast1","attempt":1,"model":"llama3.2:1b","prompt":"hi","timeout_s":30,'
+        b'"report_url":"http://127.0.0.1:9/none","report_token":"1.t"}'
+    )
     headers = RequestSigner(SECRET).sign("POST", "/v1/stream", body)
     lines = httpx.post(box.agent_url + "/v1/stream", content=body, headers=headers, timeout=30).text.splitlines()
     assert lines[-1] == '{"done": true, "status": "succeeded"}'
@@ -219,9 +255,9 @@ def test_the_real_agent_boots_on_a_rented_box_and_serves_a_job(fake: FakeVastSer
     print(f"\nrent → real agent ready: {ready_s:.2f}s")
 
 
-def test_a_stuck_restart_is_replaced_once_and_the_stuck_box_destroyed(fake: FakeVastServer,
-                                                                       control: FakeVastControl,
-                                                                       tmp_path: Path) -> None:
+def test_a_stuck_restart_is_replaced_once_and_the_stuck_box_destroyed(
+    fake: FakeVastServer, control: FakeVastControl, tmp_path: Path
+) -> None:
     p = provider(fake, tmp_path, restart_deadline_s=1.0)
     run(p.start("vast-1"))
     wait_state(p, InstanceState.RUNNING)
@@ -249,8 +285,9 @@ def test_a_stuck_restart_is_replaced_once_and_the_stuck_box_destroyed(fake: Fake
     assert records[new_id].logical_id == "vast-1" and records[new_id].price_per_hour > 0
 
 
-def test_a_lost_create_answer_is_reconciled_without_a_second_rental(fake: FakeVastServer, control: FakeVastControl,
-                                                                     tmp_path: Path) -> None:
+def test_a_lost_create_answer_is_reconciled_without_a_second_rental(
+    fake: FakeVastServer, control: FakeVastControl, tmp_path: Path
+) -> None:
     p = provider(fake, tmp_path)
     control.set(create_lost_responses=1)
     first = run(p.start("vast-1"))
@@ -263,8 +300,9 @@ def test_a_lost_create_answer_is_reconciled_without_a_second_rental(fake: FakeVa
     assert adopted["id"] == p.current_vast_id() and adopted["env"][INTENT_ENV]
 
 
-def test_concurrent_starts_of_a_fresh_box_rent_exactly_once(fake: FakeVastServer, control: FakeVastControl,
-                                                           tmp_path: Path) -> None:
+def test_concurrent_starts_of_a_fresh_box_rent_exactly_once(
+    fake: FakeVastServer, control: FakeVastControl, tmp_path: Path
+) -> None:
     a, b = provider(fake, tmp_path), provider(fake, tmp_path)
 
     async def both() -> list[Any]:
@@ -277,9 +315,9 @@ def test_concurrent_starts_of_a_fresh_box_rent_exactly_once(fake: FakeVastServer
     assert a.current_vast_id() == b.current_vast_id() == control.instances()[0]["id"]
 
 
-def test_list_shows_ours_under_the_logical_id_and_reap_destroys_long_stopped(fake: FakeVastServer,
-                                                                            control: FakeVastControl,
-                                                                            tmp_path: Path) -> None:
+def test_list_shows_ours_under_the_logical_id_and_reap_destroys_long_stopped(
+    fake: FakeVastServer, control: FakeVastControl, tmp_path: Path
+) -> None:
     p = provider(fake, tmp_path)
     run(p.start("vast-1"))
     wait_state(p, InstanceState.RUNNING)
@@ -301,8 +339,9 @@ def test_list_shows_ours_under_the_logical_id_and_reap_destroys_long_stopped(fak
     assert [state for _, state in record.transitions][-2:] == ["stopped", "gone"]
 
 
-def test_destroy_mode_ends_billing_and_the_next_start_rents_anew(fake: FakeVastServer, control: FakeVastControl,
-                                                                 tmp_path: Path) -> None:
+def test_destroy_mode_ends_billing_and_the_next_start_rents_anew(
+    fake: FakeVastServer, control: FakeVastControl, tmp_path: Path
+) -> None:
     p = provider(fake, tmp_path, stop_mode="destroy")
     run(p.start("vast-1"))
     wait_state(p, InstanceState.RUNNING)
@@ -313,8 +352,9 @@ def test_destroy_mode_ends_billing_and_the_next_start_rents_anew(fake: FakeVastS
     assert p.current_vast_id() not in (None, first) and control.calls()["create"] == 2
 
 
-def test_a_refused_stop_is_retried_and_confirmed(fake: FakeVastServer, control: FakeVastControl,
-                                                 tmp_path: Path) -> None:
+def test_a_refused_stop_is_retried_and_confirmed(
+    fake: FakeVastServer, control: FakeVastControl, tmp_path: Path
+) -> None:
     p = provider(fake, tmp_path)
     run(p.start("vast-1"))
     wait_state(p, InstanceState.RUNNING)
@@ -324,8 +364,9 @@ def test_a_refused_stop_is_retried_and_confirmed(fake: FakeVastServer, control: 
     assert control.calls()["manage"] == 2
 
 
-def test_an_existing_instance_from_settings_is_driven(fake: FakeVastServer, control: FakeVastControl,
-                                                      tmp_path: Path) -> None:
+def test_an_existing_instance_from_settings_is_driven(
+    fake: FakeVastServer, control: FakeVastControl, tmp_path: Path
+) -> None:
     setup = provider(fake, tmp_path / "setup")
     existing = run(setup.create_instance(5100003, image=TINY, env={"-p 8000:8000": "1"}))
     p = provider(fake, tmp_path, instance_id=str(existing))
@@ -342,8 +383,9 @@ def test_an_existing_instance_from_settings_is_driven(fake: FakeVastServer, cont
 # --------------------------------------------------------------------------------------------
 
 
-def test_a_429_storm_ends_in_success_within_the_retry_policy(fake: FakeVastServer, control: FakeVastControl,
-                                                             tmp_path: Path) -> None:
+def test_a_429_storm_ends_in_success_within_the_retry_policy(
+    fake: FakeVastServer, control: FakeVastControl, tmp_path: Path
+) -> None:
     p = provider(fake, tmp_path)
     run(p.start("vast-1"))
     control.reset_calls()
@@ -363,8 +405,9 @@ def test_a_429_storm_ends_in_success_within_the_retry_policy(fake: FakeVastServe
     assert run(p.get("vast-1")) is not None and control.calls()["show"] == 3
 
 
-def test_minimum_intervals_keep_us_under_vast_rate_limits(fake: FakeVastServer, control: FakeVastControl,
-                                                          tmp_path: Path) -> None:
+def test_minimum_intervals_keep_us_under_vast_rate_limits(
+    fake: FakeVastServer, control: FakeVastControl, tmp_path: Path
+) -> None:
     paced = RetryPolicy(max_attempts=5, base_delay_s=0.01, max_delay_s=0.05, min_interval_s={"show": 0.25})
     p = provider(fake, tmp_path, retry=paced)
     run(p.start("vast-1"))
@@ -386,8 +429,9 @@ def test_minimum_intervals_keep_us_under_vast_rate_limits(fake: FakeVastServer, 
 
 
 @pytest.mark.parametrize("status", [401, 403, 404])
-def test_a_bad_key_is_an_auth_error_not_a_gone_box(fake: FakeVastServer, control: FakeVastControl, tmp_path: Path,
-                                                   status: int) -> None:
+def test_a_bad_key_is_an_auth_error_not_a_gone_box(
+    fake: FakeVastServer, control: FakeVastControl, tmp_path: Path, status: int
+) -> None:
     good = provider(fake, tmp_path)
     run(good.start("vast-1"))
     vast_id = good.current_vast_id()
@@ -418,7 +462,8 @@ def test_no_matching_offer_is_no_capacity(fake: FakeVastServer, control: FakeVas
 
 
 def test_a_box_destroyed_behind_our_back_is_gone_and_the_next_start_rents_anew(
-        fake: FakeVastServer, control: FakeVastControl, tmp_path: Path) -> None:
+    fake: FakeVastServer, control: FakeVastControl, tmp_path: Path
+) -> None:
     p = provider(fake, tmp_path)
     run(p.start("vast-1"))
     first = p.current_vast_id()
@@ -437,13 +482,23 @@ def test_an_unreachable_api_is_a_provider_error_after_the_retries(tmp_path: Path
 
 
 def test_settings_come_from_the_documented_environment_names(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in {"VASTAI_API_KEY": "k-env", "VAST_URL": "http://vast.test", "VASTAI_INSTANCE_ID": "C.42",
-                        "VASTAI_PREFERRED_GPUS": "RTX_4090, H100 SXM", "VASTAI_MIN_VRAM_GB": "24",
-                        "VASTAI_MAX_BID_PER_HOUR": "1.5", "VASTAI_DEFAULT_DISK_GB": "60",
-                        "VASTAI_DEFAULT_IMAGE": "me/agent:1", "VASTAI_TEMPLATE_IDS": "abc,def",
-                        "VASTAI_AGENT_PORT": "8001", "VASTAI_RESTART_DEADLINE_S": "90", "VASTAI_STOP_MODE": "destroy",
-                        "VASTAI_DESTROY_STOPPED_AFTER_S": "600", "VASTAI_LABEL": "gpuq-prod",
-                        "VASTAI_MIN_RELIABILITY": "0.9"}.items():
+    for name, value in {
+        "VASTAI_API_KEY": "k-env",
+        "VAST_URL": "http://vast.test",
+        "VASTAI_INSTANCE_ID": "C.42",
+        "VASTAI_PREFERRED_GPUS": "RTX_4090, H100 SXM",
+        "VASTAI_MIN_VRAM_GB": "24",
+        "VASTAI_MAX_BID_PER_HOUR": "1.5",
+        "VASTAI_DEFAULT_DISK_GB": "60",
+        "VASTAI_DEFAULT_IMAGE": "me/agent:1",
+        "VASTAI_TEMPLATE_IDS": "abc,def",
+        "VASTAI_AGENT_PORT": "8001",
+        "VASTAI_RESTART_DEADLINE_S": "90",
+        "VASTAI_STOP_MODE": "destroy",
+        "VASTAI_DESTROY_STOPPED_AFTER_S": "600",
+        "VASTAI_LABEL": "gpuq-prod",
+        "VASTAI_MIN_RELIABILITY": "0.9",
+    }.items():
         monkeypatch.setenv(name, value)
     s = VastSettings()
     assert (s.api_key.get_secret_value(), s.url, s.instance_id) == ("k-env", "http://vast.test", "C.42")

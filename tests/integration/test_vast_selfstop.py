@@ -28,7 +28,7 @@ FAST = RetryPolicy(max_attempts=3, base_delay_s=0.01, max_delay_s=0.05, timeout_
 
 # A "box" whose only job is to stop itself with VastSelfStop, from the env the fake gives every
 # instance (CONTAINER_ID, CONTAINER_API_KEY, VAST_URL), then wait for the SIGTERM like the agent.
-SELF_STOPPING_BOX = '''
+SELF_STOPPING_BOX = """
 import asyncio, logging, signal, sys, time
 from agent.vast_selfstop import VastSelfStop, VastSelfStopSettings
 logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
@@ -37,7 +37,7 @@ result = asyncio.run(VastSelfStop(VastSelfStopSettings()).stop("vast-1"))
 print("SELF-STOP", result.state.value, flush=True)
 while True:
     time.sleep(1)
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -45,13 +45,26 @@ def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeVastServer]:
     tmp = tmp_path_factory.mktemp("selfstop")
     box = tmp / "self_stopping_box.py"
     box.write_text(SELF_STOPPING_BOX)
-    env = {"VASTAI_NO_UPDATE_CHECK": "1", "HOME": str(tmp), "XDG_CONFIG_HOME": str(tmp / "config"),
-           "XDG_CACHE_HOME": str(tmp / "cache"), "XDG_STATE_HOME": str(tmp / "state"),
-           "GPUQ_AGENT_VASTAI_CLI": str(VASTAI)}
-    config = FakeVastConfig(api_key=KEY, command=[sys.executable, "-c", "import time; time.sleep(3600)"],
-                            image_commands={"self-stopping": [sys.executable, str(box)]}, extra_env=env,
-                            schedule_delay_s=0.05, loading_delay_s=0.05, restart_loading_delay_s=0.05,
-                            stop_delay_s=0.3, stop_grace_s=3.0, log_dir=tmp / "logs")
+    env = {
+        "VASTAI_NO_UPDATE_CHECK": "1",
+        "HOME": str(tmp),
+        "XDG_CONFIG_HOME": str(tmp / "config"),
+        "XDG_CACHE_HOME": str(tmp / "cache"),
+        "XDG_STATE_HOME": str(tmp / "state"),
+        "GPUQ_AGENT_VASTAI_CLI": str(VASTAI),
+    }
+    config = FakeVastConfig(
+        api_key=KEY,
+        command=[sys.executable, "-c", "import time; time.sleep(3600)"],
+        image_commands={"self-stopping": [sys.executable, str(box)]},
+        extra_env=env,
+        schedule_delay_s=0.05,
+        loading_delay_s=0.05,
+        restart_loading_delay_s=0.05,
+        stop_delay_s=0.3,
+        stop_grace_s=3.0,
+        log_dir=tmp / "logs",
+    )
     with serve_in_thread(config) as server:
         yield server
 
@@ -59,23 +72,36 @@ def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeVastServer]:
 @pytest.fixture
 def cli_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The CLI's config/cache go to a fresh folder (the self-stop passes this process's env on to it)."""
-    for name, sub in (("HOME", ""), ("XDG_CONFIG_HOME", "config"), ("XDG_CACHE_HOME", "cache"),
-                      ("XDG_STATE_HOME", "state")):
+    for name, sub in (
+        ("HOME", ""),
+        ("XDG_CONFIG_HOME", "config"),
+        ("XDG_CACHE_HOME", "cache"),
+        ("XDG_STATE_HOME", "state"),
+    ):
         monkeypatch.setenv(name, str(tmp_path / sub))
     monkeypatch.setenv("VASTAI_NO_UPDATE_CHECK", "1")
 
 
 def running_box(fake: FakeVastServer, control: FakeVastControl, image: str = "sleeper") -> dict[str, Any]:
-    created = httpx.put(f"{fake.url}/api/v0/asks/5100002/", headers={"Authorization": f"Bearer {KEY}"},
-                        json={"client_id": "me", "image": image, "env": {"-p 8000:8000": "1"}, "label": "gpuq"})
+    created = httpx.put(
+        f"{fake.url}/api/v0/asks/5100002/",
+        headers={"Authorization": f"Bearer {KEY}"},
+        json={"client_id": "me", "image": image, "env": {"-p 8000:8000": "1"}, "label": "gpuq"},
+    )
     vid = int(created.json()["new_contract"])
     wait_until(lambda: (control.instance(vid) or {}).get("actual_status") == "running", 10, "box running")
     return control.instance(vid) or {}
 
 
 def self_stop(fake: FakeVastServer, box: dict[str, Any], **settings: Any) -> VastSelfStop:
-    values: dict[str, Any] = {"container_id": str(box["id"]), "container_api_key": box["container_key"],
-                              "vast_url": fake.url, "cli_path": str(VASTAI), "confirm_s": 2.0, "backoff_s": 0.05}
+    values: dict[str, Any] = {
+        "container_id": str(box["id"]),
+        "container_api_key": box["container_key"],
+        "vast_url": fake.url,
+        "cli_path": str(VASTAI),
+        "confirm_s": 2.0,
+        "backoff_s": 0.05,
+    }
     values.update(settings)
     return VastSelfStop(VastSelfStopSettings(**values), retry=FAST)
 
@@ -85,8 +111,9 @@ def needs_cli() -> None:
         pytest.skip(f"the vastai CLI is not installed at {VASTAI} (make installs it)")
 
 
-def test_self_stop_through_the_real_cli_is_confirmed_by_a_get(fake: FakeVastServer, control: FakeVastControl,
-                                                              cli_home: None, caplog: pytest.LogCaptureFixture) -> None:
+def test_self_stop_through_the_real_cli_is_confirmed_by_a_get(
+    fake: FakeVastServer, control: FakeVastControl, cli_home: None, caplog: pytest.LogCaptureFixture
+) -> None:
     needs_cli()
     box = running_box(fake, control)
     control.reset_calls()
@@ -99,10 +126,9 @@ def test_self_stop_through_the_real_cli_is_confirmed_by_a_get(fake: FakeVastServ
     wait_until(lambda: (control.instance(box["id"]) or {}).get("actual_status") == "stopped", 10, "box stopped")
 
 
-def test_when_vast_refuses_the_cli_stop_the_rest_fallback_stops_the_box(fake: FakeVastServer,
-                                                                        control: FakeVastControl,
-                                                                        cli_home: None,
-                                                                        caplog: pytest.LogCaptureFixture) -> None:
+def test_when_vast_refuses_the_cli_stop_the_rest_fallback_stops_the_box(
+    fake: FakeVastServer, control: FakeVastControl, cli_home: None, caplog: pytest.LogCaptureFixture
+) -> None:
     needs_cli()
     box = running_box(fake, control)
     control.set(stop_fails=1)  # the CLI's PUT gets {"success": false}; the CLI still exits 0
@@ -115,8 +141,9 @@ def test_when_vast_refuses_the_cli_stop_the_rest_fallback_stops_the_box(fake: Fa
     wait_until(lambda: (control.instance(box["id"]) or {}).get("actual_status") == "stopped", 10, "box stopped")
 
 
-def test_without_the_cli_the_rest_api_stops_the_box_and_retries(fake: FakeVastServer, control: FakeVastControl,
-                                                                 cli_home: None) -> None:
+def test_without_the_cli_the_rest_api_stops_the_box_and_retries(
+    fake: FakeVastServer, control: FakeVastControl, cli_home: None
+) -> None:
     box = running_box(fake, control)
     control.set(stop_fails=2)
     control.reset_calls()
@@ -125,9 +152,9 @@ def test_without_the_cli_the_rest_api_stops_the_box_and_retries(fake: FakeVastSe
     assert control.calls()["manage"] == 3
 
 
-def test_an_unconfirmable_stop_raises_after_the_cli_and_every_rest_try(fake: FakeVastServer,
-                                                                       control: FakeVastControl,
-                                                                       cli_home: None) -> None:
+def test_an_unconfirmable_stop_raises_after_the_cli_and_every_rest_try(
+    fake: FakeVastServer, control: FakeVastControl, cli_home: None
+) -> None:
     box = running_box(fake, control)
     control.set(stop_fails=10)
     with pytest.raises(ProviderError) as caught:
@@ -136,8 +163,9 @@ def test_an_unconfirmable_stop_raises_after_the_cli_and_every_rest_try(fake: Fak
     assert (control.instance(box["id"]) or {})["intended_status"] == "running"
 
 
-def test_the_agents_idle_watch_accepts_the_vast_self_stop(fake: FakeVastServer, control: FakeVastControl,
-                                                          cli_home: None) -> None:
+def test_the_agents_idle_watch_accepts_the_vast_self_stop(
+    fake: FakeVastServer, control: FakeVastControl, cli_home: None
+) -> None:
     box = running_box(fake, control)
     stopper = self_stop(fake, box, cli_path="/nonexistent/vastai")
 
@@ -150,12 +178,14 @@ def test_the_agents_idle_watch_accepts_the_vast_self_stop(fake: FakeVastServer, 
     assert (control.instance(box["id"]) or {})["intended_status"] == "stopped"
 
 
-def test_a_box_stops_itself_from_inside_with_only_the_env_vast_gives_it(fake: FakeVastServer,
-                                                                       control: FakeVastControl) -> None:
+def test_a_box_stops_itself_from_inside_with_only_the_env_vast_gives_it(
+    fake: FakeVastServer, control: FakeVastControl
+) -> None:
     needs_cli()
     box = running_box(fake, control, image="self-stopping")  # runs SELF_STOPPING_BOX with the CLI
-    wait_until(lambda: (control.instance(box["id"]) or {}).get("actual_status") == "stopped", 20,
-               "the box stopped itself")
+    wait_until(
+        lambda: (control.instance(box["id"]) or {}).get("actual_status") == "stopped", 20, "the box stopped itself"
+    )
     assert control.calls()["manage"] == 1 and (control.instance(box["id"]) or {})["exit_code"] == 0
     log_dir = fake.state.config.log_dir
     assert log_dir is not None

@@ -38,14 +38,31 @@ def test_hand_computed_allocation() -> None:
 def test_session_close_writes_each_jobs_cost_and_the_report_adds_up(tmp_path: Path) -> None:
     clock = FakeClock(0.0)
     s = ControlPlaneSettings(data_dir=tmp_path)
-    cp = ControlPlane(settings=s, store=SqliteJobStore(tmp_path / "s.db"), queue=TaskQueue(s),
-                      provider=LocalProvider(tmp_path / "boxes"), clock=clock)
+    cp = ControlPlane(
+        settings=s,
+        store=SqliteJobStore(tmp_path / "s.db"),
+        queue=TaskQueue(s),
+        provider=LocalProvider(tmp_path / "boxes"),
+        clock=clock,
+    )
     box = Instance(id="box", provider="local", state=InstanceState.RUNNING, price_per_hour=36.0)
     note_start_requested(cp, "box", 36.0)
     for span in SPANS:
-        cp.store.create(Job(id=span.job_id, owner="o", model="m" if span.job_id != "C" else "n", prompt="p",
-                            max_queue_s=600, timeout_s=60, queued_at=span.queued_s, handed_at=span.begin_s,
-                            finished_at=span.end_s, status=JobStatus.SUCCEEDED), None)
+        cp.store.create(
+            Job(
+                id=span.job_id,
+                owner="o",
+                model="m" if span.job_id != "C" else "n",
+                prompt="p",
+                max_queue_s=600,
+                timeout_s=60,
+                queued_at=span.queued_s,
+                handed_at=span.begin_s,
+                finished_at=span.end_s,
+                status=JobStatus.SUCCEEDED,
+            ),
+            None,
+        )
     clock.advance(100)
     note_ready(cp, "box")
     for span in SPANS:
@@ -64,14 +81,18 @@ def test_session_close_writes_each_jobs_cost_and_the_report_adds_up(tmp_path: Pa
 
 spans = st.lists(
     st.tuples(st.floats(0, 500), st.floats(0, 500), st.floats(0, 100)).map(
-        lambda t: (t[0], t[0] + t[1], t[0] + t[1] + t[2])),
-    min_size=1, max_size=8)
+        lambda t: (t[0], t[0] + t[1], t[0] + t[1] + t[2])
+    ),
+    min_size=1,
+    max_size=8,
+)
 
 
 @settings(max_examples=200, deadline=None)
 @given(spans, st.floats(0, 200), st.floats(0, 300))
-def test_every_billed_second_goes_to_exactly_one_job(raw: list[tuple[float, float, float]], ready_after: float,
-                                                     tail: float) -> None:
+def test_every_billed_second_goes_to_exactly_one_job(
+    raw: list[tuple[float, float, float]], ready_after: float, tail: float
+) -> None:
     jobs = [Span(f"j{i}", q, b, e) for i, (q, b, e) in enumerate(raw)]
     start = min(j.begin_s for j in jobs) - ready_after
     stop = max(j.end_s for j in jobs) + tail

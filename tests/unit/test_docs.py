@@ -16,12 +16,24 @@ from shared.store.blobs import BlobSettings
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 
 
-@pytest.mark.parametrize("model", [ControlPlaneSettings, AgentSettings, ClientSettings, BlobSettings, VastSettings,
-                                   VastSelfStopSettings, OvhSettings])
+@pytest.mark.parametrize(
+    "model",
+    [
+        ControlPlaneSettings,
+        AgentSettings,
+        ClientSettings,
+        BlobSettings,
+        VastSettings,
+        VastSelfStopSettings,
+        OvhSettings,
+    ],
+)
 def test_every_setting_is_in_the_readme_table(model: type[BaseSettings]) -> None:
     prefix = model.model_config.get("env_prefix", "")
-    names = [str(f.validation_alias) if isinstance(f.validation_alias, str) else f"{prefix}{name}"
-             for name, f in model.model_fields.items()]
+    names = [
+        str(f.validation_alias) if isinstance(f.validation_alias, str) else f"{prefix}{name}"
+        for name, f in model.model_fields.items()
+    ]
     missing = [n.upper() for n in names if f"| `{n}`".upper() not in README.upper()]
     assert missing == []
 

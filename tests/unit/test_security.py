@@ -86,8 +86,10 @@ def test_standard_webhooks_reference_vector() -> None:
     assert headers["webhook-signature"] == "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
 
 
-@pytest.mark.parametrize("url", ["http://127.0.0.1/x", "http://10.1.2.3/", "http://169.254.169.254/latest",
-                                 "http://[::1]/", "http://192.168.0.1/"])
+@pytest.mark.parametrize(
+    "url",
+    ["http://127.0.0.1/x", "http://10.1.2.3/", "http://169.254.169.254/latest", "http://[::1]/", "http://192.168.0.1/"],
+)
 def test_callback_urls_into_private_ranges_are_refused(url: str) -> None:
     with pytest.raises(ValidationFailed):
         check_callback_url(url, set(), resolve=False)

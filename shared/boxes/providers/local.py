@@ -128,23 +128,37 @@ class LocalProvider:
             if process_alive(record.get("pid"), record.get("start_ticks")):
                 return self._view(record)
             port = _free_port()
-            env = {**os.environ, **self._launch.env,
-                   "GPUQ_AGENT_PORT": str(port), "GPUQ_AGENT_HOST": "127.0.0.1",
-                   "GPUQ_AGENT_INSTANCE_ID": instance_id, "GPUQ_AGENT_PROVIDER": "local",
-                   "GPUQ_AGENT_LOCAL_STATE_DIR": str(self.state_dir),
-                   "GPUQ_AGENT_SECRET": derive_agent_secret(self._launch.agent_master_secret, instance_id)}
+            env = {
+                **os.environ,
+                **self._launch.env,
+                "GPUQ_AGENT_PORT": str(port),
+                "GPUQ_AGENT_HOST": "127.0.0.1",
+                "GPUQ_AGENT_INSTANCE_ID": instance_id,
+                "GPUQ_AGENT_PROVIDER": "local",
+                "GPUQ_AGENT_LOCAL_STATE_DIR": str(self.state_dir),
+                "GPUQ_AGENT_SECRET": derive_agent_secret(self._launch.agent_master_secret, instance_id),
+            }
             log_path = (self._launch.log_dir / f"agent-{instance_id}.log") if self._launch.log_dir else None
             if log_path is not None:
                 log_path.parent.mkdir(parents=True, exist_ok=True)
             with open(log_path or os.devnull, "ab") as out:
                 proc = subprocess.Popen(
-                    self._launch.command, env=env, stdout=out, stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL, start_new_session=True,
+                    self._launch.command,
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
                 )
             _children[proc.pid] = proc
             record.update(
-                pid=proc.pid, start_ticks=_proc_start_ticks(proc.pid), port=port, started_at=time.time(),
-                stopping=False, stopped_at=None, price_per_hour=self._launch.price_per_hour,
+                pid=proc.pid,
+                start_ticks=_proc_start_ticks(proc.pid),
+                port=port,
+                started_at=time.time(),
+                stopping=False,
+                stopped_at=None,
+                price_per_hour=self._launch.price_per_hour,
                 starts=int(record.get("starts", 0)) + 1,
             )
             log.info("instance %s started: agent pid %s on port %s", instance_id, proc.pid, port)

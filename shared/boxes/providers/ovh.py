@@ -73,30 +73,50 @@ class OvhSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="OVH_", extra="ignore")
 
     cli: str = Field("ovhai", description="The ovhai executable (name on PATH or path).")
-    token: str = Field("", description="AI token the CLI authenticates with (--token); empty: the CLI's "
-                       "own login (ovhai login).")
-    deployment: str = Field("default", description="Value of the 'gpuq' label on every app this deployment "
-                            "owns; list() returns only those.")
+    token: str = Field(
+        "", description="AI token the CLI authenticates with (--token); empty: the CLI's own login (ovhai login)."
+    )
+    deployment: str = Field(
+        "default", description="Value of the 'gpuq' label on every app this deployment owns; list() returns only those."
+    )
     app_name: str = Field("gpuq-box-1", description="Name (and gpuq-instance label) of the app create() makes.")
     image: str = Field("", description="The agent image (infra/agent/Dockerfile), e.g. ghcr.io/you/gpuq-agent:1.")
     region: str = Field("GRA", description="Object storage region/alias of the volumes (GRA, BHS…).")
-    flavor: str = Field("l4-1-gpu", description="Resource flavor: sets the GPU model, CPU and memory "
-                        "(memory is not set separately on AI Deploy). `ovhai capabilities flavor list`.")
+    flavor: str = Field(
+        "l4-1-gpu",
+        description="Resource flavor: sets the GPU model, CPU and memory "
+        "(memory is not set separately on AI Deploy). `ovhai capabilities flavor list`.",
+    )
     gpu: int = Field(1, description="GPUs (of the flavor's model). 0 with cpu > 0 for a CPU-only app.")
     cpu: int = Field(0, description="CPUs, for CPU flavors only (0: not passed).")
     http_port: int = Field(8000, description="Container port of the agent (the app's default HTTP port).")
-    unsecure_http: bool = Field(True, description="Serve the app URL without OVH authentication: the agent "
-                                "authenticates every control-plane call itself (signed requests).")
-    app_token: str = Field("", description="When unsecure_http is false: an AI token scoped to the app's "
-                           "labels, sent as Authorization: Bearer to reach the agent.")
-    app_basic_auth: str = Field("", description="When unsecure_http is false and no app_token: 'user:password' "
-                                "of an AI Platform user, sent as Authorization: Basic.")
-    model_bucket: str = Field("", description="Object storage container mounted as Ollama's model cache, so "
-                              "models are pulled once, not on every start.")
+    unsecure_http: bool = Field(
+        True,
+        description="Serve the app URL without OVH authentication: the agent "
+        "authenticates every control-plane call itself (signed requests).",
+    )
+    app_token: str = Field(
+        "",
+        description="When unsecure_http is false: an AI token scoped to the app's "
+        "labels, sent as Authorization: Bearer to reach the agent.",
+    )
+    app_basic_auth: str = Field(
+        "",
+        description="When unsecure_http is false and no app_token: 'user:password' "
+        "of an AI Platform user, sent as Authorization: Basic.",
+    )
+    model_bucket: str = Field(
+        "",
+        description="Object storage container mounted as Ollama's model cache, so "
+        "models are pulled once, not on every start.",
+    )
     model_mount: str = Field("/root/.ollama", description="Where the model cache volume is mounted.")
     preload_models: str = Field("llama3.2:1b", description="Models the box pulls and loads on start.")
-    agent_env: str = Field("", description="Extra KEY=VALUE pairs (comma-separated) for the agent's "
-                           "environment, e.g. GPUQ_AGENT_READY_URL=https://…/trigger.")
+    agent_env: str = Field(
+        "",
+        description="Extra KEY=VALUE pairs (comma-separated) for the agent's "
+        "environment, e.g. GPUQ_AGENT_READY_URL=https://…/trigger.",
+    )
     timeout_s: float = Field(60.0, description="Time limit of one ovhai call.")
     stop_confirm_s: float = Field(180.0, description="How long stop() waits to see the app STOPPED.")
     poll_s: float = Field(2.0, description="Polling period while confirming a stop.")
@@ -143,7 +163,8 @@ def instance_from_app(app: dict[str, Any], *, price_per_hour: float = 0.0) -> In
         price_per_hour=price_per_hour,
         started_at=_last_entry(status.get("history"), {"RUNNING"}) if state.is_up() else None,
         stopped_at=_last_entry(status.get("history"), {"STOPPED", "FAILED", "ERROR"})
-        if state is InstanceState.STOPPED else None,
+        if state is InstanceState.STOPPED
+        else None,
         detail=detail,
     )
 
@@ -172,8 +193,10 @@ class OvhProvider:
         shown = " ".join(args[:3])  # what logs may show: never the token, never env values
         try:
             proc = await asyncio.create_subprocess_exec(
-                *argv, stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                *argv,
+                stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
             )
         except OSError as exc:
             raise ProviderError(f"cannot run {self.settings.cli!r}: {exc.strerror or exc}") from exc
@@ -249,8 +272,9 @@ class OvhProvider:
     async def start(self, instance_id: str) -> Instance:
         app = await self._app(instance_id)
         if app is None:
-            raise ProviderError(f"no OVH app {instance_id!r}: create it first (README: Run on OVH AI Deploy)",
-                                code="no_instance")
+            raise ProviderError(
+                f"no OVH app {instance_id!r}: create it first (README: Run on OVH AI Deploy)", code="no_instance"
+            )
         view = self._view(app)
         if view.state.is_up():
             return view
@@ -285,8 +309,9 @@ class OvhProvider:
             if current.state is InstanceState.STOPPED:
                 return current
             if time.monotonic() + self.settings.poll_s > deadline:
-                log.warning("OVH app %s still %s after %.0fs", instance_id, current.detail,
-                            self.settings.stop_confirm_s)
+                log.warning(
+                    "OVH app %s still %s after %.0fs", instance_id, current.detail, self.settings.stop_confirm_s
+                )
                 return current
             await asyncio.sleep(self.settings.poll_s)
 
@@ -308,8 +333,20 @@ class OvhProvider:
         s = self.settings
         if not s.image:
             raise ProviderError("OVH_IMAGE is not set: build and push infra/agent/Dockerfile first")
-        args = ["app", "run", "--name", name, "--flavor", s.flavor, "--default-http-port", str(s.http_port),
-                "--label", f"{DEPLOYMENT_LABEL}={s.deployment}", "--label", f"{INSTANCE_LABEL}={name}"]
+        args = [
+            "app",
+            "run",
+            "--name",
+            name,
+            "--flavor",
+            s.flavor,
+            "--default-http-port",
+            str(s.http_port),
+            "--label",
+            f"{DEPLOYMENT_LABEL}={s.deployment}",
+            "--label",
+            f"{INSTANCE_LABEL}={name}",
+        ]
         if s.gpu > 0:
             args += ["--gpu", str(s.gpu)]
         if s.cpu > 0:

@@ -1525,8 +1525,9 @@ def serve_in_thread(
     Talk to it over HTTP (``server.url``, the ``/__fake__`` endpoints); its ``state`` belongs to
     the server thread.
     """
-    with _serve_in_thread(lambda: start_fake_ollama(host, port, config), FakeOllamaServer.close,
-                          name="fake-ollama") as server:
+    with _serve_in_thread(
+        lambda: start_fake_ollama(host, port, config), FakeOllamaServer.close, name="fake-ollama"
+    ) as server:
         yield server
 
 
@@ -1569,9 +1570,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     return serve_until_signalled(
-        lambda: start_fake_ollama(args.host, args.port, config), FakeOllamaServer.close, name="fake-ollama",
+        lambda: start_fake_ollama(args.host, args.port, config),
+        FakeOllamaServer.close,
+        name="fake-ollama",
         where=f"{args.host}:{args.port}",
-        banner=lambda server: f"fake ollama listening on {server.url} (models: {', '.join(config.models)})")
+        banner=lambda server: f"fake ollama listening on {server.url} (models: {', '.join(config.models)})",
+    )
 
 
 def _is_number(text: str) -> bool:
@@ -1579,4 +1583,3 @@ def _is_number(text: str) -> bool:
         return math.isfinite(float(text))
     except ValueError:
         return False
-

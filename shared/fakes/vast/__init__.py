@@ -97,8 +97,7 @@ __all__ = [
 
 _JSON: Final = "application/json"
 _CONTROL: Final = "/__fake__/"
-ENDPOINTS: Final = ("gpu_names", "user", "show", "list", "list_v0", "filters", "manage", "destroy", "bundles",
-                    "create")
+ENDPOINTS: Final = ("gpu_names", "user", "show", "list", "list_v0", "filters", "manage", "destroy", "bundles", "create")
 
 
 # --------------------------------------------------------------------------------------------
@@ -138,44 +137,145 @@ class FakeOffer(BaseModel):
     def row(self, allocated_storage: float) -> dict[str, Any]:
         dph = self.dph_total(allocated_storage)
         return {
-            "id": self.id, "ask_contract_id": self.id, "bundle_id": self.id, "machine_id": self.machine_id,
-            "host_id": self.host_id, "gpu_name": self.gpu_name, "num_gpus": self.num_gpus, "gpu_ram": self.gpu_ram,
-            "gpu_total_ram": self.gpu_ram * self.num_gpus, "gpu_frac": 1.0, "gpu_arch": "nvidia",
-            "gpu_display_active": False, "gpu_max_power": 450.0, "gpu_max_temp": 83.0, "gpu_mem_bw": 1000.0,
-            "dph_base": self.dph_base, "dph_total": dph, "min_bid": round(self.dph_base * 0.6, 6),
-            "storage_cost": self.storage_cost, "storage_total_cost": round(dph - self.dph_base, 6),
-            "reliability": self.reliability, "reliability2": self.reliability, "geolocation": self.geolocation,
-            "disk_space": self.disk_space, "disk_bw": 3000.0, "disk_name": "nvme", "verified": self.verified,
-            "verification": "verified" if self.verified else "unverified", "rentable": True, "rented": False,
-            "external": False, "cuda_max_good": self.cuda_max_good, "driver_version": self.driver_version,
-            "cpu_cores": int(self.cpu_cores_effective * 2), "cpu_cores_effective": self.cpu_cores_effective,
-            "cpu_ghz": 3.5, "cpu_name": "AMD EPYC 7543", "cpu_arch": "amd64", "cpu_ram": self.cpu_ram,
-            "inet_up": self.inet_up, "inet_down": self.inet_down, "inet_up_cost": 0.0, "inet_down_cost": 0.0,
-            "direct_port_count": self.direct_port_count, "dlperf": self.dlperf,
-            "dlperf_per_dphtotal": round(self.dlperf / dph, 3) if dph else 0.0, "score": round(self.dlperf / 10, 3),
-            "total_flops": self.dlperf, "flops_per_dphtotal": round(self.dlperf / dph, 3) if dph else 0.0,
-            "compute_cap": 890, "pci_gen": 4.0, "pcie_bw": 25.0, "has_avx": 1, "static_ip": True,
-            "duration": 30.0 * 86400, "end_date": time.time() + 30 * 86400, "hosting_type": 0,
-            "ubuntu_version": "22.04", "vms_enabled": False, "is_bid": False, "cluster_id": None,
-            "mobo_name": "fake", "bw_nvlink": 0.0, "datacenter": None,
+            "id": self.id,
+            "ask_contract_id": self.id,
+            "bundle_id": self.id,
+            "machine_id": self.machine_id,
+            "host_id": self.host_id,
+            "gpu_name": self.gpu_name,
+            "num_gpus": self.num_gpus,
+            "gpu_ram": self.gpu_ram,
+            "gpu_total_ram": self.gpu_ram * self.num_gpus,
+            "gpu_frac": 1.0,
+            "gpu_arch": "nvidia",
+            "gpu_display_active": False,
+            "gpu_max_power": 450.0,
+            "gpu_max_temp": 83.0,
+            "gpu_mem_bw": 1000.0,
+            "dph_base": self.dph_base,
+            "dph_total": dph,
+            "min_bid": round(self.dph_base * 0.6, 6),
+            "storage_cost": self.storage_cost,
+            "storage_total_cost": round(dph - self.dph_base, 6),
+            "reliability": self.reliability,
+            "reliability2": self.reliability,
+            "geolocation": self.geolocation,
+            "disk_space": self.disk_space,
+            "disk_bw": 3000.0,
+            "disk_name": "nvme",
+            "verified": self.verified,
+            "verification": "verified" if self.verified else "unverified",
+            "rentable": True,
+            "rented": False,
+            "external": False,
+            "cuda_max_good": self.cuda_max_good,
+            "driver_version": self.driver_version,
+            "cpu_cores": int(self.cpu_cores_effective * 2),
+            "cpu_cores_effective": self.cpu_cores_effective,
+            "cpu_ghz": 3.5,
+            "cpu_name": "AMD EPYC 7543",
+            "cpu_arch": "amd64",
+            "cpu_ram": self.cpu_ram,
+            "inet_up": self.inet_up,
+            "inet_down": self.inet_down,
+            "inet_up_cost": 0.0,
+            "inet_down_cost": 0.0,
+            "direct_port_count": self.direct_port_count,
+            "dlperf": self.dlperf,
+            "dlperf_per_dphtotal": round(self.dlperf / dph, 3) if dph else 0.0,
+            "score": round(self.dlperf / 10, 3),
+            "total_flops": self.dlperf,
+            "flops_per_dphtotal": round(self.dlperf / dph, 3) if dph else 0.0,
+            "compute_cap": 890,
+            "pci_gen": 4.0,
+            "pcie_bw": 25.0,
+            "has_avx": 1,
+            "static_ip": True,
+            "duration": 30.0 * 86400,
+            "end_date": time.time() + 30 * 86400,
+            "hosting_type": 0,
+            "ubuntu_version": "22.04",
+            "vms_enabled": False,
+            "is_bid": False,
+            "cluster_id": None,
+            "mobo_name": "fake",
+            "bw_nvlink": 0.0,
+            "datacenter": None,
         }
 
 
 DEFAULT_OFFERS: Final[tuple[FakeOffer, ...]] = (
-    FakeOffer(id=5100001, machine_id=41001, gpu_name="RTX 3090", gpu_ram=24576, dph_base=0.18, reliability=0.97,
-              geolocation="Texas, US", dlperf=45.0),
-    FakeOffer(id=5100002, machine_id=41002, gpu_name="RTX 4090", gpu_ram=24564, dph_base=0.34, reliability=0.995,
-              geolocation="Sweden, SE", dlperf=80.0),
-    FakeOffer(id=5100003, machine_id=41003, gpu_name="RTX 4090", gpu_ram=24564, dph_base=0.39, reliability=0.99,
-              geolocation="Quebec, CA", dlperf=79.0),
-    FakeOffer(id=5100004, machine_id=41004, gpu_name="A100 SXM4", gpu_ram=81920, dph_base=1.05, reliability=0.99,
-              geolocation="Oregon, US", dlperf=160.0),
-    FakeOffer(id=5100005, machine_id=41005, gpu_name="H100 SXM", gpu_ram=81559, dph_base=2.10, reliability=0.998,
-              geolocation="Finland, FI", dlperf=300.0),
-    FakeOffer(id=5100006, machine_id=41006, gpu_name="H100 SXM", gpu_ram=81559, dph_base=2.35, reliability=0.96,
-              geolocation="Virginia, US", dlperf=295.0),
-    FakeOffer(id=5100007, machine_id=41007, gpu_name="RTX 4090", gpu_ram=24564, dph_base=0.29, reliability=0.82,
-              geolocation="Unknown", verified=False, dlperf=78.0),
+    FakeOffer(
+        id=5100001,
+        machine_id=41001,
+        gpu_name="RTX 3090",
+        gpu_ram=24576,
+        dph_base=0.18,
+        reliability=0.97,
+        geolocation="Texas, US",
+        dlperf=45.0,
+    ),
+    FakeOffer(
+        id=5100002,
+        machine_id=41002,
+        gpu_name="RTX 4090",
+        gpu_ram=24564,
+        dph_base=0.34,
+        reliability=0.995,
+        geolocation="Sweden, SE",
+        dlperf=80.0,
+    ),
+    FakeOffer(
+        id=5100003,
+        machine_id=41003,
+        gpu_name="RTX 4090",
+        gpu_ram=24564,
+        dph_base=0.39,
+        reliability=0.99,
+        geolocation="Quebec, CA",
+        dlperf=79.0,
+    ),
+    FakeOffer(
+        id=5100004,
+        machine_id=41004,
+        gpu_name="A100 SXM4",
+        gpu_ram=81920,
+        dph_base=1.05,
+        reliability=0.99,
+        geolocation="Oregon, US",
+        dlperf=160.0,
+    ),
+    FakeOffer(
+        id=5100005,
+        machine_id=41005,
+        gpu_name="H100 SXM",
+        gpu_ram=81559,
+        dph_base=2.10,
+        reliability=0.998,
+        geolocation="Finland, FI",
+        dlperf=300.0,
+    ),
+    FakeOffer(
+        id=5100006,
+        machine_id=41006,
+        gpu_name="H100 SXM",
+        gpu_ram=81559,
+        dph_base=2.35,
+        reliability=0.96,
+        geolocation="Virginia, US",
+        dlperf=295.0,
+    ),
+    FakeOffer(
+        id=5100007,
+        machine_id=41007,
+        gpu_name="RTX 4090",
+        gpu_ram=24564,
+        dph_base=0.29,
+        reliability=0.82,
+        geolocation="Unknown",
+        verified=False,
+        dlperf=78.0,
+    ),
 )
 
 
@@ -184,15 +284,17 @@ class FakeVastFaults(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    stuck_starts: int = Field(default=0, ge=0,
-                              description="next N starts of a stopped instance stay scheduling (GPU taken)")
+    stuck_starts: int = Field(
+        default=0, ge=0, description="next N starts of a stopped instance stay scheduling (GPU taken)"
+    )
     error_burst: int = Field(default=0, ge=0, description="next N API calls answer error_status")
     error_status: int = Field(default=503, ge=500, le=599)
     error_endpoints: list[str] = Field(default_factory=list, description="endpoint names; empty = every endpoint")
     rate_limit_burst: int = Field(default=0, ge=0, description="next N API calls answer 429 (a 429 storm)")
     rate_limit_endpoints: list[str] = Field(default_factory=list)
-    auth_error_status: Literal[401, 403, 404] | None = Field(default=None, description="every authenticated call fails "
-                                                              "as with a revoked key")
+    auth_error_status: Literal[401, 403, 404] | None = Field(
+        default=None, description="every authenticated call fails as with a revoked key"
+    )
     stop_fails: int = Field(default=0, ge=0, description="next N stop requests answer 200 {success: false}")
     create_lost_responses: int = Field(default=0, ge=0, description="next N creates run but answer 504 (lost answer)")
 
@@ -285,35 +387,89 @@ class FakeInstance:
         ssh = self.ports.get("22/tcp")
         host_ports = [int(b[0]["HostPort"]) for b in self.ports.values() if b]
         return {
-            "id": self.id, "machine_id": offer.machine_id, "host_id": offer.host_id, "bundle_id": offer.id,
-            "actual_status": self.actual_status, "intended_status": self.intended_status,
-            "cur_state": self.cur_state, "next_state": self.cur_state, "status_msg": self.status_msg,
-            "label": self.label, "image_uuid": self.image, "image_runtype": self.runtype, "image_args": self.args or [],
-            "extra_env": [[k, v] for k, v in self.env.items()], "onstart": self.onstart, "template_id": None,
-            "template_hash_id": self.template_hash_id, "template_name": None,
-            "public_ipaddr": public_ip, "local_ipaddrs": "127.0.0.1", "ports": dict(self.ports),
-            "ssh_host": public_ip, "ssh_port": int(ssh[0]["HostPort"]) if ssh else None, "ssh_idx": "1",
-            "machine_dir_ssh_port": None, "direct_port_start": min(host_ports) if host_ports else -1,
-            "direct_port_end": max(host_ports) if host_ports else -1, "direct_port_count": offer.direct_port_count,
-            "gpu_name": offer.gpu_name, "num_gpus": offer.num_gpus, "gpu_ram": offer.gpu_ram,
-            "gpu_totalram": offer.gpu_ram * offer.num_gpus, "gpu_util": 0.0 if running else None,
-            "gpu_temp": 40.0 if running else None, "gpu_arch": "nvidia", "cpu_name": "AMD EPYC 7543",
-            "cpu_cores": int(offer.cpu_cores_effective * 2), "cpu_cores_effective": offer.cpu_cores_effective,
-            "cpu_ram": offer.cpu_ram, "cpu_util": 0.0 if running else None, "mem_limit": offer.cpu_ram / 1000,
-            "mem_usage": 0.5 if running else None, "vmem_usage": 0.0 if running else None,
-            "disk_space": self.disk, "disk_usage": 1.0, "disk_util": round(1.0 / max(self.disk, 1.0), 4),
-            "disk_name": "nvme", "disk_bw": 3000.0, "dph_base": offer.dph_base, "dph_total": dph,
-            "storage_cost": offer.storage_cost, "storage_total_cost": round(dph - offer.dph_base, 6),
-            "inet_up": offer.inet_up, "inet_down": offer.inet_down, "inet_up_cost": 0.0, "inet_down_cost": 0.0,
-            "inet_up_billed": None, "inet_down_billed": None, "reliability2": offer.reliability,
-            "geolocation": offer.geolocation, "verification": "verified" if offer.verified else "unverified",
-            "cuda_max_good": offer.cuda_max_good, "driver_version": offer.driver_version, "compute_cap": 890,
-            "pci_gen": 4.0, "pcie_bw": 25.0, "dlperf": offer.dlperf, "total_flops": offer.dlperf,
-            "start_date": self.created_at, "end_date": self.created_at + 30 * 86400,
+            "id": self.id,
+            "machine_id": offer.machine_id,
+            "host_id": offer.host_id,
+            "bundle_id": offer.id,
+            "actual_status": self.actual_status,
+            "intended_status": self.intended_status,
+            "cur_state": self.cur_state,
+            "next_state": self.cur_state,
+            "status_msg": self.status_msg,
+            "label": self.label,
+            "image_uuid": self.image,
+            "image_runtype": self.runtype,
+            "image_args": self.args or [],
+            "extra_env": [[k, v] for k, v in self.env.items()],
+            "onstart": self.onstart,
+            "template_id": None,
+            "template_hash_id": self.template_hash_id,
+            "template_name": None,
+            "public_ipaddr": public_ip,
+            "local_ipaddrs": "127.0.0.1",
+            "ports": dict(self.ports),
+            "ssh_host": public_ip,
+            "ssh_port": int(ssh[0]["HostPort"]) if ssh else None,
+            "ssh_idx": "1",
+            "machine_dir_ssh_port": None,
+            "direct_port_start": min(host_ports) if host_ports else -1,
+            "direct_port_end": max(host_ports) if host_ports else -1,
+            "direct_port_count": offer.direct_port_count,
+            "gpu_name": offer.gpu_name,
+            "num_gpus": offer.num_gpus,
+            "gpu_ram": offer.gpu_ram,
+            "gpu_totalram": offer.gpu_ram * offer.num_gpus,
+            "gpu_util": 0.0 if running else None,
+            "gpu_temp": 40.0 if running else None,
+            "gpu_arch": "nvidia",
+            "cpu_name": "AMD EPYC 7543",
+            "cpu_cores": int(offer.cpu_cores_effective * 2),
+            "cpu_cores_effective": offer.cpu_cores_effective,
+            "cpu_ram": offer.cpu_ram,
+            "cpu_util": 0.0 if running else None,
+            "mem_limit": offer.cpu_ram / 1000,
+            "mem_usage": 0.5 if running else None,
+            "vmem_usage": 0.0 if running else None,
+            "disk_space": self.disk,
+            "disk_usage": 1.0,
+            "disk_util": round(1.0 / max(self.disk, 1.0), 4),
+            "disk_name": "nvme",
+            "disk_bw": 3000.0,
+            "dph_base": offer.dph_base,
+            "dph_total": dph,
+            "storage_cost": offer.storage_cost,
+            "storage_total_cost": round(dph - offer.dph_base, 6),
+            "inet_up": offer.inet_up,
+            "inet_down": offer.inet_down,
+            "inet_up_cost": 0.0,
+            "inet_down_cost": 0.0,
+            "inet_up_billed": None,
+            "inet_down_billed": None,
+            "reliability2": offer.reliability,
+            "geolocation": offer.geolocation,
+            "verification": "verified" if offer.verified else "unverified",
+            "cuda_max_good": offer.cuda_max_good,
+            "driver_version": offer.driver_version,
+            "compute_cap": 890,
+            "pci_gen": 4.0,
+            "pcie_bw": 25.0,
+            "dlperf": offer.dlperf,
+            "total_flops": offer.dlperf,
+            "start_date": self.created_at,
+            "end_date": self.created_at + 30 * 86400,
             "uptime_mins": round((now - self.running_since) / 60.0, 3) if running and self.running_since else None,
-            "client_run_time": 0.0, "host_run_time": 0.0, "time_remaining": "", "is_bid": False,
-            "min_bid": round(offer.dph_base * 0.6, 6), "rentable": True, "logo": "", "webpage": None,
-            "jupyter_token": f"{self.id:x}" * 4, "external": False, "hosting_type": 0, "vmem": None,
+            "client_run_time": 0.0,
+            "host_run_time": 0.0,
+            "time_remaining": "",
+            "is_bid": False,
+            "min_bid": round(offer.dph_base * 0.6, 6),
+            "rentable": True,
+            "logo": "",
+            "webpage": None,
+            "jupyter_token": f"{self.id:x}" * 4,
+            "external": False,
+            "hosting_type": 0,
+            "vmem": None,
             "volume_info": None,
         }
 
@@ -338,8 +494,9 @@ class FakeVastState:
         return self.config.first_instance_id + next(self.next_id) - 1
 
     def offer_available(self, offer: FakeOffer) -> bool:
-        return not any(inst.offer.id == offer.id and inst.intended_status == "running"
-                       for inst in self.instances.values())
+        return not any(
+            inst.offer.id == offer.id and inst.intended_status == "running" for inst in self.instances.values()
+        )
 
     def spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coro)
@@ -374,8 +531,13 @@ def _process_env(state: FakeVastState, inst: FakeInstance) -> dict[str, str]:
     config = state.config
     env: dict[str, str] = {}
     if config.inherit_env:
-        env.update({k: v for k, v in os.environ.items()
-                    if k not in ("VASTAI_API_KEY", "VAST_API_KEY", "CONTAINER_API_KEY", "CONTAINER_ID")})
+        env.update(
+            {
+                k: v
+                for k, v in os.environ.items()
+                if k not in ("VASTAI_API_KEY", "VAST_API_KEY", "CONTAINER_API_KEY", "CONTAINER_ID")
+            }
+        )
     env.update(config.extra_env)
     env.update({k: v for k, v in inst.env.items() if not k.startswith("-")})
     agent_container_port = inst.env.get("GPUQ_AGENT_PORT", "8000")
@@ -405,9 +567,15 @@ def _start_process(state: FakeVastState, inst: FakeInstance) -> None:
         config.log_dir.mkdir(parents=True, exist_ok=True)
         out = open(config.log_dir / f"instance-{inst.id}.log", "ab")  # noqa: SIM115
     try:
-        inst.proc = subprocess.Popen(command, env=_process_env(state, inst), stdout=out, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True,
-                                     cwd=str(config.workdir) if config.workdir else None)
+        inst.proc = subprocess.Popen(
+            command,
+            env=_process_env(state, inst),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=str(config.workdir) if config.workdir else None,
+        )
     finally:
         if out is not subprocess.DEVNULL:
             out.close()
@@ -432,8 +600,10 @@ async def _terminate(proc: subprocess.Popen[bytes] | None, grace_s: float) -> in
 
 
 def _assign_ports(inst: FakeInstance) -> None:
-    inst.ports = {name: [{"HostIp": "0.0.0.0", "HostPort": str(_free_port())}]
-                  for name in _container_ports(inst.env, inst.runtype)}
+    inst.ports = {
+        name: [{"HostIp": "0.0.0.0", "HostPort": str(_free_port())}]
+        for name in _container_ports(inst.env, inst.runtype)
+    }
 
 
 def _transition(state: FakeVastState, inst: FakeInstance, coro: Callable[[], Awaitable[None]]) -> None:
@@ -471,8 +641,12 @@ async def _watch_processes(state: FakeVastState) -> None:
     while True:
         await asyncio.sleep(0.1)
         for inst in list(state.instances.values()):
-            if (inst.proc is not None and inst.actual_status == "running" and inst.intended_status == "running"
-                    and inst.proc.poll() is not None):
+            if (
+                inst.proc is not None
+                and inst.actual_status == "running"
+                and inst.intended_status == "running"
+                and inst.proc.poll() is not None
+            ):
                 inst.exit_code = inst.proc.returncode
                 inst.proc = None
                 inst.actual_status = "exited"
@@ -554,8 +728,9 @@ def _token_of(request: web.Request) -> str:
 
 
 @web.middleware
-async def _vast_edge(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-                     ) -> web.StreamResponse:
+async def _vast_edge(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
     endpoint = _endpoint(request)
     if endpoint is None:
         return await handler(request)
@@ -583,8 +758,9 @@ def _limited(state: FakeVastState, request: web.Request, endpoint: str) -> web.R
     if faults.error_burst and (not faults.error_endpoints or endpoint in faults.error_endpoints):
         faults.error_burst -= 1
         status = faults.error_status
-        return web.Response(text=f"<html><body><h1>{status} Server Error</h1></body></html>", status=status,
-                            content_type="text/html")
+        return web.Response(
+            text=f"<html><body><h1>{status} Server Error</h1></body></html>", status=status, content_type="text/html"
+        )
     return None
 
 
@@ -634,9 +810,21 @@ async def current_user(request: web.Request) -> web.Response:
     caller = _auth(request)
     if isinstance(caller, web.Response):
         return caller
-    return _json({"id": 4242, "username": "fake", "email": "fake@example.invalid", "fullname": "Fake Vast User",
-                  "balance": 100.0, "credit": 100.0, "has_billing": True, "host_agreement_accepted": False,
-                  "ssh_key": None, "sid": "fake", "can_pay": True})
+    return _json(
+        {
+            "id": 4242,
+            "username": "fake",
+            "email": "fake@example.invalid",
+            "fullname": "Fake Vast User",
+            "balance": 100.0,
+            "credit": 100.0,
+            "has_billing": True,
+            "host_agreement_accepted": False,
+            "ssh_key": None,
+            "sid": "fake",
+            "can_pay": True,
+        }
+    )
 
 
 async def show_instance(request: web.Request) -> web.Response:
@@ -696,8 +884,9 @@ def _matches(row: Mapping[str, Any], filters: Mapping[str, Any]) -> bool:
                 continue
             if actual is None or not isinstance(target, int | float) or not isinstance(actual, int | float):
                 return False
-            if not {"gt": actual > target, "gte": actual >= target, "lt": actual < target,
-                    "lte": actual <= target}.get(op, True):
+            if not {"gt": actual > target, "gte": actual >= target, "lt": actual < target, "lte": actual <= target}.get(
+                op, True
+            ):
                 return False
     return True
 
@@ -738,16 +927,24 @@ async def list_v1(request: web.Request) -> web.Response:
     limit = max(1, min(limit, 25))
     every = [inst.row(state.config.public_ipaddr) for inst in state.instances.values()]
     rows = [row for row in every if _matches(row, filters)]
-    order = [(str(o.get("col", "id")), str(o.get("dir", "asc")).lower() == "desc") for o in order_raw
-             if isinstance(o, dict)] or [("id", False)]
+    order = [
+        (str(o.get("col", "id")), str(o.get("dir", "asc")).lower() == "desc") for o in order_raw if isinstance(o, dict)
+    ] or [("id", False)]
     rows = _sort(rows, order)
     start = _offset(request.query.get("after_token", ""))
-    page = rows[start:start + limit]
+    page = rows[start : start + limit]
     more = start + limit < len(rows)
     labels = Counter(str(row.get("label") or "") for row in every)
-    return _json({"success": True, "instances_found": len(page), "total_instances": len(every),
-                  "label_counts": dict(labels), "next_token": _token(start + limit) if more else None,
-                  "instances": page})
+    return _json(
+        {
+            "success": True,
+            "instances_found": len(page),
+            "total_instances": len(every),
+            "label_counts": dict(labels),
+            "next_token": _token(start + limit) if more else None,
+            "instances": page,
+        }
+    )
 
 
 async def instance_filters(request: web.Request) -> web.Response:
@@ -756,8 +953,14 @@ async def instance_filters(request: web.Request) -> web.Response:
         return caller
     state = request.app[_STATE]
     combos = {(i.actual_status, i.label, i.offer.gpu_name) for i in state.instances.values()}
-    return _json({"filters": [{"actual_status": a, "label": lab, "gpu_name": g, "verification": "verified"}
-                              for a, lab, g in sorted(combos, key=str)]})
+    return _json(
+        {
+            "filters": [
+                {"actual_status": a, "label": lab, "gpu_name": g, "verification": "verified"}
+                for a, lab, g in sorted(combos, key=str)
+            ]
+        }
+    )
 
 
 async def _json_body(request: web.Request) -> dict[str, Any] | web.Response:
@@ -837,9 +1040,12 @@ async def bundles(request: web.Request) -> web.Response:
     filters = {k: v for k, v in query.items() if k not in _QUERY_CONTROL}
     rows = [o.row(storage) for o in state.config.offers if state.offer_available(o)]
     rows = [row for row in rows if _matches(row, filters)]
-    order = [(str(pair[0]), str(pair[1]).lower() == "desc") for pair in query.get("order") or []
-             if isinstance(pair, list | tuple) and len(pair) == 2] or [("score", True)]
-    return _json({"offers": _sort(rows, order)[:max(1, limit)]})
+    order = [
+        (str(pair[0]), str(pair[1]).lower() == "desc")
+        for pair in query.get("order") or []
+        if isinstance(pair, list | tuple) and len(pair) == 2
+    ] or [("score", True)]
+    return _json({"offers": _sort(rows, order)[: max(1, limit)]})
 
 
 async def create_instance(request: web.Request) -> web.Response:
@@ -864,22 +1070,35 @@ async def create_instance(request: web.Request) -> web.Response:
     except (TypeError, ValueError):
         return _error(400, "invalid_args", "disk must be a number")
     inst = FakeInstance(
-        id=state.new_id(), offer=offer, image=body.get("image"), env={str(k): str(v) for k, v in env.items()},
-        onstart=body.get("onstart"), label=body.get("label"), runtype=body.get("runtype") or "ssh", disk=disk,
-        template_hash_id=body.get("template_hash_id"), args=body.get("args"),
-        container_key=f"ck_{secrets.token_hex(16)}", created_at=time.time(),
+        id=state.new_id(),
+        offer=offer,
+        image=body.get("image"),
+        env={str(k): str(v) for k, v in env.items()},
+        onstart=body.get("onstart"),
+        label=body.get("label"),
+        runtype=body.get("runtype") or "ssh",
+        disk=disk,
+        template_hash_id=body.get("template_hash_id"),
+        args=body.get("args"),
+        container_key=f"ck_{secrets.token_hex(16)}",
+        created_at=time.time(),
     )
     state.instances[inst.id] = inst
     state.container_keys[inst.container_key] = inst.id
     if body.get("target_state") == "stopped":
         inst.intended_status, inst.actual_status, inst.cur_state, inst.status_msg = (
-            "stopped", "stopped", "stopped", "created stopped")
+            "stopped",
+            "stopped",
+            "stopped",
+            "created stopped",
+        )
     else:
         _transition(state, inst, lambda: _boot(state, inst, state.config.loading_delay_s))
     if state.config.faults.create_lost_responses > 0:
         state.config.faults.create_lost_responses -= 1
-        return web.Response(text="<html><body><h1>504 Gateway Time-out</h1></body></html>", status=504,
-                            content_type="text/html")
+        return web.Response(
+            text="<html><body><h1>504 Gateway Time-out</h1></body></html>", status=504, content_type="text/html"
+        )
     return _json({"success": True, "new_contract": inst.id})
 
 
@@ -898,8 +1117,13 @@ def _account_only(request: web.Request) -> web.Response | None:
 
 async def get_calls(request: web.Request) -> web.Response:
     state = request.app[_STATE]
-    return _json({"calls": dict(state.calls), "statuses": {k: dict(v) for k, v in state.statuses.items()},
-                  "rate_limited": state.rate_limited})
+    return _json(
+        {
+            "calls": dict(state.calls),
+            "statuses": {k: dict(v) for k, v in state.statuses.items()},
+            "rate_limited": state.rate_limited,
+        }
+    )
 
 
 async def reset_calls(request: web.Request) -> web.Response:
@@ -913,8 +1137,16 @@ async def reset_calls(request: web.Request) -> web.Response:
     return _json({"ok": True})
 
 
-_TUNABLE = ("schedule_delay_s", "loading_delay_s", "restart_loading_delay_s", "stop_delay_s", "stop_grace_s",
-            "rate_limits_s", "rate_limit_text_every", "bad_key_status")
+_TUNABLE = (
+    "schedule_delay_s",
+    "loading_delay_s",
+    "restart_loading_delay_s",
+    "stop_delay_s",
+    "stop_grace_s",
+    "rate_limits_s",
+    "rate_limit_text_every",
+    "bad_key_status",
+)
 
 
 def _faults_view(config: FakeVastConfig) -> dict[str, Any]:
@@ -955,13 +1187,32 @@ async def get_instances(request: web.Request) -> web.Response:
     if (denied := _account_only(request)) is not None:
         return denied
     state = request.app[_STATE]
-    return _json({"instances": [
-        {"id": inst.id, "actual_status": inst.actual_status, "intended_status": inst.intended_status,
-         "stuck": inst.stuck, "pid": inst.proc.pid if inst.proc else None, "ports": inst.ports,
-         "container_key": inst.container_key, "label": inst.label, "offer_id": inst.offer.id,
-         "machine_id": inst.offer.machine_id, "starts": inst.starts, "exit_code": inst.exit_code,
-         "env": inst.env, "image": inst.image, "onstart": inst.onstart, "disk": inst.disk}
-        for inst in state.instances.values()], "destroyed": sorted(state.destroyed)})
+    return _json(
+        {
+            "instances": [
+                {
+                    "id": inst.id,
+                    "actual_status": inst.actual_status,
+                    "intended_status": inst.intended_status,
+                    "stuck": inst.stuck,
+                    "pid": inst.proc.pid if inst.proc else None,
+                    "ports": inst.ports,
+                    "container_key": inst.container_key,
+                    "label": inst.label,
+                    "offer_id": inst.offer.id,
+                    "machine_id": inst.offer.machine_id,
+                    "starts": inst.starts,
+                    "exit_code": inst.exit_code,
+                    "env": inst.env,
+                    "image": inst.image,
+                    "onstart": inst.onstart,
+                    "disk": inst.disk,
+                }
+                for inst in state.instances.values()
+            ],
+            "destroyed": sorted(state.destroyed),
+        }
+    )
 
 
 async def destroy_all(request: web.Request) -> web.Response:
@@ -988,8 +1239,9 @@ class FakeVastControl:
     def __init__(self, url: str, api_key: str) -> None:
         import httpx
 
-        self._http = httpx.Client(base_url=url.rstrip("/"), timeout=30.0,
-                                  headers={"Authorization": f"Bearer {api_key}"})
+        self._http = httpx.Client(
+            base_url=url.rstrip("/"), timeout=30.0, headers={"Authorization": f"Bearer {api_key}"}
+        )
 
     def close(self) -> None:
         self._http.close()
@@ -1043,8 +1295,9 @@ async def shutdown_instances(state: FakeVastState) -> None:
     for inst in list(state.instances.values()):
         if inst.task is not None:
             inst.task.cancel()
-    await asyncio.gather(*(_terminate(inst.proc, state.config.stop_grace_s) for inst in state.instances.values()),
-                         return_exceptions=True)
+    await asyncio.gather(
+        *(_terminate(inst.proc, state.config.stop_grace_s) for inst in state.instances.values()), return_exceptions=True
+    )
     pending = [task for task in state.background if not task.done()]
     for task in pending:
         task.cancel()
@@ -1053,9 +1306,16 @@ async def shutdown_instances(state: FakeVastState) -> None:
 
 
 _ENDPOINT_OF: dict[Callable[..., Any], str] = {
-    gpu_names: "gpu_names", current_user: "user", show_instance: "show", list_v0: "list_v0",
-    instance_filters: "filters", manage_instance: "manage", destroy_instance: "destroy", list_v1: "list",
-    bundles: "bundles", create_instance: "create",
+    gpu_names: "gpu_names",
+    current_user: "user",
+    show_instance: "show",
+    list_v0: "list_v0",
+    instance_filters: "filters",
+    manage_instance: "manage",
+    destroy_instance: "destroy",
+    list_v1: "list",
+    bundles: "bundles",
+    create_instance: "create",
 }
 
 
@@ -1108,8 +1368,9 @@ class FakeVastServer:
         await self.runner.cleanup()
 
 
-async def start_fake_vast(host: str = "127.0.0.1", port: int = 0,
-                          config: FakeVastConfig | None = None) -> FakeVastServer:
+async def start_fake_vast(
+    host: str = "127.0.0.1", port: int = 0, config: FakeVastConfig | None = None
+) -> FakeVastServer:
     """Start the fake on the running event loop; port 0 picks a free port."""
     runner, bound = await start_site(build_app(config), host, port)
     server = FakeVastServer(runner=runner, host=host, port=bound)
@@ -1118,12 +1379,14 @@ async def start_fake_vast(host: str = "127.0.0.1", port: int = 0,
 
 
 @contextlib.contextmanager
-def serve_in_thread(config: FakeVastConfig | None = None, *, host: str = "127.0.0.1",
-                    port: int = 0) -> Iterator[FakeVastServer]:
+def serve_in_thread(
+    config: FakeVastConfig | None = None, *, host: str = "127.0.0.1", port: int = 0
+) -> Iterator[FakeVastServer]:
     """Run the fake on its own event loop in a daemon thread (for synchronous tests); every instance
     process is stopped when the block ends. Talk to it over HTTP; its ``state`` belongs to that thread."""
-    with _serve_in_thread(lambda: start_fake_vast(host, port, config), FakeVastServer.close, name="fake-vast",
-                          close_timeout_s=60) as server:
+    with _serve_in_thread(
+        lambda: start_fake_vast(host, port, config), FakeVastServer.close, name="fake-vast", close_timeout_s=60
+    ) as server:
         yield server
 
 
@@ -1134,8 +1397,11 @@ def serve_in_thread(config: FakeVastConfig | None = None, *, host: str = "127.0.
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m shared.fakes.vast --port 8081``: serve until SIGINT/SIGTERM, then stop every instance."""
-    parser = argparse.ArgumentParser(prog="fake-vast", description="A fake Vast.ai API whose instances are local "
-                                     "processes (the vastai CLI works against it with VAST_URL).")
+    parser = argparse.ArgumentParser(
+        prog="fake-vast",
+        description="A fake Vast.ai API whose instances are local "
+        "processes (the vastai CLI works against it with VAST_URL).",
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8081, help="0 picks a free port (printed on start)")
     parser.add_argument("--api-key", default=None, help="account key (default: $VASTAI_API_KEY, else generated)")
@@ -1145,15 +1411,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--schedule-delay", type=float, default=0.2, help="seconds: create/start → loading")
     parser.add_argument("--loading-delay", type=float, default=0.5, help="seconds: loading → running")
     parser.add_argument("--stop-delay", type=float, default=0.3, help="seconds: stop → process signalled")
-    parser.add_argument("--rate-limit", action="append", default=[], metavar="ENDPOINT=SECONDS",
-                        help=f"min interval per key; endpoints: {', '.join(ENDPOINTS)}")
+    parser.add_argument(
+        "--rate-limit",
+        action="append",
+        default=[],
+        metavar="ENDPOINT=SECONDS",
+        help=f"min interval per key; endpoints: {', '.join(ENDPOINTS)}",
+    )
     args = parser.parse_args(argv)
     key = args.api_key or os.environ.get("VASTAI_API_KEY") or os.environ.get("VAST_API_KEY") or ""
     generated = not key
     key = key or f"fakevast_{secrets.token_hex(16)}"
     try:
         config = FakeVastConfig(
-            api_key=key, schedule_delay_s=args.schedule_delay, loading_delay_s=args.loading_delay,
+            api_key=key,
+            schedule_delay_s=args.schedule_delay,
+            loading_delay_s=args.loading_delay,
             stop_delay_s=args.stop_delay,
             extra_env=dict(item.split("=", 1) for item in args.env if "=" in item),
             log_dir=Path(args.log_dir) if args.log_dir else None,
@@ -1165,7 +1438,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     return serve_until_signalled(
-        lambda: start_fake_vast(args.host, args.port, config), FakeVastServer.close, name="fake-vast",
-        where=f"{args.host}:{args.port}", farewell="fake vast stopped every instance",
-        banner=lambda server: f"fake vast listening on {server.url}" + (f" (API key {key})" if generated else ""))
-
+        lambda: start_fake_vast(args.host, args.port, config),
+        FakeVastServer.close,
+        name="fake-vast",
+        where=f"{args.host}:{args.port}",
+        farewell="fake vast stopped every instance",
+        banner=lambda server: f"fake vast listening on {server.url}" + (f" (API key {key})" if generated else ""),
+    )

@@ -116,57 +116,120 @@ class VastSettings(BaseSettings):
 
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
 
-    api_key: SecretStr = Field(default=SecretStr(""), validation_alias=_alias("VASTAI_API_KEY"),
-                               description="Vast.ai account API key (control plane only). Sent only as a Bearer "
-                               "header; never logged.")
-    url: str = Field(default="https://console.vast.ai", validation_alias=_alias("VAST_URL"),
-                     description="Vast.ai API base URL (a fake Vast in dev/tests).")
-    instance_id: str = Field(default="", validation_alias=_alias("VASTAI_INSTANCE_ID"),
-                             description="An existing Vast instance to drive; empty = rent one from offers.")
-    preferred_gpus: str = Field(default="", validation_alias=_alias("VASTAI_PREFERRED_GPUS"),
-                                description="Comma-separated GPU names to rent (\"RTX 4090,RTX_3090\"); empty = any.")
-    min_vram_gb: float | None = Field(default=None, validation_alias=_alias("VASTAI_MIN_VRAM_GB"),
-                                      description="Minimum VRAM per GPU in GB.")
-    max_bid_per_hour: float | None = Field(default=None, validation_alias=_alias("VASTAI_MAX_BID_PER_HOUR"),
-                                           description="Most $/h (dph_total, on-demand) a rented box may cost.")
-    default_disk_gb: float = Field(default=40.0, validation_alias=_alias("VASTAI_DEFAULT_DISK_GB"),
-                                   description="Disk of a rented box in GB (model weights live here).")
-    default_image: str = Field(default="", validation_alias=_alias("VASTAI_DEFAULT_IMAGE"),
-                               description="Docker image of a rented box: Ollama + the gpuq agent "
-                               "(infra/agent/Dockerfile, pushed to your registry). Required to rent.")
-    template_ids: str = Field(default="", validation_alias=_alias("VASTAI_TEMPLATE_IDS"),
-                              description="Comma-separated Vast template hash ids; the first one is the base "
-                              "of every create (image optional then).")
-    onstart: str = Field(default=DEFAULT_ONSTART, validation_alias=_alias("VASTAI_ONSTART"),
-                         description="On-start command of a rented box (starts Ollama and the agent).")
-    runtype: str = Field(default="ssh", validation_alias=_alias("VASTAI_RUNTYPE"),
-                         description="Vast launch mode: ssh (runs the on-start command) or args (image entrypoint).")
-    agent_port: int = Field(default=8000, validation_alias=_alias("VASTAI_AGENT_PORT"),
-                            description="The agent's container port; its public port is read from the instance.")
-    restart_deadline_s: float = Field(default=120.0, validation_alias=_alias("VASTAI_RESTART_DEADLINE_S"),
-                                      description="A start not running by then (stuck scheduling) is replaced.")
-    load_deadline_s: float = Field(default=900.0, validation_alias=_alias("VASTAI_LOAD_DEADLINE_S"),
-                                   description="A box still loading (image pull) after this long is replaced.")
-    max_replacements_per_hour: int = Field(default=3, validation_alias=_alias("VASTAI_MAX_REPLACEMENTS_PER_HOUR"),
-                                           description="Replacement rentals allowed per hour before giving up.")
-    stop_mode: Literal["stop", "destroy"] = Field(default="stop", validation_alias=_alias("VASTAI_STOP_MODE"),
-                                                  description="stop keeps weights on disk (storage still billed); "
-                                                  "destroy ends all billing.")
-    destroy_stopped_after_s: float = Field(default=86400.0, validation_alias=_alias("VASTAI_DESTROY_STOPPED_AFTER_S"),
-                                           description="reap_stopped destroys boxes stopped longer than this.")
-    label: str = Field(default="gpuq", validation_alias=_alias("VASTAI_LABEL"),
-                       description="Label marking the instances this deployment owns.")
-    min_reliability: float | None = Field(default=0.95, validation_alias=_alias("VASTAI_MIN_RELIABILITY"),
-                                          description="Minimum machine reliability (0..1) of a rented box.")
+    api_key: SecretStr = Field(
+        default=SecretStr(""),
+        validation_alias=_alias("VASTAI_API_KEY"),
+        description="Vast.ai account API key (control plane only). Sent only as a Bearer header; never logged.",
+    )
+    url: str = Field(
+        default="https://console.vast.ai",
+        validation_alias=_alias("VAST_URL"),
+        description="Vast.ai API base URL (a fake Vast in dev/tests).",
+    )
+    instance_id: str = Field(
+        default="",
+        validation_alias=_alias("VASTAI_INSTANCE_ID"),
+        description="An existing Vast instance to drive; empty = rent one from offers.",
+    )
+    preferred_gpus: str = Field(
+        default="",
+        validation_alias=_alias("VASTAI_PREFERRED_GPUS"),
+        description='Comma-separated GPU names to rent ("RTX 4090,RTX_3090"); empty = any.',
+    )
+    min_vram_gb: float | None = Field(
+        default=None, validation_alias=_alias("VASTAI_MIN_VRAM_GB"), description="Minimum VRAM per GPU in GB."
+    )
+    max_bid_per_hour: float | None = Field(
+        default=None,
+        validation_alias=_alias("VASTAI_MAX_BID_PER_HOUR"),
+        description="Most $/h (dph_total, on-demand) a rented box may cost.",
+    )
+    default_disk_gb: float = Field(
+        default=40.0,
+        validation_alias=_alias("VASTAI_DEFAULT_DISK_GB"),
+        description="Disk of a rented box in GB (model weights live here).",
+    )
+    default_image: str = Field(
+        default="",
+        validation_alias=_alias("VASTAI_DEFAULT_IMAGE"),
+        description="Docker image of a rented box: Ollama + the gpuq agent "
+        "(infra/agent/Dockerfile, pushed to your registry). Required to rent.",
+    )
+    template_ids: str = Field(
+        default="",
+        validation_alias=_alias("VASTAI_TEMPLATE_IDS"),
+        description="Comma-separated Vast template hash ids; the first one is the base "
+        "of every create (image optional then).",
+    )
+    onstart: str = Field(
+        default=DEFAULT_ONSTART,
+        validation_alias=_alias("VASTAI_ONSTART"),
+        description="On-start command of a rented box (starts Ollama and the agent).",
+    )
+    runtype: str = Field(
+        default="ssh",
+        validation_alias=_alias("VASTAI_RUNTYPE"),
+        description="Vast launch mode: ssh (runs the on-start command) or args (image entrypoint).",
+    )
+    agent_port: int = Field(
+        default=8000,
+        validation_alias=_alias("VASTAI_AGENT_PORT"),
+        description="The agent's container port; its public port is read from the instance.",
+    )
+    restart_deadline_s: float = Field(
+        default=120.0,
+        validation_alias=_alias("VASTAI_RESTART_DEADLINE_S"),
+        description="A start not running by then (stuck scheduling) is replaced.",
+    )
+    load_deadline_s: float = Field(
+        default=900.0,
+        validation_alias=_alias("VASTAI_LOAD_DEADLINE_S"),
+        description="A box still loading (image pull) after this long is replaced.",
+    )
+    max_replacements_per_hour: int = Field(
+        default=3,
+        validation_alias=_alias("VASTAI_MAX_REPLACEMENTS_PER_HOUR"),
+        description="Replacement rentals allowed per hour before giving up.",
+    )
+    stop_mode: Literal["stop", "destroy"] = Field(
+        default="stop",
+        validation_alias=_alias("VASTAI_STOP_MODE"),
+        description="stop keeps weights on disk (storage still billed); destroy ends all billing.",
+    )
+    destroy_stopped_after_s: float = Field(
+        default=86400.0,
+        validation_alias=_alias("VASTAI_DESTROY_STOPPED_AFTER_S"),
+        description="reap_stopped destroys boxes stopped longer than this.",
+    )
+    label: str = Field(
+        default="gpuq",
+        validation_alias=_alias("VASTAI_LABEL"),
+        description="Label marking the instances this deployment owns.",
+    )
+    min_reliability: float | None = Field(
+        default=0.95,
+        validation_alias=_alias("VASTAI_MIN_RELIABILITY"),
+        description="Minimum machine reliability (0..1) of a rented box.",
+    )
     num_gpus: int = Field(default=1, validation_alias=_alias("VASTAI_NUM_GPUS"), description="GPUs per rented box.")
-    verified_only: bool = Field(default=True, validation_alias=_alias("VASTAI_VERIFIED_ONLY"),
-                                description="Rent verified machines only.")
-    max_attempts: int = Field(default=5, validation_alias=_alias("VASTAI_MAX_ATTEMPTS"),
-                              description="Calls per request at most (429/5xx/timeouts are retried).")
-    request_timeout_s: float = Field(default=20.0, validation_alias=_alias("VASTAI_REQUEST_TIMEOUT_S"),
-                                     description="Timeout of one call to the Vast API.")
-    state_dir: Path | None = Field(default=None, validation_alias=_alias("VASTAI_STATE_DIR"),
-                                   description="Where the logical box's state file lives (default GPUQ_DATA_DIR/vast).")
+    verified_only: bool = Field(
+        default=True, validation_alias=_alias("VASTAI_VERIFIED_ONLY"), description="Rent verified machines only."
+    )
+    max_attempts: int = Field(
+        default=5,
+        validation_alias=_alias("VASTAI_MAX_ATTEMPTS"),
+        description="Calls per request at most (429/5xx/timeouts are retried).",
+    )
+    request_timeout_s: float = Field(
+        default=20.0,
+        validation_alias=_alias("VASTAI_REQUEST_TIMEOUT_S"),
+        description="Timeout of one call to the Vast API.",
+    )
+    state_dir: Path | None = Field(
+        default=None,
+        validation_alias=_alias("VASTAI_STATE_DIR"),
+        description="Where the logical box's state file lives (default GPUQ_DATA_DIR/vast).",
+    )
 
     def gpu_list(self) -> list[str]:
         return [part.strip() for part in self.preferred_gpus.split(",") if part.strip()]
@@ -176,8 +239,12 @@ class VastSettings(BaseSettings):
 
     def offer_query(self, **overrides: Any) -> OfferQuery:
         base: dict[str, Any] = {
-            "gpu_names": tuple(self.gpu_list()), "min_vram_gb": self.min_vram_gb, "max_dph": self.max_bid_per_hour,
-            "min_reliability": self.min_reliability, "disk_gb": self.default_disk_gb, "num_gpus": self.num_gpus,
+            "gpu_names": tuple(self.gpu_list()),
+            "min_vram_gb": self.min_vram_gb,
+            "max_dph": self.max_bid_per_hour,
+            "min_reliability": self.min_reliability,
+            "disk_gb": self.default_disk_gb,
+            "num_gpus": self.num_gpus,
             "verified_only": self.verified_only,
         }
         base.update(overrides)
@@ -239,8 +306,11 @@ def instance_state(row: Mapping[str, Any] | None) -> InstanceState:
     """
     if row is None:
         return InstanceState.GONE
-    actual, intended, cur = _lower(row.get("actual_status")), _lower(row.get("intended_status")), _lower(
-        row.get("cur_state"))
+    actual, intended, cur = (
+        _lower(row.get("actual_status")),
+        _lower(row.get("intended_status")),
+        _lower(row.get("cur_state")),
+    )
     if cur == "unloaded" or actual in ("destroyed", "deleted"):
         return InstanceState.GONE
     if actual == "running":
@@ -292,7 +362,13 @@ def _vast_id(row: Mapping[str, Any]) -> int:
 # ------------------------------------------------------------------------------------------------
 
 DEFAULT_MIN_INTERVALS_S: dict[str, float] = {
-    "show": 0.2, "list": 0.5, "manage": 0.3, "destroy": 0.3, "bundles": 1.0, "create": 1.0, "user": 0.5,
+    "show": 0.2,
+    "list": 0.5,
+    "manage": 0.3,
+    "destroy": 0.3,
+    "bundles": 1.0,
+    "create": 1.0,
+    "user": 0.5,
 }
 
 
@@ -331,8 +407,9 @@ def _is_auth_failure(status: int, body: Mapping[str, Any], text: str) -> bool:
         return True
     error = _lower(body.get("error"))
     message = _lower(body.get("msg") or body.get("message") or text)
-    return status == 404 and (error in ("auth_error", "unauthorized", "forbidden") or "invalid user key" in message
-                              or "api key" in message)
+    return status == 404 and (
+        error in ("auth_error", "unauthorized", "forbidden") or "invalid user key" in message or "api key" in message
+    )
 
 
 class VastClient:
@@ -343,8 +420,15 @@ class VastClient:
     from an earlier loop cannot be reused). Pacing state is thread-safe and survives across loops.
     """
 
-    def __init__(self, api_key: str, url: str = "https://console.vast.ai", *, retry: RetryPolicy | None = None,
-                 http: httpx.AsyncClient | None = None, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        api_key: str,
+        url: str = "https://console.vast.ai",
+        *,
+        retry: RetryPolicy | None = None,
+        http: httpx.AsyncClient | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
         if not api_key:
             raise VastAuthError("no Vast API key: set VASTAI_API_KEY")
         self._auth = {"Authorization": f"Bearer {api_key}"}
@@ -353,7 +437,8 @@ class VastClient:
         self._http = http
         self._rng = rng or random.Random()
         self._bound: contextvars.ContextVar[httpx.AsyncClient | None] = contextvars.ContextVar(
-            f"vast-http-{id(self)}", default=None)
+            f"vast-http-{id(self)}", default=None
+        )
         self._pace_lock = threading.Lock()
         self._next_slot: dict[str, float] = {}
         self.calls: dict[str, int] = {}
@@ -362,8 +447,11 @@ class VastClient:
         return f"VastClient(url={self.url!r})"
 
     def _new_http(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(timeout=httpx.Timeout(self.retry.timeout_s, connect=min(10.0, self.retry.timeout_s)),
-                                 follow_redirects=False, headers={"Accept": "application/json"})
+        return httpx.AsyncClient(
+            timeout=httpx.Timeout(self.retry.timeout_s, connect=min(10.0, self.retry.timeout_s)),
+            follow_redirects=False,
+            headers={"Accept": "application/json"},
+        )
 
     @contextlib.asynccontextmanager
     async def bound(self) -> AsyncIterator[None]:
@@ -404,8 +492,17 @@ class VastClient:
         with self._pace_lock:
             self._next_slot[endpoint] = max(self._next_slot.get(endpoint, 0.0), time.monotonic() + delay_s)
 
-    async def _request(self, method: str, path: str, endpoint: str, *, params: Mapping[str, str] | None = None,
-                       json_body: Any = None, idempotent: bool = True, auth: bool = True) -> httpx.Response:
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        endpoint: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        json_body: Any = None,
+        idempotent: bool = True,
+        auth: bool = True,
+    ) -> httpx.Response:
         """One logical request: paced, retried, translated. Returns a response that is not an error
         this module retries or an auth failure (callers look at 2xx/404/other 4xx themselves)."""
         policy = self.retry
@@ -415,14 +512,16 @@ class VastClient:
                 await self._pace(endpoint)
                 self.calls[endpoint] = self.calls.get(endpoint, 0) + 1
                 try:
-                    response = await http.request(method, self.url + path, params=params, json=json_body,
-                                                  headers=headers)
+                    response = await http.request(
+                        method, self.url + path, params=params, json=json_body, headers=headers
+                    )
                 except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                     failure: str = f"{type(exc).__name__}"  # the request never reached Vast: safe to retry
                 except (httpx.TimeoutException, httpx.TransportError) as exc:
                     if not idempotent:
-                        raise VastCreateUncertain(f"{method} {endpoint}: {type(exc).__name__}; outcome unknown") \
-                            from exc
+                        raise VastCreateUncertain(
+                            f"{method} {endpoint}: {type(exc).__name__}; outcome unknown"
+                        ) from exc
                     failure = type(exc).__name__
                 else:
                     status = response.status_code
@@ -442,8 +541,15 @@ class VastClient:
                 if attempt == policy.max_attempts:
                     break
                 delay = policy.backoff_s(attempt, self._rng)
-                log.info("vast %s %s: %s (attempt %d/%d); retrying in %.2fs", method, endpoint, failure, attempt,
-                         policy.max_attempts, delay)
+                log.info(
+                    "vast %s %s: %s (attempt %d/%d); retrying in %.2fs",
+                    method,
+                    endpoint,
+                    failure,
+                    attempt,
+                    policy.max_attempts,
+                    delay,
+                )
                 self._delay_after(endpoint, delay)
         log.warning("vast %s %s: %s after %d attempts", method, endpoint, failure, policy.max_attempts)
         if failure == "HTTP 429":
@@ -454,8 +560,11 @@ class VastClient:
     def _rejected(response: httpx.Response, what: str) -> VastRejected:
         body, text = _body_of(response)
         message = str(body.get("msg") or body.get("message") or body.get("error") or text or "")
-        return VastRejected(f"Vast refused {what} ({response.status_code}: {message[:200]})",
-                            status_code=response.status_code, error=str(body.get("error") or ""))
+        return VastRejected(
+            f"Vast refused {what} ({response.status_code}: {message[:200]})",
+            status_code=response.status_code,
+            error=str(body.get("error") or ""),
+        )
 
     @staticmethod
     def _data(response: httpx.Response, what: str) -> dict[str, Any]:
@@ -465,15 +574,16 @@ class VastClient:
         except ValueError:
             data = None
         if not isinstance(data, dict):
-            raise VastUnavailable(f"Vast answered {what} with something that is not a JSON object "
-                                  f"({response.headers.get('Content-Type', '?')})")
+            raise VastUnavailable(
+                f"Vast answered {what} with something that is not a JSON object "
+                f"({response.headers.get('Content-Type', '?')})"
+            )
         return data
 
     # --- endpoints -------------------------------------------------------------------------------
     async def show_instance(self, instance_id: int) -> dict[str, Any] | None:
         """``GET /api/v0/instances/{id}/``; ``None`` once the instance is gone."""
-        response = await self._request("GET", f"/api/v0/instances/{int(instance_id)}/", "show",
-                                       params={"owner": "me"})
+        response = await self._request("GET", f"/api/v0/instances/{int(instance_id)}/", "show", params={"owner": "me"})
         if response.status_code == 404:
             return None
         if response.status_code != 200:
@@ -483,8 +593,9 @@ class VastClient:
             row = row[0] if row else None
         return row if isinstance(row, dict) else None
 
-    async def list_instances(self, select_filters: Mapping[str, Any] | None = None,
-                             order_by: list[dict[str, str]] | None = None) -> list[dict[str, Any]]:
+    async def list_instances(
+        self, select_filters: Mapping[str, Any] | None = None, order_by: list[dict[str, str]] | None = None
+    ) -> list[dict[str, Any]]:
         """Every page of ``GET /api/v1/instances/`` (``limit`` 25, following ``next_token``)."""
         params: dict[str, str] = {
             "select_filters": json.dumps(dict(select_filters or {})),
@@ -507,8 +618,9 @@ class VastClient:
     async def set_state(self, instance_id: int, state: Literal["running", "stopped"]) -> dict[str, Any] | None:
         """``PUT /api/v0/instances/{id}/ {"state": ...}``; the body (``success`` may be false), or
         ``None`` if the instance is gone."""
-        response = await self._request("PUT", f"/api/v0/instances/{int(instance_id)}/", "manage",
-                                       json_body={"state": state})
+        response = await self._request(
+            "PUT", f"/api/v0/instances/{int(instance_id)}/", "manage", json_body={"state": state}
+        )
         if response.status_code == 404:
             return None
         if response.status_code >= 400:
@@ -536,8 +648,9 @@ class VastClient:
     async def create_instance(self, offer_id: int, body: Mapping[str, Any]) -> int:
         """``PUT /api/v0/asks/{offer_id}/`` → the new instance id (``new_contract``). Never retried
         once it may have run: a lost answer raises :class:`VastCreateUncertain`."""
-        response = await self._request("PUT", f"/api/v0/asks/{int(offer_id)}/", "create", json_body=dict(body),
-                                       idempotent=False)
+        response = await self._request(
+            "PUT", f"/api/v0/asks/{int(offer_id)}/", "create", json_body=dict(body), idempotent=False
+        )
         data, _ = _body_of(response)
         if response.status_code >= 400 or data.get("success") is False or not data.get("new_contract"):
             raise self._rejected(response, f"create from offer {offer_id}")
@@ -572,11 +685,18 @@ class VastInstanceRecord(BaseModel):
     transitions: list[tuple[float, str]] = Field(default_factory=list)
 
 
-def _note(records: dict[str, Any], vid: int, now: float, state: InstanceState, row: Mapping[str, Any] | None,
-          logical_id: str | None = None) -> dict[str, Any]:
+def _note(
+    records: dict[str, Any],
+    vid: int,
+    now: float,
+    state: InstanceState,
+    row: Mapping[str, Any] | None,
+    logical_id: str | None = None,
+) -> dict[str, Any]:
     """Fold one observation into the record of ``vid`` (created on first sight)."""
-    rec: dict[str, Any] = records.setdefault(str(vid), {"id": vid, "first_seen_at": now, "last_seen_at": now,
-                                                        "state": None, "transitions": []})
+    rec: dict[str, Any] = records.setdefault(
+        str(vid), {"id": vid, "first_seen_at": now, "last_seen_at": now, "state": None, "transitions": []}
+    )
     rec["last_seen_at"] = now
     if logical_id:
         rec["logical_id"] = logical_id
@@ -645,14 +765,24 @@ class VastProvider:
 
     name = "vast"
 
-    def __init__(self, settings: VastSettings, *, logical_id: str, state_dir: Path, client: VastClient | None = None,
-                 agent_env: Mapping[str, str] | None = None, clock: Clock | None = None,
-                 observe_ttl_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        settings: VastSettings,
+        *,
+        logical_id: str,
+        state_dir: Path,
+        client: VastClient | None = None,
+        agent_env: Mapping[str, str] | None = None,
+        clock: Clock | None = None,
+        observe_ttl_s: float = 1.0,
+    ) -> None:
         self.settings = settings
         self.logical_id = logical_id
-        self.client = client or VastClient(settings.api_key.get_secret_value(), settings.url,
-                                           retry=RetryPolicy(max_attempts=settings.max_attempts,
-                                                             timeout_s=settings.request_timeout_s))
+        self.client = client or VastClient(
+            settings.api_key.get_secret_value(),
+            settings.url,
+            retry=RetryPolicy(max_attempts=settings.max_attempts, timeout_s=settings.request_timeout_s),
+        )
         self._agent_env = dict(agent_env or {})
         self._clock = clock or SystemClock()
         self._state = _StateFile(Path(state_dir) / f"vast-{logical_id}.json")
@@ -721,17 +851,26 @@ class VastProvider:
             else:
                 self._cache.pop(vid, None)
 
-    def _to_instance(self, row: Mapping[str, Any] | None, public_id: str, vid: int | None,
-                     record: Mapping[str, Any] | None = None, detail: str | None = None) -> Instance:
+    def _to_instance(
+        self,
+        row: Mapping[str, Any] | None,
+        public_id: str,
+        vid: int | None,
+        record: Mapping[str, Any] | None = None,
+        detail: str | None = None,
+    ) -> Instance:
         state = instance_state(row)
         record = record or {}
         if detail is None and row is not None:
-            detail = (f"vast {vid}: actual={row.get('actual_status')} intended={row.get('intended_status')}"
-                      + (f" ({str(row.get('status_msg'))[:80]})" if row.get("status_msg") else ""))
+            detail = f"vast {vid}: actual={row.get('actual_status')} intended={row.get('intended_status')}" + (
+                f" ({str(row.get('status_msg'))[:80]})" if row.get("status_msg") else ""
+            )
         elif detail is None:
             detail = f"vast {vid}: gone" if vid is not None else "no Vast instance rented"
         return Instance(
-            id=public_id, provider=self.name, state=state,
+            id=public_id,
+            provider=self.name,
+            state=state,
             agent_url=agent_url_of(row, self.settings.agent_port) if state is InstanceState.RUNNING else None,
             label=(row or {}).get("label") or record.get("label"),
             price_per_hour=float((row or {}).get("dph_total") or record.get("price_per_hour") or 0.0),
@@ -749,8 +888,16 @@ class VastProvider:
         if vid is None:
             intent = state.get("intent")
             if intent:
-                return Instance(id=self.logical_id, provider=self.name, state=InstanceState.STARTING,
-                                detail="a rental is being created"), None, state
+                return (
+                    Instance(
+                        id=self.logical_id,
+                        provider=self.name,
+                        state=InstanceState.STARTING,
+                        detail="a rental is being created",
+                    ),
+                    None,
+                    state,
+                )
             return self._to_instance(None, self.logical_id, None), None, state
         row = await self._show(vid)
         if row is None and not await self._really_gone(vid):
@@ -793,8 +940,11 @@ class VastProvider:
         raw = instance_id.removeprefix("vast:")
         if raw.isdigit():
             return int(raw), False
-        raise VastRejected(f"unknown instance id {instance_id!r} (use {self.logical_id!r} or a Vast id)",
-                           status_code=404, code="provider_unknown_instance")
+        raise VastRejected(
+            f"unknown instance id {instance_id!r} (use {self.logical_id!r} or a Vast id)",
+            status_code=404,
+            code="provider_unknown_instance",
+        )
 
     async def get(self, instance_id: str) -> Instance | None:
         """The box's state. For the logical box a start stuck past its deadline is replaced here."""
@@ -804,8 +954,9 @@ class VastProvider:
                 if vid is None:
                     return None
                 row = await self._show(vid)
-                record = await self._mutate(lambda s: dict(_note(s["records"], vid, self._clock.now(),
-                                                                 instance_state(row), row)))
+                record = await self._mutate(
+                    lambda s: dict(_note(s["records"], vid, self._clock.now(), instance_state(row), row))
+                )
                 return self._to_instance(row, instance_id, vid, record) if row is not None else None
             instance, row, state = await self._observe_current()
             if instance.state is InstanceState.STARTING and self._deadline_passed(row, state):
@@ -843,8 +994,9 @@ class VastProvider:
             await self._mutate(lambda s: s.update(vast_id=None) if s.get("vast_id") == vid else None)
             return await self._provision(replaces=None, exclude_machine=None)
         if body.get("success") is False:
-            raise ProviderError(f"Vast refused to start {vid}: {str(body.get('msg') or body)[:200]}",
-                                code="provider_start_failed")
+            raise ProviderError(
+                f"Vast refused to start {vid}: {str(body.get('msg') or body)[:200]}", code="provider_start_failed"
+            )
         now = self._clock.now()
 
         def note(s: dict[str, Any]) -> dict[str, Any]:
@@ -854,8 +1006,7 @@ class VastProvider:
         record = await self._mutate(note)
         log.info("start of %s (vast %s) requested", self.logical_id, vid)
         starting = {**(row or {}), "actual_status": (row or {}).get("actual_status"), "intended_status": "running"}
-        return self._to_instance(starting, self.logical_id, vid, record,
-                                 detail=f"vast {vid}: start requested")
+        return self._to_instance(starting, self.logical_id, vid, record, detail=f"vast {vid}: start requested")
 
     async def _start_raw(self, vid: int, public_id: str) -> Instance:
         body = await self.client.set_state(vid, "running")
@@ -863,8 +1014,9 @@ class VastProvider:
         if body is None:
             return self._to_instance(None, public_id, vid)
         if body.get("success") is False:
-            raise ProviderError(f"Vast refused to start {vid}: {str(body.get('msg') or body)[:200]}",
-                                code="provider_start_failed")
+            raise ProviderError(
+                f"Vast refused to start {vid}: {str(body.get('msg') or body)[:200]}", code="provider_start_failed"
+            )
         row = await self._show(vid, fresh=True)
         return self._to_instance(row, public_id, vid)
 
@@ -883,8 +1035,9 @@ class VastProvider:
                     break
                 log.warning("Vast refused to stop %s (attempt %d/3): %s", vid, attempt, str(body.get("msg"))[:200])
                 if attempt == 3:
-                    raise ProviderError(f"Vast refused to stop {vid}: {str(body.get('msg') or body)[:200]}",
-                                        code="provider_stop_failed")
+                    raise ProviderError(
+                        f"Vast refused to stop {vid}: {str(body.get('msg') or body)[:200]}", code="provider_stop_failed"
+                    )
                 await asyncio.sleep(self.client.backoff_s(attempt))
             row, observed = await self._confirm_stop(vid)
             now = self._clock.now()
@@ -924,8 +1077,9 @@ class VastProvider:
         body = await self.client.destroy_instance(vid)
         self._forget(vid)
         if body is not None and body.get("success") is False:
-            raise ProviderError(f"Vast refused to destroy {vid}: {str(body.get('msg') or body)[:200]}",
-                                code="provider_destroy_failed")
+            raise ProviderError(
+                f"Vast refused to destroy {vid}: {str(body.get('msg') or body)[:200]}", code="provider_destroy_failed"
+            )
         row = await self._show(vid, fresh=True)
         if row is not None and instance_state(row) is not InstanceState.GONE:
             raise ProviderError(f"destroy of {vid} not confirmed", code="provider_destroy_failed")
@@ -959,14 +1113,28 @@ class VastProvider:
                 for row in rows:
                     vid = _vast_id(row)
                     is_current = vid == s.get("vast_id")
-                    out.append(dict(_note(s["records"], vid, now, instance_state(row), row,
-                                          self.logical_id if is_current else None)))
+                    out.append(
+                        dict(
+                            _note(
+                                s["records"],
+                                vid,
+                                now,
+                                instance_state(row),
+                                row,
+                                self.logical_id if is_current else None,
+                            )
+                        )
+                    )
                 _trim(s["records"])
                 return out
 
             records = await self._mutate(note)
-            return [self._to_instance(row, self.logical_id if _vast_id(row) == current else str(_vast_id(row)),
-                                      _vast_id(row), record) for row, record in zip(rows, records, strict=True)]
+            return [
+                self._to_instance(
+                    row, self.logical_id if _vast_id(row) == current else str(_vast_id(row)), _vast_id(row), record
+                )
+                for row, record in zip(rows, records, strict=True)
+            ]
 
     async def reap_stopped(self, older_than_s: float | None = None) -> builtins.list[str]:
         """Destroy our instances stopped for longer than ``older_than_s`` (default
@@ -1000,32 +1168,67 @@ class VastProvider:
         rows = await self.client.search_offers(query.bundles_body())
         return rank_offers(rows, query, self.settings.gpu_list())
 
-    def _create_body(self, *, image: str | None, env: Mapping[str, str], onstart: str | None, disk_gb: float,
-                     label: str | None, runtype: str | None, template_hash_id: str | None) -> dict[str, Any]:
+    def _create_body(
+        self,
+        *,
+        image: str | None,
+        env: Mapping[str, str],
+        onstart: str | None,
+        disk_gb: float,
+        label: str | None,
+        runtype: str | None,
+        template_hash_id: str | None,
+    ) -> dict[str, Any]:
         """The create body, shaped like ``vastai create instance`` sends it."""
         body: dict[str, Any] = {
-            "client_id": "me", "image": image, "env": dict(env), "price": None, "disk": disk_gb, "label": label,
-            "extra": None, "onstart": onstart, "image_login": None, "python_utf8": False, "lang_utf8": False,
-            "use_jupyter_lab": False, "jupyter_dir": None, "force": False, "cancel_unavail": True,
-            "template_hash_id": template_hash_id, "user": None,
+            "client_id": "me",
+            "image": image,
+            "env": dict(env),
+            "price": None,
+            "disk": disk_gb,
+            "label": label,
+            "extra": None,
+            "onstart": onstart,
+            "image_login": None,
+            "python_utf8": False,
+            "lang_utf8": False,
+            "use_jupyter_lab": False,
+            "jupyter_dir": None,
+            "force": False,
+            "cancel_unavail": True,
+            "template_hash_id": template_hash_id,
+            "user": None,
         }
         if runtype:
             body["runtype"] = runtype
         return body
 
-    async def create_instance(self, offer_id: int, *, image: str | None = None, env: Mapping[str, str] | None = None,
-                              onstart: str | None = None, disk_gb: float | None = None, label: str | None = None,
-                              runtype: str | None = None) -> int:
+    async def create_instance(
+        self,
+        offer_id: int,
+        *,
+        image: str | None = None,
+        env: Mapping[str, str] | None = None,
+        onstart: str | None = None,
+        disk_gb: float | None = None,
+        label: str | None = None,
+        runtype: str | None = None,
+    ) -> int:
         """Rent one offer as given (``gpuq instances create``); not tied to the logical box."""
         templates = self.settings.template_list()
         if not image and not templates and not self.settings.default_image:
-            raise ProviderError("give an image (or set VASTAI_DEFAULT_IMAGE / VASTAI_TEMPLATE_IDS)",
-                                code="provider_not_configured")
-        body = self._create_body(image=image or (None if templates else self.settings.default_image),
-                                 env=env or {}, onstart=onstart, disk_gb=disk_gb or self.settings.default_disk_gb,
-                                 label=label if label is not None else self.settings.label,
-                                 runtype=runtype or self.settings.runtype,
-                                 template_hash_id=templates[0] if templates else None)
+            raise ProviderError(
+                "give an image (or set VASTAI_DEFAULT_IMAGE / VASTAI_TEMPLATE_IDS)", code="provider_not_configured"
+            )
+        body = self._create_body(
+            image=image or (None if templates else self.settings.default_image),
+            env=env or {},
+            onstart=onstart,
+            disk_gb=disk_gb or self.settings.default_disk_gb,
+            label=label if label is not None else self.settings.label,
+            runtype=runtype or self.settings.runtype,
+            template_hash_id=templates[0] if templates else None,
+        )
         async with self.client.bound():
             new_id = await self.client.create_instance(offer_id, body)
         now = self._clock.now()
@@ -1055,10 +1258,14 @@ class VastProvider:
         waited = self._clock.now() - float(state.get("waiting_since") or self._clock.now())
         recent = [t for t in state.get("replacements", []) if self._clock.now() - float(t) < 3600.0]
         if len(recent) >= self.settings.max_replacements_per_hour:
-            raise NoCapacity(f"vast {stuck} not running after {waited:.0f}s and {len(recent)} replacements this "
-                             "hour already: giving up", code="instance_restart_failed")
-        log.warning("vast %s (%s) not running %.0fs after the start: renting a replacement", stuck, self.logical_id,
-                    waited)
+            raise NoCapacity(
+                f"vast {stuck} not running after {waited:.0f}s and {len(recent)} replacements this "
+                "hour already: giving up",
+                code="instance_restart_failed",
+            )
+        log.warning(
+            "vast %s (%s) not running %.0fs after the start: renting a replacement", stuck, self.logical_id, waited
+        )
         machine = (row or {}).get("machine_id")
         return await self._provision(replaces=stuck, exclude_machine=int(machine) if machine else None)
 
@@ -1066,15 +1273,19 @@ class VastProvider:
         """Rent the best offer for the logical box (then destroy ``replaces``). At most one create per
         need: the intent is claimed under the state-file lock before anything is sent."""
         if not self.settings.default_image and not self.settings.template_list():
-            raise ProviderError("cannot rent a box: set VASTAI_DEFAULT_IMAGE (the agent image built from "
-                                "infra/agent/Dockerfile) or VASTAI_TEMPLATE_IDS", code="provider_not_configured")
+            raise ProviderError(
+                "cannot rent a box: set VASTAI_DEFAULT_IMAGE (the agent image built from "
+                "infra/agent/Dockerfile) or VASTAI_TEMPLATE_IDS",
+                code="provider_not_configured",
+            )
         token = secrets.token_hex(8)
         now = self._clock.now()
 
         def claim(s: dict[str, Any]) -> bool:
             intent = s.get("intent")
-            if intent and not (intent.get("state") == "searching"
-                               and now - float(intent.get("at", 0)) > _SEARCHING_STALE_S):
+            if intent and not (
+                intent.get("state") == "searching" and now - float(intent.get("at", 0)) > _SEARCHING_STALE_S
+            ):
                 return False
             if s.get("vast_id") != replaces:
                 return False  # someone else changed the box meanwhile
@@ -1082,8 +1293,12 @@ class VastProvider:
             return True
 
         if not await self._mutate(claim):
-            return Instance(id=self.logical_id, provider=self.name, state=InstanceState.STARTING,
-                            detail="another caller is renting the box")
+            return Instance(
+                id=self.logical_id,
+                provider=self.name,
+                state=InstanceState.STARTING,
+                detail="another caller is renting the box",
+            )
         try:
             excluded = frozenset({exclude_machine}) if exclude_machine is not None else frozenset()
             offers = await self.search_offers(self.settings.offer_query(exclude_machine_ids=excluded))
@@ -1091,23 +1306,37 @@ class VastProvider:
                 code = "instance_restart_failed" if replaces is not None else "no_capacity"
                 wanted = ", ".join(self.settings.gpu_list()) or "any GPU"
                 price = f"${self.settings.max_bid_per_hour:g}/h" if self.settings.max_bid_per_hour else "any price"
-                raise NoCapacity(f"no Vast offer matches ({wanted}, {price}, min VRAM "
-                                 f"{self.settings.min_vram_gb or 0:g} GB)", code=code)
+                raise NoCapacity(
+                    f"no Vast offer matches ({wanted}, {price}, min VRAM {self.settings.min_vram_gb or 0:g} GB)",
+                    code=code,
+                )
             offer = offers[0]
             templates = self.settings.template_list()
-            body = self._create_body(image=self.settings.default_image or None, env=self._box_env(token),
-                                     onstart=self.settings.onstart or None, disk_gb=self.settings.default_disk_gb,
-                                     label=self.settings.label, runtype=self.settings.runtype,
-                                     template_hash_id=templates[0] if templates else None)
+            body = self._create_body(
+                image=self.settings.default_image or None,
+                env=self._box_env(token),
+                onstart=self.settings.onstart or None,
+                disk_gb=self.settings.default_disk_gb,
+                label=self.settings.label,
+                runtype=self.settings.runtype,
+                template_hash_id=templates[0] if templates else None,
+            )
 
             def sending(s: dict[str, Any]) -> None:
-                s["intent"] = {"token": token, "state": "sending", "at": self._clock.now(), "replaces": replaces,
-                               "offer_id": offer.id, "machine_id": offer.machine_id}
+                s["intent"] = {
+                    "token": token,
+                    "state": "sending",
+                    "at": self._clock.now(),
+                    "replaces": replaces,
+                    "offer_id": offer.id,
+                    "machine_id": offer.machine_id,
+                }
                 s["creates_sent"] = int(s.get("creates_sent", 0)) + 1
 
             await self._mutate(sending)
-            log.info("renting offer %s (%s, $%.3f/h) for %s", offer.id, offer.gpu_name, offer.dph_total,
-                     self.logical_id)
+            log.info(
+                "renting offer %s (%s, $%.3f/h) for %s", offer.id, offer.gpu_name, offer.dph_total, self.logical_id
+            )
             new_id = await self.client.create_instance(offer.id, body)
         except VastCreateUncertain as exc:
             log.warning("create for %s: %s; reconciling by label", self.logical_id, exc.message)
@@ -1116,19 +1345,31 @@ class VastProvider:
                 adopted = await self.get(self.logical_id)
                 if adopted is not None:
                     return adopted
-            return Instance(id=self.logical_id, provider=self.name, state=InstanceState.STARTING,
-                            detail="create sent, answer lost: reconciling")
+            return Instance(
+                id=self.logical_id,
+                provider=self.name,
+                state=InstanceState.STARTING,
+                detail="create sent, answer lost: reconciling",
+            )
         except BaseException:
-            await self._mutate(lambda s: s.update(intent=None) if (s.get("intent") or {}).get("token") == token
-                               else None)
+            await self._mutate(
+                lambda s: s.update(intent=None) if (s.get("intent") or {}).get("token") == token else None
+            )
             raise
         await self._adopt(new_id, token, offer.id, offer.dph_total, offer.gpu_name)
         await self._destroy_leftovers()
-        return Instance(id=self.logical_id, provider=self.name, state=InstanceState.STARTING, label=self.settings.label,
-                        price_per_hour=offer.dph_total, detail=f"vast {new_id}: rented from offer {offer.id}")
+        return Instance(
+            id=self.logical_id,
+            provider=self.name,
+            state=InstanceState.STARTING,
+            label=self.settings.label,
+            price_per_hour=offer.dph_total,
+            detail=f"vast {new_id}: rented from offer {offer.id}",
+        )
 
-    async def _adopt(self, new_id: int, token: str, offer_id: int | None, price: float | None,
-                     gpu_name: str | None) -> None:
+    async def _adopt(
+        self, new_id: int, token: str, offer_id: int | None, price: float | None, gpu_name: str | None
+    ) -> None:
         now = self._clock.now()
 
         def adopt(s: dict[str, Any]) -> None:
@@ -1137,8 +1378,10 @@ class VastProvider:
             if intent.get("token") == token:
                 s["intent"] = None
             s.update(vast_id=new_id, want="running", start_requested_at=now, waiting_since=now)
-            s["replacements"] = [*[t for t in s.get("replacements", []) if now - float(t) < 3600.0],
-                                 *([now] if replaces is not None else [])]
+            s["replacements"] = [
+                *[t for t in s.get("replacements", []) if now - float(t) < 3600.0],
+                *([now] if replaces is not None else []),
+            ]
             rec = _note(s["records"], new_id, now, InstanceState.STARTING, None, self.logical_id)
             rec.update(offer_id=offer_id, label=self.settings.label, gpu_name=gpu_name, rental_token=token)
             if price is not None:
@@ -1166,21 +1409,29 @@ class VastProvider:
         now = self._clock.now()
         if intent.get("state") != "sending":
             if intent and now - float(intent.get("at", 0)) > _SEARCHING_STALE_S:
-                await self._mutate(lambda s: s.update(intent=None) if (s.get("intent") or {}).get("token")
-                                   == intent.get("token") else None)
+                await self._mutate(
+                    lambda s: (
+                        s.update(intent=None) if (s.get("intent") or {}).get("token") == intent.get("token") else None
+                    )
+                )
             return state
         rows = await self.client.list_instances({"label": {"in": [self.settings.label]}})
         found = [r for r in rows if extra_env_of(r).get(INTENT_ENV) == intent.get("token")]
         if found:
             row = found[0]
-            await self._adopt(_vast_id(row), str(intent["token"]), intent.get("offer_id"),
-                              float(row["dph_total"]) if row.get("dph_total") is not None else None,
-                              row.get("gpu_name"))
+            await self._adopt(
+                _vast_id(row),
+                str(intent["token"]),
+                intent.get("offer_id"),
+                float(row["dph_total"]) if row.get("dph_total") is not None else None,
+                row.get("gpu_name"),
+            )
             await self._destroy_leftovers()
         elif now - float(intent.get("at", 0)) > self.settings.restart_deadline_s:
             log.warning("create %s for %s never appeared: forgetting it", intent.get("token"), self.logical_id)
-            await self._mutate(lambda s: s.update(intent=None) if (s.get("intent") or {}).get("token")
-                               == intent.get("token") else None)
+            await self._mutate(
+                lambda s: s.update(intent=None) if (s.get("intent") or {}).get("token") == intent.get("token") else None
+            )
         return await self._mutate(lambda s: json.loads(json.dumps(s)))
 
     async def aclose(self) -> None:
@@ -1193,10 +1444,17 @@ class VastProvider:
         await self.aclose()
 
 
-def build_vast_provider(settings: VastSettings | None = None, *, logical_id: str = "vast-1",
-                        state_dir: Path | None = None, agent_env: Mapping[str, str] | None = None,
-                        retry: RetryPolicy | None = None, http: httpx.AsyncClient | None = None,
-                        clock: Clock | None = None, observe_ttl_s: float = 1.0) -> VastProvider:
+def build_vast_provider(
+    settings: VastSettings | None = None,
+    *,
+    logical_id: str = "vast-1",
+    state_dir: Path | None = None,
+    agent_env: Mapping[str, str] | None = None,
+    retry: RetryPolicy | None = None,
+    http: httpx.AsyncClient | None = None,
+    clock: Clock | None = None,
+    observe_ttl_s: float = 1.0,
+) -> VastProvider:
     """The provider the control plane and ``gpuq offers/instances`` use.
 
     ``agent_env`` is what a rented box's agent needs (``GPUQ_AGENT_SECRET``, ``GPUQ_AGENT_READY_URL``,
@@ -1206,5 +1464,12 @@ def build_vast_provider(settings: VastSettings | None = None, *, logical_id: str
     directory = state_dir or settings.state_dir or Path(".gpuq") / "vast"
     policy = retry or RetryPolicy(max_attempts=settings.max_attempts, timeout_s=settings.request_timeout_s)
     client = VastClient(settings.api_key.get_secret_value(), settings.url, retry=policy, http=http)
-    return VastProvider(settings, logical_id=logical_id, state_dir=directory, client=client, agent_env=agent_env,
-                        clock=clock, observe_ttl_s=observe_ttl_s)
+    return VastProvider(
+        settings,
+        logical_id=logical_id,
+        state_dir=directory,
+        client=client,
+        agent_env=agent_env,
+        clock=clock,
+        observe_ttl_s=observe_ttl_s,
+    )

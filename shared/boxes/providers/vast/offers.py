@@ -125,13 +125,18 @@ class OfferQuery(BaseModel):
         )
 
 
-def rank_offers(rows: Iterable[dict[str, Any]], query: OfferQuery,
-                preferred: Sequence[str] = ()) -> list[VastOffer]:
+def rank_offers(rows: Iterable[dict[str, Any]], query: OfferQuery, preferred: Sequence[str] = ()) -> list[VastOffer]:
     """Offers that match ``query``, cheapest first; at equal price the earlier preferred GPU wins,
     then the more reliable machine."""
     order = {normalize_gpu_name(name): rank for rank, name in enumerate(preferred)}
     offers = [VastOffer.from_row(row) for row in rows]
     matching = [offer for offer in offers if query.accepts(offer)]
-    return sorted(matching, key=lambda o: (round(o.dph_total, 6),
-                                           order.get(normalize_gpu_name(o.gpu_name), len(order)),
-                                           -o.reliability, o.id))
+    return sorted(
+        matching,
+        key=lambda o: (
+            round(o.dph_total, 6),
+            order.get(normalize_gpu_name(o.gpu_name), len(order)),
+            -o.reliability,
+            o.id,
+        ),
+    )
