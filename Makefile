@@ -33,6 +33,7 @@ test: $(STAMP) tools
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy shared functions agent
+	$(BIN)/mypy tests bench
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)

@@ -61,7 +61,7 @@ def _pipeline(stack: DevStack, client: JobsClient, receiver: CallbackReceiver) -
             assert event.data["status"] == "succeeded"
             break
     assert "".join(texts) == fake_completion_text(MODEL, prompts[0], NUM_TOKENS)
-    seqs = [int(i.split("-")[1]) for i in ids]
+    seqs = [int((i or "").split("-")[1]) for i in ids]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
     assert "provisioning_instance" in reasons
 
@@ -70,10 +70,10 @@ def _pipeline(stack: DevStack, client: JobsClient, receiver: CallbackReceiver) -
     assert receiver.wait_for(lambda evs: wanted <= {e.data["id"] for e in evs}, timeout=60)
     by_id = {e.data["id"]: e for e in receiver.events}
     for job, prompt in zip(jobs, prompts, strict=True):
-        event = by_id[job["id"]]
-        assert event.type == "job.completed" and event.verified
-        assert event.data["status"] == "succeeded"
-        assert event.data["output"] == fake_completion_text(MODEL, prompt, NUM_TOKENS)
+        callback = by_id[job["id"]]
+        assert callback.type == "job.completed" and callback.verified
+        assert callback.data["status"] == "succeeded"
+        assert callback.data["output"] == fake_completion_text(MODEL, prompt, NUM_TOKENS)
     assert receiver.duplicates == 0
 
     # One instance start for all three, and the box stops itself after the idle grace.
