@@ -30,8 +30,9 @@ from shared.errors import (
     RateLimited,
     UnsupportedMediaType,
 )
+from shared.security.headers import printable
+from shared.security.keys import authenticate_api_key
 from shared.security.ratelimit import RateLimiter
-from shared.security.signing import authenticate_api_key, printable
 from shared.settings import ControlPlaneSettings
 
 __all__ = ["control_plane", "handle_errors", "json_response", "read_body", "read_json"]

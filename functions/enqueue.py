@@ -25,7 +25,8 @@ from shared.jobs.reports import apply_report, apply_reports
 from shared.jobs.streaming import sse_events
 from shared.jobs.views import job_view
 from shared.money.costreport import cost_report, parse_since
-from shared.security.signing import bearer, printable
+from shared.security.headers import printable
+from shared.security.keys import bearer
 
 __all__ = ["enqueue"]
 

@@ -7,8 +7,8 @@ import functions_framework
 
 from functions.edge import control_plane, handle_errors, json_response
 from shared.boxes.reaping import reap
+from shared.security.keys import verify_bearer
 from shared.security.oidc import verify_oidc
-from shared.security.signing import verify_bearer
 
 __all__ = ["reaper"]
 

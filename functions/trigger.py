@@ -9,7 +9,7 @@ import functions_framework
 from functions.edge import control_plane, handle_errors, json_response, rate_limiter, read_body, read_json
 from shared.boxes.triggering import trigger as run_trigger
 from shared.errors import Unauthorized, ValidationFailed
-from shared.security.signing import verify_bearer
+from shared.security.keys import verify_bearer
 
 __all__ = ["trigger"]
 

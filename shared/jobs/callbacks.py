@@ -17,7 +17,8 @@ from shared.controlplane import ControlPlane
 from shared.errors import ValidationFailed
 from shared.jobs.views import job_view
 from shared.models import CallbackDelivery, Job
-from shared.security.signing import check_callback_url, sign_webhook
+from shared.security.callback_urls import check_callback_url
+from shared.security.webhooks import sign_webhook
 
 __all__ = ["deliver_callback", "event_id_for", "requeue_pending", "resend_failed", "schedule_callback"]
 

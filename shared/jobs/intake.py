@@ -14,7 +14,7 @@ from shared.controlplane import ControlPlane
 from shared.errors import Conflict, NotFound, QueueUnavailable, ValidationFailed
 from shared.jobs.lifecycle import finish, push_dispatch
 from shared.models import Job, JobCreate, new_job_id
-from shared.security.signing import check_callback_url
+from shared.security.callback_urls import check_callback_url
 from shared.states import JobStatus
 from shared.store.base import IdempotencyClaim
 

@@ -13,7 +13,8 @@ if TYPE_CHECKING:
     import google.auth.transport.requests
 
 from shared.errors import Unauthorized
-from shared.security.signing import HeaderSource, bearer
+from shared.security.headers import HeaderSource
+from shared.security.keys import bearer
 
 __all__ = ["verify_oidc"]
 

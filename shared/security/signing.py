@@ -1,12 +1,10 @@
-"""Credentials and signatures: API keys, signed requests, per-job tokens, webhook signing, URL rules.
+"""Signed requests between our own parts: queue tasks, control plane <-> agent, per-job report tokens.
 
-- Jobs API: bearer API keys, compared in constant time.
-- Queue → dispatch (dev): ``X-Gpuq-Task-Signature`` = HMAC over timestamp and body, by our queue client.
-- Control plane ↔ agent: HMAC-SHA256 over method, path, timestamp, nonce and body hash; a
+- Queue -> dispatch (dev): ``X-Gpuq-Task-Signature`` = HMAC over timestamp and body, by our queue client.
+- Control plane <-> agent: HMAC-SHA256 over method, path, timestamp, nonce and body hash; a
   5-minute window; nonces remembered for that window so a replay is refused.
-- Agent → control plane reports: a token scoped to one job and one attempt, so a box holds no
+- Agent -> control plane reports: a token scoped to one job and one attempt, so a box holds no
   credential for other jobs, and a late report from an old attempt cannot authenticate.
-- Callbacks: Standard Webhooks (``webhook-id``, ``webhook-timestamp``, ``webhook-signature``).
 """
 
 from __future__ import annotations
@@ -14,43 +12,27 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import ipaddress
 import secrets
-import socket
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
-from typing import Protocol
-from urllib.parse import urlsplit
 
-from shared.errors import Unauthorized, ValidationFailed
+from shared.errors import Unauthorized
+from shared.security.headers import HeaderSource
 
 __all__ = [
-    "HeaderSource",
+    "SIGNATURE_WINDOW_S",
+    "TASK_SIGNATURE_HEADER",
     "NonceCache",
     "RequestSigner",
-    "authenticate_api_key",
-    "check_callback_url",
     "derive_agent_secret",
-    "hash_key",
     "job_token",
-    "printable",
     "sign_task",
-    "sign_webhook",
-    "verify_bearer",
     "verify_job_token",
     "verify_task",
-    "verify_webhook",
 ]
 
 SIGNATURE_WINDOW_S = 300.0
-
-
-class HeaderSource(Protocol):
-    """Request headers as werkzeug, aiohttp and plain dicts all offer them (look-up by exact name)."""
-
-    def get(self, key: str, /) -> str | None: ...
 
 
 def derive_agent_secret(master: str, instance_id: str) -> str:
@@ -59,52 +41,12 @@ def derive_agent_secret(master: str, instance_id: str) -> str:
     return _b64(_hmac(master.encode(), f"agent:{instance_id}".encode()))
 
 
-_CONTROL = dict.fromkeys([*range(0, 32), 127], "?")
-
-
-def printable(text: str, limit: int = 200) -> str:
-    """Text from outside made safe for a log line or a header: no control characters, bounded length."""
-    return text.translate(_CONTROL)[:limit]
-
-
 def _hmac(key: bytes, message: bytes) -> bytes:
     return hmac.new(key, message, hashlib.sha256).digest()
 
 
 def _b64(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def bearer(headers: HeaderSource) -> str:
-    value = headers.get("Authorization") or headers.get("authorization") or ""
-    scheme, _, token = value.partition(" ")
-    return token.strip() if scheme.lower() == "bearer" else ""
-
-
-def hash_key(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
-
-
-def authenticate_api_key(headers: HeaderSource, keys: Mapping[str, str]) -> str:
-    """Return the key's name, or raise :class:`Unauthorized`. ``keys`` maps sha256 hex → name;
-    every entry is compared in constant time."""
-    presented = bearer(headers)
-    if not presented:
-        raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'", code="missing_api_key")
-    digest = hash_key(presented).encode()
-    found = ""
-    for key_hash, name in keys.items():
-        if hmac.compare_digest(digest, key_hash.encode()):
-            found = name
-    if not found:
-        raise Unauthorized("invalid API key", code="invalid_api_key")
-    return found
-
-
-def verify_bearer(headers: HeaderSource, expected: str, *, what: str) -> None:
-    presented = bearer(headers)
-    if not expected or not presented or not hmac.compare_digest(presented.encode(), expected.encode()):
-        raise Unauthorized(f"missing or invalid {what}", code="unauthorized")
 
 
 # --- queue tasks (dev-mode auth of dispatch) ----------------------------------------------------
@@ -205,93 +147,3 @@ def verify_job_token(secret: str, job_id: str, token: str) -> int:
     if not hmac.compare_digest(token, job_token(secret, job_id, attempt)):
         raise Unauthorized("invalid job token", code="invalid_job_token")
     return attempt
-
-
-# --- Standard Webhooks ---------------------------------------------------------------------------
-def _webhook_key(secret: str) -> bytes:
-    return base64.b64decode(secret.removeprefix("whsec_"))
-
-
-def sign_webhook(secret: str, msg_id: str, timestamp: int, body: bytes) -> dict[str, str]:
-    signed = f"{msg_id}.{timestamp}.".encode() + body
-    sig = base64.b64encode(_hmac(_webhook_key(secret), signed)).decode()
-    return {"webhook-id": msg_id, "webhook-timestamp": str(timestamp), "webhook-signature": f"v1,{sig}"}
-
-
-def verify_webhook(secret: str, headers: HeaderSource, body: bytes, *, now: float | None = None) -> None:
-    """What a receiver does (used by our demo receiver and tests)."""
-    msg_id, ts = headers.get("webhook-id") or "", headers.get("webhook-timestamp") or ""
-    if not msg_id or not ts.isdigit():
-        raise Unauthorized("missing webhook headers")
-    if abs((now if now is not None else time.time()) - int(ts)) > SIGNATURE_WINDOW_S:
-        raise Unauthorized("webhook timestamp outside the window")
-    expected = sign_webhook(secret, msg_id, int(ts), body)["webhook-signature"].split(",", 1)[1]
-    for candidate in (headers.get("webhook-signature") or "").split():
-        version, _, sig = candidate.partition(",")
-        if version == "v1" and hmac.compare_digest(sig, expected):
-            return
-    raise Unauthorized("bad webhook signature")
-
-
-# --- callback URL rules ----------------------------------------------------------------------------
-def _forbidden(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    return (
-        addr.is_private
-        or addr.is_loopback
-        or addr.is_link_local
-        or addr.is_multicast
-        or addr.is_reserved
-        or addr.is_unspecified
-    )
-
-
-def _literal_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
-def check_callback_url(url: str, allow_hosts: set[str], *, resolve: bool, allow_http: bool = True) -> str | None:
-    """Refuse callback targets inside our network (SSRF), unless the host is allow-listed.
-
-    At submit time (``resolve=False``) only literal addresses are checked. At delivery time every
-    address the name resolves to is checked and one of them is returned: the caller connects to that
-    address (not to a second lookup), so DNS rebinding cannot slip through between check and use.
-    Returns ``None`` for an allow-listed host (connect by name).
-    """
-    try:
-        parts = urlsplit(url)
-        host = (parts.hostname or "").lower()
-        port = parts.port
-        if not _literal_ip(host):
-            host.encode("idna")  # a name DNS could carry: labels of 1-63 characters
-    except (ValueError, UnicodeError):
-        raise ValidationFailed("callback_url is not a valid URL", code="invalid_callback_url") from None
-    if parts.scheme not in ("http", "https") or not host:
-        raise ValidationFailed("callback_url must be an absolute http(s) URL", code="invalid_callback_url")
-    if host in allow_hosts:
-        return None
-    if parts.scheme == "http" and not allow_http:
-        raise ValidationFailed("callback_url must use https", code="insecure_callback_url")
-    try:
-        literal = ipaddress.ip_address(host)
-    except ValueError:
-        literal = None
-    if literal is not None:
-        addresses = [literal]
-    elif resolve:
-        try:
-            infos = socket.getaddrinfo(host, port or 443, proto=socket.IPPROTO_TCP)
-        except (OSError, UnicodeError, ValueError) as exc:
-            raise ValidationFailed(f"callback host {host!r} does not resolve", code="invalid_callback_url") from exc
-        addresses = [ipaddress.ip_address(info[4][0]) for info in infos]
-    else:
-        addresses = []
-    if any(_forbidden(addr) for addr in addresses):
-        raise ValidationFailed(
-            f"callback_url host {host!r} is a private, loopback or reserved address",
-            code="forbidden_callback_url",
-        )
-    return str(addresses[0]) if addresses else None

@@ -165,7 +165,7 @@ def cmd_keys_new(args: argparse.Namespace) -> int:
     """Make an API key; print it once, and the hashed GPUQ_API_KEYS entry to configure."""
     import secrets
 
-    from shared.security.signing import hash_key
+    from shared.security.keys import hash_key
 
     key = "gpuq_" + secrets.token_urlsafe(32)
     print(f"API key for {args.name} (shown once; give it to the client): {key}")

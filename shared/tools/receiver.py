@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from shared.errors import Unauthorized
-from shared.security.signing import verify_webhook
+from shared.security.webhooks import verify_webhook
 
 __all__ = ["CallbackReceiver", "ReceivedEvent"]
 

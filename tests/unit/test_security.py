@@ -5,21 +5,19 @@ import base64
 import pytest
 
 from shared.errors import RateLimited, Unauthorized, ValidationFailed
+from shared.security.callback_urls import check_callback_url
+from shared.security.headers import printable
+from shared.security.keys import authenticate_api_key, hash_key
 from shared.security.ratelimit import RateLimiter
 from shared.security.signing import (
     RequestSigner,
-    authenticate_api_key,
-    check_callback_url,
     derive_agent_secret,
-    hash_key,
     job_token,
-    printable,
     sign_task,
-    sign_webhook,
     verify_job_token,
     verify_task,
-    verify_webhook,
 )
+from shared.security.webhooks import sign_webhook, verify_webhook
 from shared.settings import ControlPlaneSettings
 
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
