@@ -21,7 +21,8 @@ import flask
 import functions_framework
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from shared.controlplane import ControlPlane, build_control_plane
+from shared.assembly import build_control_plane
+from shared.controlplane import ControlPlane
 from shared.errors import (
     GpuqError,
     InvalidRequest,

@@ -10,6 +10,7 @@ from functions.edge import control_plane, handle_errors, json_response, rate_lim
 from shared.boxes.triggering import trigger as run_trigger
 from shared.errors import Unauthorized, ValidationFailed
 from shared.security.keys import verify_bearer
+from shared.security.signing import agent_signer
 
 __all__ = ["trigger"]
 
@@ -26,7 +27,9 @@ def trigger(request: flask.Request) -> flask.Response:
         instance_id = body.get("instance_id") if isinstance(body, dict) else None
         if not isinstance(instance_id, str) or not instance_id or len(instance_id) > 128:
             raise ValidationFailed("instance_id: required")
-        cp.agent_signer(instance_id).verify("POST", request.path, request.headers, read_body(request, 4096))
+        agent_signer(cp.settings.agent_master_secret, instance_id, cp.nonces).verify(
+            "POST", request.path, request.headers, read_body(request, 4096)
+        )
         phases = {
             k: float(v)
             for k in ("agent_up_s", "model_loaded_s")

@@ -13,7 +13,7 @@ from shared.controlplane import ControlPlane
 from shared.errors import AgentUnreachable, TryLater, ValidationFailed
 from shared.jobs.events import AgentJob, AgentJobAccepted
 from shared.models import Instance, Job
-from shared.security.signing import job_token
+from shared.security.signing import agent_signer, job_token
 
 __all__ = ["cancel_on_agent", "hand_over"]
 
@@ -23,7 +23,9 @@ HANDOVER_TIMEOUT = httpx.Timeout(5.0, connect=2.0)
 
 
 def _signed_post(cp: ControlPlane, instance_id: str, url: str, payload: bytes) -> httpx.Response:
-    headers = cp.agent_signer(instance_id).sign("POST", urlsplit(url).path, payload)
+    headers = agent_signer(cp.settings.agent_master_secret, instance_id, cp.nonces).sign(
+        "POST", urlsplit(url).path, payload
+    )
     headers["Content-Type"] = "application/json"
     gateway_auth = getattr(cp.provider, "agent_auth_headers", None)  # OVH apps behind OVH's own auth
     if gateway_auth is not None:

@@ -25,6 +25,7 @@ __all__ = [
     "TASK_SIGNATURE_HEADER",
     "NonceCache",
     "RequestSigner",
+    "agent_signer",
     "derive_agent_secret",
     "job_token",
     "sign_task",
@@ -130,6 +131,11 @@ class RequestSigner:
             raise Unauthorized("signature timestamp outside the 5-minute window", code="expired_signature")
         if not self._nonces.check_and_add(nonce, now):
             raise Unauthorized("replayed request", code="replayed_request")
+
+
+def agent_signer(master_secret: str, instance_id: str, nonces: NonceCache) -> RequestSigner:
+    """Signs and verifies the traffic of one box, with that box's own secret."""
+    return RequestSigner(derive_agent_secret(master_secret, instance_id), nonces=nonces)
 
 
 # --- per-job report tokens ---------------------------------------------------------------------

@@ -23,7 +23,7 @@ from shared.boxes.providers.local import LocalProvider
 from shared.controlplane import ControlPlane
 from shared.errors import QueueUnavailable
 from shared.jobs.intake import parse_job_create, submit_job
-from shared.security.signing import TASK_SIGNATURE_HEADER, verify_task
+from shared.security.signing import TASK_SIGNATURE_HEADER, NonceCache, verify_task
 from shared.settings import ControlPlaneSettings
 from shared.states import JobStatus
 from shared.store import SqliteJobStore
@@ -94,7 +94,11 @@ def refusing(stack: DevStack, tmp_path: Path) -> Iterator[ControlPlane]:
     settings: ControlPlaneSettings = stack.settings.model_copy(update={"job_queue": "gpuq-no-such-queue"})
     store = SqliteJobStore(tmp_path / "jobs.db")
     yield ControlPlane(
-        settings=settings, store=store, queue=TaskQueue(settings), provider=LocalProvider(tmp_path / "boxes")
+        settings=settings,
+        store=store,
+        queue=TaskQueue(settings),
+        provider=LocalProvider(tmp_path / "boxes"),
+        nonces=NonceCache(),
     )
     store.close()
 

@@ -15,6 +15,7 @@ from shared.controlplane import ControlPlane
 from shared.models import Instance, InstanceState, Job
 from shared.money.cost import Session, Span, allocate_seconds
 from shared.money.costreport import cost_report, parse_since
+from shared.security.signing import NonceCache
 from shared.settings import ControlPlaneSettings
 from shared.states import JobStatus
 from shared.store import SqliteJobStore
@@ -43,6 +44,7 @@ def test_session_close_writes_each_jobs_cost_and_the_report_adds_up(tmp_path: Pa
         store=SqliteJobStore(tmp_path / "s.db"),
         queue=TaskQueue(s),
         provider=LocalProvider(tmp_path / "boxes"),
+        nonces=NonceCache(),
         clock=clock,
     )
     box = Instance(id="box", provider="local", state=InstanceState.RUNNING, price_per_hour=36.0)
