@@ -34,6 +34,7 @@ test: $(STAMP) tools
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy shared functions agent
 	$(BIN)/mypy tests bench
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
