@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import gc
 import logging
-import os
 
 from aiohttp import web
 
 from agent.app import build_app
-from shared.settings import AgentSettings
+from shared.settings import AgentSettings, LogSettings
 
 
 def main() -> None:
-    logging.basicConfig(
-        level=os.environ.get("GPUQ_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=LogSettings().level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # the Vast self-stop's REST calls: no per-request lines
     settings = AgentSettings()
     app = build_app(settings)

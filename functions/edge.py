@@ -11,7 +11,6 @@ import functools
 import gc
 import json
 import logging
-import os
 import sys
 import threading
 from collections.abc import Callable
@@ -34,7 +33,7 @@ from shared.errors import (
 from shared.security.headers import printable
 from shared.security.keys import authenticate_api_key
 from shared.security.ratelimit import RateLimiter
-from shared.settings import ControlPlaneSettings
+from shared.settings import ControlPlaneSettings, LogSettings
 
 __all__ = ["control_plane", "handle_errors", "json_response", "read_body", "read_json"]
 
@@ -53,7 +52,7 @@ def _configure_logging() -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         handler._gpuq = True  # type: ignore[attr-defined]
         root.addHandler(handler)
-        root.setLevel(os.environ.get("GPUQ_LOG_LEVEL", "INFO"))
+        root.setLevel(LogSettings().level)
         logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise here
 
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 from shared.boxes.providers.base import ComputeProvider
 from shared.controlplane import ControlPlane
 from shared.security.signing import NonceCache, derive_agent_secret
-from shared.settings import ControlPlaneSettings
+from shared.settings import BlobSettings, ControlPlaneSettings
 from shared.store.base import JobStore
-from shared.store.blobs import BlobSettings, BlobStore
+from shared.store.blobs import BlobStore
 from shared.store.queue import TaskQueue
 
 __all__ = ["build_control_plane", "build_nonce_cache", "build_provider", "build_store"]
@@ -52,7 +52,8 @@ def build_provider(settings: ControlPlaneSettings) -> ComputeProvider:
             },
         )
     if settings.provider == "ovh":
-        from shared.boxes.providers.ovh import OvhProvider, OvhSettings
+        from shared.boxes.providers.ovh import OvhProvider
+        from shared.settings import OvhSettings
 
         return OvhProvider(OvhSettings())
     raise NotImplementedError(f"provider {settings.provider!r} is not available in this build")

@@ -13,7 +13,18 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["AgentSettings", "ClientSettings", "ControlPlaneSettings", "split_csv"]
+__all__ = [
+    "AgentSettings",
+    "BlobSettings",
+    "ClientSettings",
+    "ControlPlaneSettings",
+    "LogSettings",
+    "OvhSettings",
+    "split_csv",
+]
+
+KIB = 1024
+MIB = 1024 * KIB
 
 
 def split_csv(value: str) -> list[str]:
@@ -180,8 +191,107 @@ class AgentSettings(BaseSettings):
     local_state_dir: Path = Field(Path(".gpuq/instances"), description="Local provider's state folder.")
 
 
+class BlobSettings(BaseSettings):
+    """Where large outputs go. ``GPUQ_BLOB_*`` environment variables; no bucket = outputs stay inline."""
+
+    model_config = SettingsConfigDict(env_prefix="GPUQ_BLOB_", extra="ignore")
+
+    bucket: str = Field("", description="Bucket for large outputs; empty keeps every output in the job store.")
+    endpoint_url: str = Field(
+        "",
+        description="S3 API endpoint: empty for AWS; https://storage.googleapis.com "
+        "(GCS interoperability), https://<account>.r2.cloudflarestorage.com (R2), "
+        "http://127.0.0.1:9000 (MinIO).",
+    )
+    region: str = Field("us-east-1", description="Signing region (R2: auto; GCS: auto or the bucket's region).")
+    access_key_id: str = Field("", description="Access key (GCS: an HMAC key). Empty: boto3's default chain.")
+    secret_access_key: str = Field("", description="Secret of the access key.")
+    prefix: str = Field("gpuq/outputs", description="Key prefix of the output objects.")
+    addressing_style: Literal["auto", "path", "virtual"] = Field(
+        "auto", description="Bucket in the path or the host name (MinIO and moto: path)."
+    )
+    checksums: Literal["when_required", "when_supported"] = Field(
+        "when_required",
+        description="boto3's request checksums. when_supported (its default since 1.36) "
+        "sends headers GCS interoperability and some S3 clones refuse.",
+    )
+    inline_max_bytes: int = Field(256 * KIB, description="Outputs up to this size stay in the job store.")
+    presign_over_bytes: int = Field(
+        8 * MIB, description="Outputs over this size are answered with a presigned URL instead of the text."
+    )
+    presign_ttl_s: int = Field(3600, description="Validity of a presigned output URL.")
+    timeout_s: float = Field(10.0, description="Connect and read timeout of each bucket call.")
+
+    def enabled(self) -> bool:
+        return bool(self.bucket)
+
+
+class OvhSettings(BaseSettings):
+    """The OVH AI Deploy box. ``OVH_*`` environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="OVH_", extra="ignore")
+
+    cli: str = Field("ovhai", description="The ovhai executable (name on PATH or path).")
+    token: str = Field(
+        "", description="AI token the CLI authenticates with (--token); empty: the CLI's own login (ovhai login)."
+    )
+    deployment: str = Field(
+        "default", description="Value of the 'gpuq' label on every app this deployment owns; list() returns only those."
+    )
+    app_name: str = Field("gpuq-box-1", description="Name (and gpuq-instance label) of the app create() makes.")
+    image: str = Field("", description="The agent image (infra/agent/Dockerfile), e.g. ghcr.io/you/gpuq-agent:1.")
+    region: str = Field("GRA", description="Object storage region/alias of the volumes (GRA, BHS…).")
+    flavor: str = Field(
+        "l4-1-gpu",
+        description="Resource flavor: sets the GPU model, CPU and memory "
+        "(memory is not set separately on AI Deploy). `ovhai capabilities flavor list`.",
+    )
+    gpu: int = Field(1, description="GPUs (of the flavor's model). 0 with cpu > 0 for a CPU-only app.")
+    cpu: int = Field(0, description="CPUs, for CPU flavors only (0: not passed).")
+    http_port: int = Field(8000, description="Container port of the agent (the app's default HTTP port).")
+    unsecure_http: bool = Field(
+        True,
+        description="Serve the app URL without OVH authentication: the agent "
+        "authenticates every control-plane call itself (signed requests).",
+    )
+    app_token: str = Field(
+        "",
+        description="When unsecure_http is false: an AI token scoped to the app's "
+        "labels, sent as Authorization: Bearer to reach the agent.",
+    )
+    app_basic_auth: str = Field(
+        "",
+        description="When unsecure_http is false and no app_token: 'user:password' "
+        "of an AI Platform user, sent as Authorization: Basic.",
+    )
+    model_bucket: str = Field(
+        "",
+        description="Object storage container mounted as Ollama's model cache, so "
+        "models are pulled once, not on every start.",
+    )
+    model_mount: str = Field("/root/.ollama", description="Where the model cache volume is mounted.")
+    preload_models: str = Field("llama3.2:1b", description="Models the box pulls and loads on start.")
+    agent_env: str = Field(
+        "",
+        description="Extra KEY=VALUE pairs (comma-separated) for the agent's "
+        "environment, e.g. GPUQ_AGENT_READY_URL=https://…/trigger.",
+    )
+    timeout_s: float = Field(60.0, description="Time limit of one ovhai call.")
+    stop_confirm_s: float = Field(180.0, description="How long stop() waits to see the app STOPPED.")
+    poll_s: float = Field(2.0, description="Polling period while confirming a stop.")
+    price_per_hour: float = Field(0.0, description="$/h of the flavor, for cost accounting (informational).")
+
+
+class LogSettings(BaseSettings):
+    """Logging of every component (the functions, the agent)."""
+
+    model_config = SettingsConfigDict(env_prefix="GPUQ_LOG_", extra="ignore")
+
+    level: str = Field("INFO", description="Log level of the functions and the agent (DEBUG, INFO, WARNING…).")
+
+
 class ClientSettings(BaseSettings):
-    """The ``gpuq`` command line client."""
+    """The ``gpuq`` command line client and the dev stack it starts."""
 
     model_config = SettingsConfigDict(env_prefix="GPUQ_", extra="ignore")
 
@@ -192,4 +302,8 @@ class ClientSettings(BaseSettings):
         "",
         validation_alias="OLLAMA_URL",
         description="A real Ollama for `gpuq dev` and `gpuq demo` instead of the stand-in.",
+    )
+    api_keys: str = Field("", description="The jobs API's keys: the CLI sends the first; `gpuq dev` serves them.")
+    vastai_api_key: str = Field(
+        "", validation_alias="VASTAI_API_KEY", description="`gpuq dev --provider vast-fake`: the fake Vast API's key."
     )

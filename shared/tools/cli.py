@@ -21,9 +21,7 @@ KEY_FILE = "dev-api-key"
 def _api_key(settings: ClientSettings) -> str:
     if settings.api_key:
         return settings.api_key
-    import os
-
-    keys = split_csv(os.environ.get("GPUQ_API_KEYS", ""))
+    keys = split_csv(settings.api_keys)
     if keys:
         return keys[0].partition(":")[2] or keys[0]
     path = settings.data_dir / KEY_FILE
@@ -48,13 +46,16 @@ def _raise_stop(signum: int, frame: FrameType | None) -> None:
 def cmd_dev(args: argparse.Namespace) -> int:
     from shared.tools.devstack import DevStack, DevStackConfig
 
+    client = ClientSettings()
     config = DevStackConfig(
         port=args.port,
         data_dir=Path(args.data_dir),
         provider=args.provider,
         vast_port=args.vast_port,
-        ollama_url=args.ollama_url or ClientSettings().ollama_url or None,
+        ollama_url=args.ollama_url or client.ollama_url or None,
         idle_grace_s=args.idle_grace,
+        api_key=client.api_keys or None,
+        vast_api_key=client.vastai_api_key or None,
     )
     signal.signal(signal.SIGTERM, _raise_stop)
     signal.signal(signal.SIGINT, _raise_stop)  # also when started in the background (SIGINT ignored)

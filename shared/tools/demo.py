@@ -62,7 +62,8 @@ def run_demo(args: argparse.Namespace) -> int:
     print("Everything runs here: Cloud Tasks emulator, the four functions, a local 'GPU box' (agent process),")
     print("an Ollama stand-in, and a callback receiver.\n", flush=True)
     with tempfile.TemporaryDirectory(prefix="gpuq-demo-") as tmp:
-        real_ollama = ClientSettings().ollama_url or None
+        client_settings = ClientSettings()
+        real_ollama = client_settings.ollama_url or None
         if real_ollama:
             print(f"Using the real Ollama at {real_ollama} (OLLAMA_URL).\n", flush=True)
         config = DevStackConfig(
@@ -74,6 +75,7 @@ def run_demo(args: argparse.Namespace) -> int:
             token_delay_s=0.03,
             load_delay_s=0.8,
             ollama_url=real_ollama,
+            api_key=client_settings.api_keys or None,
         )
         with DevStack(config) as stack:
             receiver = CallbackReceiver(stack.settings.webhook_secret).start()

@@ -77,7 +77,8 @@ class DevStackConfig:
     idle_grace_s: float = 10.0
     reaper_period_s: float = 5.0
     snooze_s: float = 0.5
-    api_key: str | None = None
+    api_key: str | None = None  # GPUQ_API_KEYS as the user set it; None: one generated dev key
+    vast_api_key: str | None = None  # VASTAI_API_KEY of the fake Vast API; None: a generated one
     # gunicorn worker processes of the functions (functions-framework's WORKERS; THREADS threads each).
     # One worker is one GIL: at ~1.1 ms of CPU per enqueue it tops out near 900/s, so two use both cores of
     # a small machine. What a process keeps in memory (the per-key rate limit) is then per worker, as it
@@ -105,7 +106,7 @@ class DevStack:
         self._procs: list[_Proc] = []
         self._stop = threading.Event()
         self._reaper: threading.Thread | None = None
-        keys = config.api_key or os.environ.get("GPUQ_API_KEYS") or f"dev:gpuq_{secrets.token_urlsafe(24)}"
+        keys = config.api_key or f"dev:gpuq_{secrets.token_urlsafe(24)}"
         self.api_key = split_csv(keys)[0].partition(":")[2] or split_csv(keys)[0]
         self.url = f"http://127.0.0.1:{config.port}"
         self.tasks_port = free_port()
@@ -114,7 +115,7 @@ class DevStack:
         self.ovh_state = self.data_dir / "ovhai-state.json" if config.provider == "ovh-fake" else None
         self.vast_api_key = ""
         if self.vast_url:
-            self.vast_api_key = os.environ.get("VASTAI_API_KEY") or f"vast_{secrets.token_hex(16)}"
+            self.vast_api_key = config.vast_api_key or f"vast_{secrets.token_hex(16)}"
         defaults: dict[str, Any] = {
             "api_keys": keys,
             "trigger_token": secrets.token_urlsafe(24),
@@ -255,9 +256,10 @@ class DevStack:
 
     def _prepare_fake_ovh(self) -> None:
         """Install the fake `ovhai`, and create the app once, as a user does (README: Run on OVH AI Deploy)."""
-        from shared.boxes.providers.ovh import OvhProvider, OvhSettings
+        from shared.boxes.providers.ovh import OvhProvider
         from shared.fakes import ovhai
         from shared.security.signing import derive_agent_secret
+        from shared.settings import OvhSettings
 
         assert self.ovh_state is not None
         cli = ovhai.install(self.data_dir / "bin", self.ovh_state)

@@ -12,7 +12,8 @@ from moto.server import ThreadedMotoServer
 
 from shared.errors import GpuqError, NotFound, ServiceError
 from shared.models import BlobRef
-from shared.store.blobs import BlobSettings, BlobStore
+from shared.settings import BlobSettings
+from shared.store.blobs import BlobStore
 
 
 def _free_port() -> int:

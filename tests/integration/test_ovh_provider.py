@@ -17,10 +17,11 @@ from typing import Any, ParamSpec, TypeVar
 import httpx
 import pytest
 
-from shared.boxes.providers.ovh import OvhProvider, OvhSettings
+from shared.boxes.providers.ovh import OvhProvider
 from shared.errors import ProviderError
 from shared.fakes import ovhai as fake
 from shared.models import Instance, InstanceState
+from shared.settings import OvhSettings
 
 TOKEN = "tok-secret-123"
 P = ParamSpec("P")

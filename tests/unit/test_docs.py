@@ -8,10 +8,8 @@ import pytest
 from pydantic_settings import BaseSettings
 
 from agent.vast_selfstop import VastSelfStopSettings
-from shared.boxes.providers.ovh import OvhSettings
 from shared.boxes.providers.vast import VastSettings
-from shared.settings import AgentSettings, ClientSettings, ControlPlaneSettings
-from shared.store.blobs import BlobSettings
+from shared.settings import AgentSettings, BlobSettings, ClientSettings, ControlPlaneSettings, LogSettings, OvhSettings
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 
@@ -26,6 +24,7 @@ README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
         VastSettings,
         VastSelfStopSettings,
         OvhSettings,
+        LogSettings,
     ],
 )
 def test_every_setting_is_in_the_readme_table(model: type[BaseSettings]) -> None:
