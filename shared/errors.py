@@ -17,12 +17,14 @@ The tree is split by who must act::
     │   ├── UnsupportedMediaType    415 body is not application/json
     │   └── RateLimited             429 too many requests (carries ``retry_after_s``)
     ├── TryLater                    not an error of anyone: retry after ``delay_s`` (dispatch snoozes)
+    ├── InstanceNotFound            404 the provider has no such instance (handled inside the provider)
     ├── StaleWrite                  a conditional write lost a race (compare-and-set refused)
     │   └── InvalidTransition       the job's state machine forbids the move
     └── ServiceError                a dependency failed: the operator must act or wait (5xx)
         ├── QueueUnavailable        503 Cloud Tasks refused or is unreachable
         ├── ProviderError           502 the compute provider's API failed
-        └── AgentUnreachable        502 the agent on the box did not answer
+        ├── AgentUnreachable        502 the agent on the box did not answer
+        └── DeployError             502 a step of `gpuq deploy` failed
 
 Only the HTTP edge (``functions/edge.py``, ``agent/app.py``) turns these into responses.
 """
@@ -33,8 +35,10 @@ __all__ = [
     "AgentUnreachable",
     "ClientError",
     "Conflict",
+    "DeployError",
     "Forbidden",
     "GpuqError",
+    "InstanceNotFound",
     "InvalidRequest",
     "InvalidTransition",
     "MethodNotAllowed",
@@ -159,6 +163,21 @@ class ProviderError(ServiceError):
 
 class AgentUnreachable(ServiceError):
     code = "agent_unreachable"
+    status = 502
+
+
+class InstanceNotFound(GpuqError):
+    """The provider has no such instance (any more). A signal to the provider's own code, which treats
+    the box as gone; deliberately not a :class:`ProviderError`, so no generic handler swallows it."""
+
+    code = "instance_not_found"
+    status = 404
+
+
+class DeployError(ServiceError):
+    """A ``gcloud`` step of ``gpuq deploy`` failed; the message names the step, never a secret."""
+
+    code = "deploy_failed"
     status = 502
 
 

@@ -40,6 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from shared.errors import DeployError
+
 __all__ = [
     "FUNCTIONS",
     "QUEUES",
@@ -683,10 +685,6 @@ def render(steps: Sequence[Step]) -> str:
             lines.append("#   or, if present:")
             lines.append(shlex.join(step.update) + stdin)
     return "\n".join(lines) + "\n"
-
-
-class DeployError(RuntimeError):
-    pass
 
 
 def execute(

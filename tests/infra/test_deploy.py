@@ -324,7 +324,7 @@ def test_a_changed_setting_redeploys_the_functions(tmp_path: Path) -> None:
 
 
 def test_a_failing_command_stops_the_deploy_with_the_reason_and_no_secret(tmp_path: Path) -> None:
-    from shared.tools.deploy import DeployError
+    from shared.errors import DeployError
 
     class Refusing(FakeGcloud):
         def __call__(self, argv: Sequence[str], *, stdin: str | None = None) -> GcloudResult:

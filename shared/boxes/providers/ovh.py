@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from shared.errors import ProviderError
+from shared.errors import InstanceNotFound, ProviderError
 from shared.models import Instance, InstanceState
 from shared.settings import OvhSettings, split_csv
 
@@ -110,10 +110,6 @@ def instance_from_app(app: dict[str, Any], *, price_per_hour: float = 0.0) -> In
     )
 
 
-class _NotFound(Exception):
-    pass
-
-
 class OvhProvider:
     """The :class:`~shared.boxes.providers.base.ComputeProvider` for OVH AI Deploy apps."""
 
@@ -125,7 +121,7 @@ class OvhProvider:
 
     # --- the CLI ------------------------------------------------------------------------------------
     async def _cli(self, *args: str, stdin: bytes | None = None) -> Any:
-        """Run ``ovhai <args> -o json`` and parse its output. Raises ``_NotFound`` or ProviderError."""
+        """Run ``ovhai <args> -o json`` and parse its output. Raises ``InstanceNotFound`` or ProviderError."""
         # Options go right after the verb: anything after an image would be the container's command.
         argv = [self.settings.cli, *args[:2], "-o", "json"]
         if self.settings.token:
@@ -151,7 +147,7 @@ class OvhProvider:
         message = self._redact(err.decode(errors="replace").strip() or out.decode(errors="replace").strip())
         if proc.returncode != 0:
             if _NOT_FOUND.search(message):
-                raise _NotFound(message)
+                raise InstanceNotFound(message)
             raise ProviderError(f"ovhai {shown} failed ({proc.returncode}): {message[:300]}")
         text = out.decode(errors="replace").strip()
         if not text:
@@ -192,7 +188,7 @@ class OvhProvider:
             return None
         try:
             app = await self._cli("app", "get", app_id)
-        except _NotFound:
+        except InstanceNotFound:
             self._ids.pop(instance_id, None)
             return None
         if not isinstance(app, dict):
@@ -223,7 +219,7 @@ class OvhProvider:
             return view  # AI Deploy refuses a start while stopping; the caller asks again later
         try:
             started = await self._cli("app", "start", str(app["id"]))
-        except _NotFound as exc:
+        except InstanceNotFound as exc:
             raise ProviderError(f"OVH app {instance_id!r} vanished while starting") from exc
         log.info("OVH app %s (%s) start requested", app["id"], instance_id)
         return self._view(started) if isinstance(started, dict) else await self._must_get(instance_id)
@@ -239,7 +235,7 @@ class OvhProvider:
         if view.state is not InstanceState.STOPPING:
             try:
                 await self._cli("app", "stop", str(app["id"]))
-            except _NotFound:
+            except InstanceNotFound:
                 return Instance(id=instance_id, provider=self.name, state=InstanceState.GONE)
             log.info("OVH app %s (%s) stop requested", app["id"], instance_id)
         deadline = time.monotonic() + self.settings.stop_confirm_s
@@ -326,7 +322,7 @@ class OvhProvider:
         app_id = await self._resolve(instance_id)
         if app_id is None:
             return
-        with contextlib.suppress(_NotFound):
+        with contextlib.suppress(InstanceNotFound):
             await self._cli("app", "delete", app_id)
         self._ids.pop(instance_id, None)
 
