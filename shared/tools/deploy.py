@@ -11,9 +11,9 @@ functions, their secrets, and the provider's keys), it makes sure these exist an
 4. the Cloud Tasks queues (jobs, callbacks, leases) with their retry, rate and concurrency limits, and who
    may add tasks to them;
 5. the four functions (gen2, HTTP), each packaged alone: ``main.py`` exporting its entry point, the
-   ``functions`` modules it needs, ``shared/``, ``requirements.txt``; dispatch and the reaper are private
-   (only the tasks / scheduler accounts may invoke them), enqueue and trigger are public (API keys,
-   signatures);
+   ``functions`` modules it needs, ``shared/`` without its dev-only folders (``DEV_ONLY``),
+   ``requirements.txt``; dispatch and the reaper are private (only the tasks / scheduler accounts may
+   invoke them), enqueue and trigger are public (API keys, signatures);
 6. the Cloud Scheduler job that calls the reaper with an OIDC token.
 
 Idempotent: every resource is described first, then created if missing or updated if present; a function
@@ -43,6 +43,7 @@ from typing import Protocol
 from shared.errors import DeployError
 
 __all__ = [
+    "DEV_ONLY",
     "FUNCTIONS",
     "QUEUES",
     "SECRET_NAMES",
@@ -199,8 +200,14 @@ def _requirements(root: Path) -> list[str]:
     return sorted(set(wanted), key=str.lower)
 
 
-def _ignore(_: str, names: list[str]) -> set[str]:
-    return {n for n in names if n == "__pycache__" or n.endswith((".pyc", ".pyo"))}
+DEV_ONLY = ("tools", "sim", "fakes")
+"""Subpackages of ``shared`` that no function or agent imports (import-linter checks it): never shipped.
+The agent image leaves out the same folders (``infra/agent/Dockerfile.dockerignore``)."""
+
+
+def _ignore(folder: str, names: list[str]) -> set[str]:
+    dev_only = set(DEV_ONLY) if Path(folder).name == "shared" else set()
+    return {n for n in names if n == "__pycache__" or n.endswith((".pyc", ".pyo")) or n in dev_only}
 
 
 def package_function(name: str, out_dir: Path, *, root: Path = REPO_ROOT) -> Path:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
 
-from shared.tools.deploy import FUNCTIONS, package_function, tree_hash
+from shared.tools.deploy import DEV_ONLY, FUNCTIONS, package_function, tree_hash
 from tests.infra.sandbox import import_in_sandbox, requirement_closure, site_with
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,6 +38,9 @@ def test_a_package_holds_its_function_the_shared_core_and_nothing_else(packages:
     assert sorted(p.name for p in (enqueue / "functions").iterdir()) == ["__init__.py", "edge.py", "enqueue.py"]
     assert not list(enqueue.rglob("__pycache__")) and not list(enqueue.rglob("*.pyc"))
     assert (enqueue / "shared" / "store" / "firestore.py").exists()
+    for package in packages.values():
+        shipped = {p.name for p in (package / "shared").iterdir()}
+        assert shipped.isdisjoint(DEV_ONLY) and {"jobs", "boxes", "money", "security", "store"} <= shipped
     requirements = (enqueue / "requirements.txt").read_text().split()
     for needed in ("functions-framework", "google-cloud-tasks", "google-cloud-firestore", "boto3", "pydantic"):
         assert any(r.startswith(needed) for r in requirements), needed
@@ -58,6 +63,28 @@ def test_each_entry_point_imports_from_its_package_alone(
     assert str(ROOT) not in json.dumps(found["__sys_path__"])
 
 
+def docker_context_exclusions() -> list[str]:
+    """The patterns of the agent image's build context ignore file, which BuildKit applies to its COPY lines."""
+    ignore = (ROOT / "infra" / "agent" / "Dockerfile.dockerignore").read_text().splitlines()
+    return [line.strip() for line in ignore if line.strip() and not line.startswith("#")]
+
+
+def _excluded(patterns: list[str], folder: str, names: list[str]) -> set[str]:
+    relative = Path(folder).relative_to(ROOT)
+    return {
+        n
+        for n in names
+        if any(
+            fnmatch.fnmatch(str(relative / n), p.removeprefix("**/")) or fnmatch.fnmatch(n, p.removeprefix("**/"))
+            for p in patterns
+        )
+    }
+
+
+def test_the_build_context_leaves_out_what_the_function_packages_leave_out() -> None:
+    assert {f"shared/{name}" for name in DEV_ONLY} <= set(docker_context_exclusions())
+
+
 def test_the_agent_image_installs_everything_the_agent_imports(tmp_path: Path) -> None:
     dockerfile = (ROOT / "infra" / "agent" / "Dockerfile").read_text()
     declared = re.search(r'^ARG AGENT_REQUIREMENTS="(?P<reqs>[^"]+)"$', dockerfile, re.MULTILINE)
@@ -65,11 +92,12 @@ def test_the_agent_image_installs_everything_the_agent_imports(tmp_path: Path) -
     requirements = declared["reqs"].split()
     assert "${AGENT_REQUIREMENTS}" in dockerfile and len(requirements) >= 4
     site = site_with(requirement_closure(requirements), tmp_path / "site")
-    image = tmp_path / "opt-gpuq"  # what the image copies: shared/ and agent/, nothing else
-    image.mkdir()
+    image = tmp_path / "opt-gpuq"  # what the image copies: shared/ and agent/ less the build context's exclusions
+    excluded = docker_context_exclusions()
     for folder in ("shared", "agent"):
-        (image / folder).symlink_to(ROOT / folder, target_is_directory=True)
+        shutil.copytree(ROOT / folder, image / folder, ignore=lambda d, names: _excluded(excluded, d, names))
     assert "COPY shared/ /opt/gpuq/shared/" in dockerfile and "COPY agent/ /opt/gpuq/agent/" in dockerfile
+    assert not any((image / "shared" / dev_only).exists() for dev_only in DEV_ONLY)
     found = import_in_sandbox(image, site, [("agent.app", "build_app"), ("agent.__main__", "main")])
     assert found["agent.app"]["callable"] is True
 
