@@ -171,21 +171,21 @@ def simulate(
     """
     svc = service if service is not None else ServiceModel()
     pol = policy if policy is not None else make_policy(config, rng_seed=seed)
-    c = config.cold_start_s
-    b = config.horizon_s()
-    wait_rate = config.wait_value_per_hour / config.price_per_hour  # GPU-seconds per second of one job waiting
     arrivals = [r.offset_s for r in requests]
     services = [svc.service_s(r) for r in requests]
-    n = len(arrivals)
-    if any(arrivals[i] > arrivals[i + 1] for i in range(n - 1)):
+    if any(arrivals[i] > arrivals[i + 1] for i in range(len(arrivals) - 1)):
         raise ValueError("requests must be sorted by offset_s")
+    warm_start, gaps = _always_warm(arrivals, services)
+    billed, cold_starts, waits = _replay(arrivals, services, warm_start, pol, config.cold_start_s)
+    return _result(config, pol.name, arrivals, services, gaps, billed, cold_starts, waits)
 
-    # Always-warm schedule: service starts, and the idle gaps between busy periods.
-    warm_start = [0.0] * n
+
+def _always_warm(arrivals: Sequence[float], services: Sequence[float]) -> tuple[list[float], list[float]]:
+    """The always-warm schedule: when each job's service starts, and the idle gaps between busy periods."""
+    warm_start = [0.0] * len(arrivals)
     gaps: list[float] = []
     warm_free = -math.inf
-    for i in range(n):
-        a = arrivals[i]
+    for i, a in enumerate(arrivals):
         if a > warm_free:
             if i:
                 gaps.append(a - warm_free)
@@ -194,8 +194,14 @@ def simulate(
             start = warm_free
         warm_start[i] = start
         warm_free = start + services[i]
+    return warm_start, gaps
 
-    # The policy on the virtual clock.
+
+def _replay(
+    arrivals: Sequence[float], services: Sequence[float], warm_start: Sequence[float], pol: IdlePolicy, c: float
+) -> tuple[float, int, list[float]]:
+    """The policy on the virtual clock: billed GPU-seconds, cold starts, and each job's extra wait."""
+    n = len(arrivals)
     billed = 0.0
     cold_starts = 0
     waits = [0.0] * n
@@ -204,50 +210,56 @@ def simulate(
     idle_since = 0.0
     keep = 0.0
     idle = False  # the box went idle at idle_since and will stop at idle_since + keep
-    for i in range(n):
-        a = arrivals[i]
-        if i == 0:
+    for i, a in enumerate(arrivals):
+        if i == 0 or (idle and a - idle_since > keep):
+            if i:
+                billed += keep + idle_since - up_since
+                pol.observe_gap(a - idle_since)
             cold_starts += 1
             up_since = a
             start = a + c
         elif idle:
-            gap = a - idle_since
-            if gap <= keep:
-                start = a
-            else:
-                billed += keep + idle_since - up_since
-                cold_starts += 1
-                up_since = a
-                start = a + c
-            pol.observe_gap(gap)
+            pol.observe_gap(a - idle_since)
+            start = a
         else:
             start = max(free_at, a)
         free_at = start + services[i]
         waits[i] = start - warm_start[i]
-        if i + 1 < n and arrivals[i + 1] <= free_at:
-            idle = False
-        else:
-            idle = True
+        idle = not (i + 1 < n and arrivals[i + 1] <= free_at)
+        if idle:
             idle_since = free_at
             keep = pol.keep_warm_s()
     if n:
         billed += idle_since + keep - up_since  # the tail after the last job
+    return billed, cold_starts, waits
 
+
+def _result(
+    config: IdlePolicyConfig,
+    name: str,
+    arrivals: Sequence[float],
+    services: Sequence[float],
+    gaps: Sequence[float],
+    billed: float,
+    cold_starts: int,
+    waits: Sequence[float],
+) -> SimulationResult:
+    c, b, n = config.cold_start_s, config.horizon_s(), len(arrivals)
+    wait_rate = config.wait_value_per_hour / config.price_per_hour  # GPU-seconds per second of one job waiting
     busy = math.fsum(services)
     total_wait = math.fsum(waits)
     cost = billed + wait_rate * total_wait
+    opt_billed = opt_cost = prewarm = 0.0
     if n:
         stops = sum(1 for g in gaps if g > b)
         opt_billed = c + busy + math.fsum(g if g <= b else c for g in gaps)
         opt_cost = opt_billed + wait_rate * c * (1 + stops)
         prewarm = c + busy + math.fsum(min(g, c) for g in gaps)
-    else:
-        opt_billed = opt_cost = prewarm = 0.0
     waits_sorted = sorted(waits)
     delayed = sum(1 for w in waits if w > DELAY_EPS_S)
     usd = config.price_per_hour / 3600.0
     return SimulationResult(
-        policy=pol.name,
+        policy=name,
         jobs=n,
         billed_gpu_hours=billed / 3600.0,
         optimum_gpu_hours=opt_billed / 3600.0,

@@ -88,6 +88,47 @@ def _waiting_line(status: str, reason: str | None, started: float) -> str:
     return f"\r\033[K… {status}{' · ' + reason.replace('_', ' ') if reason else ''} · {time.monotonic() - started:.1f}s"
 
 
+def _follow_stream(client: JobsClient, job_id: str, started: float) -> dict[str, Any]:
+    """Print the output as it streams; while the job waits, one line (rewritten on a TTY) says why."""
+    tty = sys.stderr.isatty()
+    waiting = True
+    final: dict[str, Any] = {}
+    for event in client.stream(job_id):
+        if event.event == "status" and waiting:
+            if tty:
+                line = _waiting_line(event.data["status"], event.data["status_reason"], started)
+                print(line, end="", file=sys.stderr, flush=True)
+            else:
+                print(f"… {event.data['status']} ({event.data['status_reason']})", file=sys.stderr)
+        elif event.event == "output":
+            if waiting and tty:
+                print("\r\033[K", end="", file=sys.stderr, flush=True)
+            waiting = False
+            print(event.data["text"], end="", flush=True)
+        elif event.event == "done":
+            final = event.data
+            break
+    print()
+    return final
+
+
+def _poll_until_done(client: JobsClient, job_id: str, started: float) -> dict[str, Any]:
+    """Poll the job until it ends, then print its output."""
+    tty = sys.stderr.isatty()
+    while True:
+        final = client.get(job_id)
+        if final["status"] in ("succeeded", "failed", "cancelled", "expired"):
+            break
+        if tty:
+            print(_waiting_line(final["status"], final["status_reason"], started), end="", file=sys.stderr, flush=True)
+        time.sleep(0.25)
+    if tty:
+        print("\r\033[K", end="", file=sys.stderr)
+    final = client.get(job_id)
+    print(final.get("output") or "")
+    return final
+
+
 def cmd_submit(args: argparse.Namespace) -> int:
     client = _client()
     body: dict[str, Any] = {"model": args.model, "prompt": args.prompt}
@@ -99,43 +140,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     started = time.monotonic()
-    tty = sys.stderr.isatty()
     print(f"job {job['id']} {job['status']}", file=sys.stderr)
-    if args.stream:
-        waiting = True
-        for event in client.stream(job["id"]):
-            if event.event == "status" and waiting and tty:
-                print(
-                    _waiting_line(event.data["status"], event.data["status_reason"], started),
-                    end="",
-                    file=sys.stderr,
-                    flush=True,
-                )
-            elif event.event == "status" and waiting:
-                print(f"… {event.data['status']} ({event.data['status_reason']})", file=sys.stderr)
-            elif event.event == "output":
-                if waiting and tty:
-                    print("\r\033[K", end="", file=sys.stderr, flush=True)
-                waiting = False
-                print(event.data["text"], end="", flush=True)
-            elif event.event == "done":
-                final = event.data
-                break
-        print()
-    else:
-        while True:
-            final = client.get(job["id"])
-            if final["status"] in ("succeeded", "failed", "cancelled", "expired"):
-                break
-            if tty:
-                print(
-                    _waiting_line(final["status"], final["status_reason"], started), end="", file=sys.stderr, flush=True
-                )
-            time.sleep(0.25)
-        if tty:
-            print("\r\033[K", end="", file=sys.stderr)
-        final = client.get(job["id"])
-        print(final.get("output") or "")
+    final = _follow_stream(client, job["id"], started) if args.stream else _poll_until_done(client, job["id"], started)
     reason = f" ({final['status_reason']})" if final.get("status_reason") else ""
     print(f"job {final['id']} {final['status']}{reason} in {time.monotonic() - started:.1f}s", file=sys.stderr)
     return 0 if final["status"] == "succeeded" else 1

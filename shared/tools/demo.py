@@ -14,6 +14,7 @@ import time
 import uuid
 from pathlib import Path
 
+from shared.boxes.providers.local import LocalProvider
 from shared.models import InstanceState
 from shared.settings import ClientSettings
 from shared.tools.client import JobsClient
@@ -83,50 +84,61 @@ def run_demo(args: argparse.Namespace) -> int:
             provider = stack.provider()
             narrator.say(f"stack up: jobs API {stack.url}/v1/jobs; callbacks to {receiver.url}")
             narrator.say(f"box local-1 is {provider.get_sync('local-1').state.value}")
-
             count = max(1, args.jobs)
-            prompts = [PROMPTS[i % len(PROMPTS)] + f" [{uuid.uuid4().hex[:4]}]" for i in range(count)]
-            t_submit = time.monotonic()
-            jobs = [client.submit({"model": MODEL, "prompt": p, "callback_url": receiver.url}) for p in prompts]
-            narrator.say(f"submitted {count} jobs: {' '.join(j['id'] for j in jobs)}")
-            cold = _first_token_s(client, jobs[0]["id"], t_submit, narrator)
-            narrator.say(f"cold start: enqueue → first token {cold:.2f}s (box start + model load)")
-
-            wanted = {j["id"] for j in jobs}
-            receiver.wait_for(lambda evs: wanted <= {e.data["id"] for e in evs}, timeout=60)
-            for event in receiver.events:
-                if event.data["id"] in wanted:
-                    narrator.say(
-                        f"callback {event.type} for {event.data['id']}: signature verified, "
-                        f"{len(event.data['output'] or '')} chars of output"
-                    )
-
-            t_warm = time.monotonic()
-            warm_job = client.submit({"model": MODEL, "prompt": "One more, while the box is warm."})
-            warm = _first_token_s(client, warm_job["id"], t_warm, None)
-            warm_status = client.get(warm_job["id"])["status"]
-            narrator.say(
-                f"warm box: enqueue → first token {warm:.2f}s"
-                + ("" if warm_status == "succeeded" else f" (job {warm_status})")
-            )
-
-            idle_from = time.monotonic()
-            narrator.say(f"queue empty: box stops itself after {config.idle_grace_s:g}s idle…")
-            while provider.get_sync("local-1").state is not InstanceState.STOPPED:
-                if time.monotonic() - idle_from > 60:
-                    narrator.say("box did not stop within 60s: see the agent log")
-                    return 1
-                time.sleep(0.1)
-            starts = provider.start_count("local-1")
-            narrator.say(
-                f"box local-1 stopped itself {time.monotonic() - idle_from:.1f}s after the last job "
-                f"({starts} start for {count + 1} jobs)"
-            )
+            _cold_jobs(client, receiver, narrator, count)
+            _warm_job(client, narrator)
+            if not _box_stops(provider, narrator, config.idle_grace_s, count + 1):
+                return 1
             client.close()
             receiver.stop()
             narrator.say("shutting everything down…")
     narrator.say("done: no process left running.")
     return 0
+
+
+def _cold_jobs(client: JobsClient, receiver: CallbackReceiver, narrator: _Narrator, count: int) -> None:
+    """Submit ``count`` jobs to the stopped box: one cold start, then every signed callback arrives."""
+    prompts = [PROMPTS[i % len(PROMPTS)] + f" [{uuid.uuid4().hex[:4]}]" for i in range(count)]
+    t_submit = time.monotonic()
+    jobs = [client.submit({"model": MODEL, "prompt": p, "callback_url": receiver.url}) for p in prompts]
+    narrator.say(f"submitted {count} jobs: {' '.join(j['id'] for j in jobs)}")
+    cold = _first_token_s(client, jobs[0]["id"], t_submit, narrator)
+    narrator.say(f"cold start: enqueue → first token {cold:.2f}s (box start + model load)")
+    wanted = {j["id"] for j in jobs}
+    receiver.wait_for(lambda evs: wanted <= {e.data["id"] for e in evs}, timeout=60)
+    for event in receiver.events:
+        if event.data["id"] in wanted:
+            narrator.say(
+                f"callback {event.type} for {event.data['id']}: signature verified, "
+                f"{len(event.data['output'] or '')} chars of output"
+            )
+
+
+def _warm_job(client: JobsClient, narrator: _Narrator) -> None:
+    t_warm = time.monotonic()
+    warm_job = client.submit({"model": MODEL, "prompt": "One more, while the box is warm."})
+    warm = _first_token_s(client, warm_job["id"], t_warm, None)
+    warm_status = client.get(warm_job["id"])["status"]
+    narrator.say(
+        f"warm box: enqueue → first token {warm:.2f}s" + ("" if warm_status == "succeeded" else f" (job {warm_status})")
+    )
+
+
+def _box_stops(provider: LocalProvider, narrator: _Narrator, idle_grace_s: float, jobs: int) -> bool:
+    """Wait (up to a minute) for the idle box to stop itself."""
+    idle_from = time.monotonic()
+    narrator.say(f"queue empty: box stops itself after {idle_grace_s:g}s idle…")
+    while provider.get_sync("local-1").state is not InstanceState.STOPPED:
+        if time.monotonic() - idle_from > 60:
+            narrator.say("box did not stop within 60s: see the agent log")
+            return False
+        time.sleep(0.1)
+    starts = provider.start_count("local-1")
+    narrator.say(
+        f"box local-1 stopped itself {time.monotonic() - idle_from:.1f}s after the last job "
+        f"({starts} start for {jobs} jobs)"
+    )
+    return True
 
 
 if __name__ == "__main__":
