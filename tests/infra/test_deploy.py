@@ -115,6 +115,10 @@ def test_the_dry_run_covers_every_resource(tmp_path: Path, capsys: pytest.Captur
         readers = {flag(c, "member") for c in find(cmds, "secrets", "add-iam-policy-binding", name)}
         assert readers == {f"serviceAccount:{sa(f)}" for f, spec in FUNCTIONS.items() if name in spec.secrets}
         assert readers, f"nobody reads {name}"
+
+
+def test_the_dry_run_sets_up_the_queues_and_the_functions(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cmds = commands(dry_run(tmp_path, capsys))
     # Queues: created or updated with limits.
     for queue in ("gpuq-jobs", "gpuq-callbacks", "gpuq-leases"):
         for verb in ("create", "update"):
@@ -196,12 +200,16 @@ class FakeGcloud:
         self.calls.append((args, stdin))
         words = [a for a in args[1:] if not a.startswith("--")]
         flags = dict(a[2:].split("=", 1) for a in args if a.startswith("--") and "=" in a)
-        head = " ".join(words[:3])
         if "add-iam-policy-binding" in words or "add-invoker-policy-binding" in words:
             self.bindings.add((*words, flags.get("member", ""), flags.get("role", "")))
             return GcloudResult(0, "", "")
         if words[:2] == ["services", "enable"]:
             return GcloudResult(0, "", "")
+        special = self._firestore(args, words, flags) or self._secrets(words, flags, stdin)
+        return special or self._resource(words, flags)
+
+    def _firestore(self, args: list[str], words: list[str], flags: dict[str, str]) -> GcloudResult | None:
+        head = " ".join(words[:3])
         if head == "firestore indexes fields":
             key = f"field/{flags['collection-group']}/{words[4]}"
             if words[3] == "update":
@@ -226,6 +234,9 @@ class FakeGcloud:
                 "fields": [{"fieldPath": f["field-path"], "order": f["order"].upper()} for f in fields],
             }
             return GcloudResult(0, "", "")
+        return None
+
+    def _secrets(self, words: list[str], flags: dict[str, str], stdin: str | None) -> GcloudResult | None:
         if words[:3] == ["secrets", "versions", "access"]:
             versions = self.resources.get(f"secrets/{flags['secret']}", {}).get("versions", [])
             return GcloudResult(0, versions[-1], "") if versions else GcloudResult(1, "", "NOT_FOUND")
@@ -233,6 +244,10 @@ class FakeGcloud:
             assert stdin is not None and flags.get("data-file") == "-"
             self.resources[f"secrets/{words[3]}"]["versions"].append(stdin)
             return GcloudResult(0, "", "")
+        return None
+
+    def _resource(self, words: list[str], flags: dict[str, str]) -> GcloudResult:
+        """describe / create / update / deploy of a named resource, kept in ``resources``."""
         verb_at = next(i for i, w in enumerate(words) if w in ("describe", "create", "update", "deploy"))
         kind, verb = " ".join(words[:verb_at]), words[verb_at]
         rest = [w for w in words[verb_at + 1 :] if w != "http"]
