@@ -27,8 +27,8 @@ starts and stamps each line when it arrives; every stream's text is checked agai
 deterministic output afterwards. Results: table on stdout, ``bench/results/agent_stream.json``.
 
 The parts: ``cli`` (the command line), ``servers`` and ``pyworker`` (the processes measured),
-``routes`` (the three paths), ``harness`` and ``phases`` (the load), ``sample`` (what one burst
-measured), ``results`` (rows and targets), ``tables`` (the report), ``run`` (``main``).
+``routes`` (the three paths), ``harness`` and ``phases`` (the load), ``sample`` (what one
+(phase, streams, path) measured), ``results`` (rows and targets), ``tables`` (the report), ``run`` (``main``).
 """
 
 from __future__ import annotations
