@@ -87,6 +87,15 @@ def main(argv: list[str] | None = None) -> int:
     only = {m.strip() for m in args.only.split(",") if m.strip()}
     selected = [(m, share) for m, share in BENCHMARKS if not only or m in only]
     started = time.monotonic()
+    outputs, failures = run_benchmarks(selected, args, started)
+    write_summary(selected, args.results_dir, outputs, failures, started)
+    return 1 if failures else 0
+
+
+def run_benchmarks(
+    selected: list[tuple[str, float]], args: argparse.Namespace, started: float
+) -> tuple[list[str], list[str]]:
+    """Each benchmark in its own interpreter, within its share of what is left: their stdouts, and what failed."""
     outputs: list[str] = []
     failures: list[str] = []
     for module, share in selected:
@@ -109,10 +118,16 @@ def main(argv: list[str] | None = None) -> int:
         outputs.append(f"# {module}\n{done.stdout}")
         if done.returncode != 0:
             failures.append(f"{module}: exit {done.returncode}")
+    return outputs, failures
 
+
+def write_summary(
+    selected: list[tuple[str, float]], results_dir: Path, outputs: list[str], failures: list[str], started: float
+) -> None:
+    """Every target with pass/miss on stdout, and ``summary.md`` and ``summary.json`` beside the results."""
     targets: list[Target] = []
     for module, _ in selected:
-        path = args.results_dir / f"{module.split('.')[-1]}.json"
+        path = results_dir / f"{module.split('.')[-1]}.json"
         if path.exists():
             targets += _targets(json.loads(path.read_text()))
     summary = targets_table(targets) if targets else "(no results)"
@@ -124,9 +139,9 @@ def main(argv: list[str] | None = None) -> int:
         f"({info['implementation']}), Linux {info['kernel']}; run {info['date_utc']}, "
         f"{time.monotonic() - started:.0f} s in all."
     )
-    args.results_dir.mkdir(parents=True, exist_ok=True)
-    (args.results_dir / "summary.md").write_text("\n\n".join([header, *outputs, "# All targets\n\n" + summary]) + "\n")
-    (args.results_dir / "summary.json").write_text(
+    results_dir.mkdir(parents=True, exist_ok=True)
+    (results_dir / "summary.md").write_text("\n\n".join([header, *outputs, "# All targets\n\n" + summary]) + "\n")
+    (results_dir / "summary.json").write_text(
         json.dumps(
             {
                 "machine": info,
@@ -141,7 +156,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{header}")
     for failure in failures:
         print(f"FAILED: {failure}")
-    return 1 if failures else 0
 
 
 if __name__ == "__main__":
