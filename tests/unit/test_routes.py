@@ -11,7 +11,7 @@ from typing import cast
 import flask
 import pytest
 
-from functions import agent_reports, enqueue
+from functions import agent_reports, enqueue, trigger
 from shared.errors import MethodNotAllowed, NotFound
 from shared.jobs.openapi import jobs_openapi
 from shared.jobs.routes import ROUTES, resolve
@@ -20,7 +20,7 @@ METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE")
 APP = flask.Flask(__name__)
 Handler = Callable[[flask.Request], flask.Response]
 # functions_framework.http returns the function itself; its annotations do not say so.
-ENQUEUE = cast(Handler, enqueue.enqueue)
+ENQUEUE, TRIGGER = cast(Handler, enqueue.enqueue), cast(Handler, trigger.trigger)
 
 
 def table_methods(path: str) -> list[str]:
@@ -104,3 +104,10 @@ def test_a_known_path_with_another_method_answers_405_with_the_tables_allow(path
         assert response.status_code == 405, (method, response.get_data(as_text=True))
         assert response.headers["Allow"] == ", ".join(allowed)
         assert response.get_json()["error"]["code"] == "method_not_allowed"
+
+
+@pytest.mark.parametrize("method", [m for m in METHODS if m != "POST"])
+def test_trigger_answers_another_method_with_405_and_allow_post(method: str) -> None:
+    response = call(TRIGGER, method, "/trigger")
+    assert response.status_code == 405 and response.headers["Allow"] == "POST"
+    assert response.get_json()["error"]["code"] == "method_not_allowed"
