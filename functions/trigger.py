@@ -8,7 +8,7 @@ import functions_framework
 
 from functions.edge import control_plane, handle_errors, json_response, rate_limiter, read_body, read_json
 from shared.boxes.triggering import trigger as run_trigger
-from shared.errors import Unauthorized, ValidationFailed
+from shared.errors import MethodNotAllowed, Unauthorized, ValidationFailed
 from shared.security.keys import verify_bearer
 from shared.security.signing import agent_signer
 
@@ -18,9 +18,9 @@ __all__ = ["trigger"]
 @functions_framework.http
 @handle_errors
 def trigger(request: flask.Request) -> flask.Response:
-    cp = control_plane()
     if request.method != "POST":
-        raise ValidationFailed("use POST", code="method_not_allowed")
+        raise MethodNotAllowed(f"{request.method} is not allowed on {request.path}; use POST", allow=["POST"])
+    cp = control_plane()
     if "X-Gpuq-Signature" in request.headers:
         # An agent announcing it is ready: signed with that box's own secret, so it can speak only for itself.
         body = read_json(request, 4096)

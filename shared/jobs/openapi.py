@@ -6,12 +6,14 @@ generated from the pydantic models the code validates with. ``docs/openapi.json`
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pydantic import BaseModel, Field
 from pydantic.json_schema import models_json_schema
 
 from shared.jobs.events import AgentJob, AgentJobAccepted, Report, ReportAck, ReportBatch, ReportBatchAck
+from shared.jobs.routes import JOB_ID, ROUTES, Operation, Reply, Route
 from shared.models import CallbackEvent, JobCreate, JobError, JobResult
 from shared.states import JobStatus
 
@@ -102,38 +104,59 @@ def _components(models: list[type[BaseModel]], mode: str = "validation") -> dict
     return dict(schema.get("$defs", {}))
 
 
-def _json(ref: str) -> dict[str, Any]:
-    return {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}
+def _content(schema: str | Mapping[str, Any], media: str = "application/json") -> dict[str, Any]:
+    """A media type entry: ``schema`` names a component, or is an inline JSON Schema."""
+    return {media: {"schema": {"$ref": REF.format(model=schema)} if isinstance(schema, str) else dict(schema)}}
 
 
-def _errors(*codes: int) -> dict[str, Any]:
-    reasons = {
-        400: "Malformed body",
-        401: "Missing or invalid credential",
-        404: "Unknown job",
-        409: "Conflict (idempotency key reused with another body, or job already finished)",
-        413: "Body too large",
-        415: "Not application/json",
-        422: "Invalid field values",
-        429: "Rate limited (see Retry-After)",
-        503: "Queue unavailable: retry",
-    }
-    return {str(c): {"description": reasons[c], "content": _json("ErrorBody")} for c in codes}
-
-
-NDJSON_DOC = "NDJSON: {response} lines, then {done, status}"
-JOB_ID = {
-    "name": "job_id",
-    "in": "path",
-    "required": True,
-    "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
+_REASONS = {
+    400: "Malformed body",
+    401: "Missing or invalid credential",
+    404: "Unknown job",
+    409: "Conflict (idempotency key reused with another body, or job already finished)",
+    413: "Body too large",
+    415: "Not application/json",
+    422: "Invalid field values",
+    429: "Rate limited (see Retry-After)",
+    503: "Queue unavailable: retry",
 }
 
 
+def _responses(op: Operation) -> dict[str, Any]:
+    responses: dict[str, Any] = {}
+    for reply in op.replies:
+        responses[str(reply.status)] = {"description": reply.description}
+        if reply.schema is not None:
+            responses[str(reply.status)]["content"] = _content(reply.schema, reply.media)
+    for code in op.errors:
+        responses[str(code)] = {"description": _REASONS[code], "content": _content("ErrorBody")}
+    return responses
+
+
+def _operation(operation_id: str, op: Operation) -> dict[str, Any]:
+    doc: dict[str, Any] = {"operationId": operation_id, "responses": _responses(op)}
+    if op.summary is not None:
+        doc["summary"] = op.summary
+    if op.parameters:
+        doc["parameters"] = [p.openapi() for p in op.parameters]
+    if op.body is not None:
+        doc["requestBody"] = {"required": True, "content": _content(op.body)}
+    if not op.secured:
+        doc["security"] = []
+    return doc
+
+
+def _paths(routes: Iterable[Route]) -> dict[str, Any]:
+    """The ``paths`` object of every documented route; a route's endpoint is its ``operationId``."""
+    paths: dict[str, Any] = {}
+    for route in routes:
+        if route.doc is not None:
+            paths.setdefault(route.path, {})[route.method.lower()] = _operation(route.endpoint, route.doc)
+    return paths
+
+
 def jobs_openapi() -> dict[str, Any]:
-    schemas = _components([JobCreate, SeedJob, JobView, ErrorBody, Resent])
-    job = {"description": "The job", "content": _json("JobView")}
-    common = (401, 429)
+    """The public jobs API's document, its ``paths`` read from the route table the router uses."""
     return {
         "openapi": "3.1.0",
         "info": {
@@ -142,219 +165,97 @@ def jobs_openapi() -> dict[str, Any]:
             "description": "Submit LLM jobs; they wait for a GPU box that starts on demand.",
         },
         "components": {
-            "schemas": schemas,
+            "schemas": _components([JobCreate, SeedJob, JobView, ErrorBody, Resent]),
             "securitySchemes": {
                 "apiKey": {"type": "http", "scheme": "bearer", "description": "An API key from GPUQ_API_KEYS."}
             },
         },
         "security": [{"apiKey": []}],
-        "paths": {
-            "/v1/jobs": {
-                "post": {
-                    "operationId": "createJob",
-                    "summary": "Submit a job",
-                    "parameters": [
-                        {
-                            "name": "Idempotency-Key",
-                            "in": "header",
-                            "required": False,
-                            "schema": {"type": "string", "pattern": r"^[\x21-\x7e]{1,255}$"},
-                        }
-                    ],
-                    "requestBody": {"required": True, "content": _json("JobCreate")},
-                    "responses": {
-                        "202": {"description": "Queued", "content": _json("JobView")},
-                        "200": {
-                            "description": "Same idempotency key and body: the existing job",
-                            "content": _json("JobView"),
-                        },
-                        **_errors(400, 409, 413, 415, 422, 503, *common),
-                    },
-                }
-            },
-            "/v1/jobs/{job_id}": {
-                "get": {
-                    "operationId": "getJob",
-                    "summary": "A job, with its output so far",
-                    "parameters": [JOB_ID],
-                    "responses": {"200": job, **_errors(404, *common)},
-                }
-            },
-            "/v1/jobs/{job_id}/stream": {
-                "get": {
-                    "operationId": "streamJob",
-                    "summary": "Server-Sent Events: status, output (id attempt-seq), done",
-                    "parameters": [
-                        JOB_ID,
-                        {"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string"}},
-                    ],
-                    "responses": {
-                        "200": {
-                            "description": "An event stream ending with `done`",
-                            "content": {"text/event-stream": {"schema": {"type": "string"}}},
-                        },
-                        **_errors(404, *common),
-                    },
-                }
-            },
-            "/v1/jobs/{job_id}/cancel": {
-                "post": {
-                    "operationId": "cancelJob",
-                    "summary": "Cancel a queued or running job; partial output is kept",
-                    "parameters": [JOB_ID],
-                    "responses": {"200": job, **_errors(404, 409, *common)},
-                }
-            },
-            "/v1/jobs/{job_id}/callback/resend": {
-                "post": {
-                    "operationId": "resendCallbacks",
-                    "summary": "Deliver the job's dead-lettered callbacks again",
-                    "parameters": [JOB_ID],
-                    "responses": {
-                        "200": {"description": "Event ids queued again", "content": _json("Resent")},
-                        **_errors(404, *common),
-                    },
-                }
-            },
-            "/enqueue": {
-                "post": {
-                    "operationId": "seedEnqueue",
-                    "summary": "Seed-compatible submit (x-task-type: llm)",
-                    "parameters": [
-                        {
-                            "name": "x-task-type",
-                            "in": "header",
-                            "required": True,
-                            "schema": {"type": "string", "enum": ["llm"]},
-                        }
-                    ],
-                    "requestBody": {"required": True, "content": _json("SeedJob")},
-                    "responses": {
-                        "202": {"description": "Queued", "content": _json("JobView")},
-                        "200": {"description": "Existing job", "content": _json("JobView")},
-                        **_errors(400, 409, 413, 415, 422, 503, *common),
-                    },
-                }
-            },
-            "/v1/cost": {
-                "get": {
-                    "operationId": "cost",
-                    "summary": "What the boxes cost over a window, per instance and model",
-                    "parameters": [
-                        {
-                            "name": "since",
-                            "in": "query",
-                            "required": False,
-                            "schema": {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?[smhd]$"},
-                        }
-                    ],
-                    "responses": {
-                        "200": {
-                            "description": "Totals",
-                            "content": {
-                                "application/json": {
-                                    "schema": {
-                                        "type": "object",
-                                        "required": ["billed_usd", "billed_gpu_hours", "cold_starts", "idle_fraction"],
-                                    }
-                                }
-                            },
-                        },
-                        **_errors(422, *common),
-                    },
-                }
-            },
-            "/v1/openapi.json": {
-                "get": {
-                    "operationId": "openapi",
-                    "summary": "This document",
-                    "security": [],
-                    "responses": {
-                        "200": {
-                            "description": "OpenAPI 3.1",
-                            "content": {"application/json": {"schema": {"type": "object"}}},
-                        }
-                    },
-                }
-            },
-        },
+        "paths": _paths(ROUTES),
     }
+
+
+NDJSON_DOC = "NDJSON: {response} lines, then {done, status}"
+_ACCEPTED = "AgentJobAccepted"
+
+# The agent's own API (served by agent/ on the box), described with the jobs table's vocabulary.
+_AGENT_ROUTES: tuple[Route, ...] = (
+    Route(
+        "GET",
+        "/health",
+        "health",
+        Operation(
+            replies=(Reply(200, "Ready", "AgentHealth"), Reply(503, "Not ready (why in `status`)", "AgentHealth")),
+            secured=False,
+        ),
+    ),
+    Route(
+        "POST",
+        "/v1/jobs",
+        "acceptJob",
+        Operation(
+            body="AgentJob",
+            replies=(
+                Reply(202, "Accepted", _ACCEPTED),
+                Reply(200, "Duplicate", _ACCEPTED),
+                Reply(503, "Not ready, busy or stopping", "ErrorBody"),
+            ),
+            errors=(401, 422),
+        ),
+    ),
+    Route(
+        "POST",
+        "/v1/stream",
+        "streamJob",
+        Operation(
+            body="AgentJob",
+            replies=(Reply(200, NDJSON_DOC, {"type": "string"}, "application/x-ndjson"),),
+            errors=(401, 422),
+        ),
+    ),
+    Route(
+        "POST",
+        "/v1/jobs/{job_id}/cancel",
+        "cancelJob",
+        Operation(parameters=(JOB_ID,), replies=(Reply(200, "Cancelled"),), errors=(401, 404)),
+    ),
+)
+
+_SIGNED = (
+    "HMAC-SHA256 over method, path, timestamp, nonce and body hash; headers "
+    "X-Gpuq-Timestamp, X-Gpuq-Nonce, X-Gpuq-Signature; 5-minute window; no replay."
+)
+_REPORTS = (
+    "The agent POSTs one ReportBatch per interval to the job's reports_url "
+    "(the control plane's POST /v1/reports), an entry per job, each with the "
+    "job's report_token, and gets a ReportBatchAck (an ack per entry; 401 when "
+    "no entry's token is valid). A job handed over without reports_url is "
+    "reported alone: a Report to its report_url with `Authorization: Bearer "
+    "<report_token>`, answered by a ReportAck."
+)
 
 
 def agent_openapi() -> dict[str, Any]:
+    """The agent's document; how the agent reports back to the control plane is told in ``x-reports``."""
     schemas = _components(
         [AgentJob, AgentJobAccepted, AgentHealth, ErrorBody, Report, ReportAck, ReportBatch, ReportBatchAck]
     )
-    signed = {
-        "description": "HMAC-SHA256 over method, path, timestamp, nonce and body hash; headers "
-        "X-Gpuq-Timestamp, X-Gpuq-Nonce, X-Gpuq-Signature; 5-minute window; no replay."
-    }
-    accepted = {"description": "Accepted", "content": _json("AgentJobAccepted")}
     return {
         "openapi": "3.1.0",
         "info": {
             "title": "gpuq agent API",
             "version": "1",
-            "description": "Served by the agent on the GPU box; called only by the control plane. "
-            + signed["description"],
+            "description": "Served by the agent on the GPU box; called only by the control plane. " + _SIGNED,
         },
         "components": {
             "schemas": schemas,
-            "securitySchemes": {"signature": {"type": "apiKey", "in": "header", "name": "X-Gpuq-Signature", **signed}},
+            "securitySchemes": {
+                "signature": {"type": "apiKey", "in": "header", "name": "X-Gpuq-Signature", "description": _SIGNED}
+            },
         },
         "security": [{"signature": []}],
-        "paths": {
-            "/health": {
-                "get": {
-                    "operationId": "health",
-                    "security": [],
-                    "responses": {
-                        "200": {"description": "Ready", "content": _json("AgentHealth")},
-                        "503": {"description": "Not ready (why in `status`)", "content": _json("AgentHealth")},
-                    },
-                }
-            },
-            "/v1/jobs": {
-                "post": {
-                    "operationId": "acceptJob",
-                    "requestBody": {"required": True, "content": _json("AgentJob")},
-                    "responses": {
-                        "202": accepted,
-                        "200": {**accepted, "description": "Duplicate"},
-                        **_errors(401, 422),
-                        "503": {"description": "Not ready, busy or stopping", "content": _json("ErrorBody")},
-                    },
-                }
-            },
-            "/v1/stream": {
-                "post": {
-                    "operationId": "streamJob",
-                    "requestBody": {"required": True, "content": _json("AgentJob")},
-                    "responses": {
-                        "200": {
-                            "description": NDJSON_DOC,
-                            "content": {"application/x-ndjson": {"schema": {"type": "string"}}},
-                        },
-                        **_errors(401, 422),
-                    },
-                }
-            },
-            "/v1/jobs/{job_id}/cancel": {
-                "post": {
-                    "operationId": "cancelJob",
-                    "parameters": [JOB_ID],
-                    "responses": {"200": {"description": "Cancelled"}, **_errors(401, 404)},
-                }
-            },
-        },
-        "x-reports": {
-            "description": "The agent POSTs one ReportBatch per interval to the job's reports_url "
-            "(the control plane's POST /v1/reports), an entry per job, each with the "
-            "job's report_token, and gets a ReportBatchAck (an ack per entry; 401 when "
-            "no entry's token is valid). A job handed over without reports_url is "
-            "reported alone: a Report to its report_url with `Authorization: Bearer "
-            "<report_token>`, answered by a ReportAck."
-        },
+        "paths": _paths(_AGENT_ROUTES),
+        "x-reports": {"description": _REPORTS},
     }
 
 

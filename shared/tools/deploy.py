@@ -98,6 +98,7 @@ class FunctionSpec:
     max_instances: int = 20
     concurrency: int = 20
     memory: str = "512Mi"
+    modules: tuple[str, ...] = ()  # ``functions/`` modules it imports besides ``edge.py`` and its own
 
 
 _PUSH = tuple((q, "roles/cloudtasks.enqueuer") for q in ("jobs", "callbacks", "leases"))
@@ -109,6 +110,7 @@ FUNCTIONS: dict[str, FunctionSpec] = {
         public=True,
         timeout_s=3600,
         concurrency=40,
+        modules=("agent_reports.py",),  # the agent-facing report endpoints, served at the same URLs
         queue_roles=_PUSH,
         secrets=(
             "GPUQ_API_KEYS",
@@ -219,7 +221,7 @@ def package_function(name: str, out_dir: Path, *, root: Path = REPO_ROOT) -> Pat
     if target.exists():
         shutil.rmtree(target)
     (target / "functions").mkdir(parents=True)
-    for module in ("__init__.py", "edge.py", f"{name}.py"):
+    for module in ("__init__.py", "edge.py", f"{name}.py", *FUNCTIONS[name].modules):
         shutil.copy2(root / "functions" / module, target / "functions" / module)
     shutil.copytree(root / "shared", target / "shared", ignore=_ignore)
     (target / "main.py").write_text(

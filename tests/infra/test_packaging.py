@@ -35,7 +35,12 @@ def test_a_package_holds_its_function_the_shared_core_and_nothing_else(packages:
     enqueue = packages["enqueue"]
     top = sorted(p.name for p in enqueue.iterdir())
     assert top == ["functions", "main.py", "requirements.txt", "shared"]
-    assert sorted(p.name for p in (enqueue / "functions").iterdir()) == ["__init__.py", "edge.py", "enqueue.py"]
+    assert sorted(p.name for p in (enqueue / "functions").iterdir()) == [
+        "__init__.py",
+        "agent_reports.py",
+        "edge.py",
+        "enqueue.py",
+    ]
     assert not list(enqueue.rglob("__pycache__")) and not list(enqueue.rglob("*.pyc"))
     assert (enqueue / "shared" / "store" / "firestore.py").exists()
     for package in packages.values():

@@ -163,3 +163,28 @@ def test_seed_compatible_enqueue(stack: DevStack) -> None:
     assert wrong.status_code == 400 and wrong.json()["error"]["code"] == "unsupported_task_type"
     missing = post(stack, "/enqueue", body={"prompt": "seed style", "model": MODEL})
     assert missing.status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("GET", "/v1/jobs", "POST"),
+        ("DELETE", "/v1/jobs/job_x", "GET"),
+        ("HEAD", "/v1/jobs/job_x/stream", "GET"),
+        ("GET", "/v1/jobs/job_x/cancel", "POST"),
+        ("PUT", "/v1/jobs/job_x/callback/resend", "POST"),
+        ("GET", "/v1/jobs/job_x/events", "POST"),
+        ("GET", "/v1/reports", "POST"),
+        ("POST", "/v1/cost", "GET"),
+        ("OPTIONS", "/v1/openapi.json", "GET"),
+        ("GET", "/enqueue", "POST"),
+        ("GET", "/trigger", "POST"),
+    ],
+)
+def test_a_known_path_with_another_method_answers_405_with_allow(
+    stack: DevStack, method: str, path: str, allow: str
+) -> None:
+    response = httpx.request(method, stack.url + path, headers={"Authorization": f"Bearer {stack.api_key}"})
+    assert response.status_code == 405 and response.headers["Allow"] == allow
+    if method != "HEAD":
+        assert response.json()["error"]["code"] == "method_not_allowed"
