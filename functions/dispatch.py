@@ -1,31 +1,57 @@
 """dispatch: the Cloud Tasks target. One task = one job dispatch, one lease check, or one callback try.
 
 Answers 2xx once the task's work is done or re-scheduled (snoozed); 5xx only when it could not
-even re-schedule, so the queue redelivers the same task.
+even re-schedule, so the queue redelivers the same task. An authenticated task whose body does not
+parse (see ``shared/jobs/tasks.py``) is answered 2xx too, ``{"outcome": "dropped"}``, and logged:
+a redelivery cannot repair it, and the queue would redeliver it forever.
 """
 
 from __future__ import annotations
 
+import logging
+
 import flask
 import functions_framework
 
-from functions.edge import control_plane, handle_errors, json_response, read_body, read_json
-from shared.errors import ValidationFailed
+from functions.edge import control_plane, handle_errors, json_response, read_body
+from shared.controlplane import ControlPlane
+from shared.errors import InvalidRequest
 from shared.jobs.callbacks import deliver_callback
 from shared.jobs.dispatcher import dispatch_job
 from shared.jobs.lifecycle import check_lease
+from shared.jobs.tasks import CallbackTask, JobTask, QueueTask, parse_task
 from shared.security.oidc import verify_oidc
-from shared.security.signing import TASK_SIGNATURE_HEADER, verify_task
+from shared.security.signing import TASK_SIGNATURE_HEADER, printable, verify_task
+from shared.settings import ControlPlaneSettings
 
 __all__ = ["dispatch"]
+
+log = logging.getLogger("gpuq.dispatch")
+
+MAX_TASK_BYTES = 65536
 
 
 @functions_framework.http
 @handle_errors
 def dispatch(request: flask.Request) -> flask.Response:
     cp = control_plane()
-    raw = read_body(request, 65536)
-    s = cp.settings
+    raw = read_body(request, MAX_TASK_BYTES)
+    _authenticate(request, cp.settings, raw)
+    try:
+        task = parse_task(raw)
+    except InvalidRequest as exc:
+        # Ours (it is authenticated) yet unreadable: acknowledged, so the queue stops redelivering it.
+        log.warning(
+            "dropped a malformed task %s (retries %s): %s",
+            printable(request.headers.get("X-CloudTasks-TaskName", "-"), 100),
+            printable(request.headers.get("X-CloudTasks-TaskRetryCount", "-"), 10),
+            exc.message,
+        )
+        return json_response({"outcome": "dropped", "reason": exc.message})
+    return json_response({"outcome": _run(cp, task)})
+
+
+def _authenticate(request: flask.Request, s: ControlPlaneSettings, raw: bytes) -> None:
     if s.tasks_service_account:  # production: the OIDC token Cloud Tasks attaches
         verify_oidc(
             request.headers,
@@ -35,19 +61,11 @@ def dispatch(request: flask.Request) -> flask.Response:
         )
     else:  # dev: the emulator sends no auth; our queue client signs each task
         verify_task(s.task_secret, request.headers.get(TASK_SIGNATURE_HEADER, ""), raw)
-    body = read_json(request, 65536)
-    if not isinstance(body, dict):
-        raise ValidationFailed("task body must be a JSON object")
-    kind = body.get("kind")
-    job_id = body.get("job_id")
-    if not isinstance(job_id, str):
-        raise ValidationFailed("job_id: required")
-    if kind == "job":
-        outcome = dispatch_job(cp, job_id, int(body.get("seq", 0)))
-    elif kind == "lease":
-        outcome = check_lease(cp, job_id, int(body.get("attempt", 0)))
-    elif kind == "callback":
-        outcome = deliver_callback(cp, job_id, str(body["event_id"]), str(body["type"]), int(body.get("try", 1)))
-    else:
-        raise ValidationFailed(f"unknown task kind {kind!r}")
-    return json_response({"outcome": outcome})
+
+
+def _run(cp: ControlPlane, task: QueueTask) -> str:
+    if isinstance(task, JobTask):
+        return dispatch_job(cp, task.job_id, task.seq)
+    if isinstance(task, CallbackTask):
+        return deliver_callback(cp, task.job_id, task.event_id, task.type, task.try_number)
+    return check_lease(cp, task.job_id, task.attempt)

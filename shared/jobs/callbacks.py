@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import Literal, NamedTuple
 
 import httpx
 
 from shared.controlplane import ControlPlane
 from shared.errors import ValidationFailed
+from shared.jobs.tasks import CallbackTask, push_task
 from shared.jobs.views import job_view
 from shared.models import CallbackDelivery, Job
 from shared.security.callback_urls import check_callback_url
@@ -35,16 +37,7 @@ def schedule_callback(cp: ControlPlane, job: Job, subscription: str, event_type:
     """Queue one delivery of ``event_type`` if the job asked for ``subscription`` events."""
     if not job.callback_url or subscription not in job.callback_events:
         return
-    cp.queue.push(
-        cp.settings.callback_queue,
-        {
-            "kind": "callback",
-            "job_id": job.id,
-            "event_id": event_id_for(job, event_type, suffix),
-            "type": event_type,
-            "try": 1,
-        },
-    )
+    push_task(cp, CallbackTask.of(job_id=job.id, event_id=event_id_for(job, event_type, suffix), event_type=event_type))
 
 
 def _event_type_of(event_id: str) -> str:
@@ -57,16 +50,7 @@ def requeue_pending(cp: ControlPlane, job: Job) -> int:
     count = 0
     for event_id in job.callback.pending:
         if event_id not in tried:
-            cp.queue.push(
-                cp.settings.callback_queue,
-                {
-                    "kind": "callback",
-                    "job_id": job.id,
-                    "event_id": event_id,
-                    "type": _event_type_of(event_id),
-                    "try": 1,
-                },
-            )
+            push_task(cp, CallbackTask.of(job_id=job.id, event_id=event_id, event_type=_event_type_of(event_id)))
             count += 1
     return count
 
@@ -82,10 +66,7 @@ def resend_failed(cp: ControlPlane, job: Job) -> list[str]:
 
     cp.store.modify(job.id, mutate)
     for event_id in events:
-        cp.queue.push(
-            cp.settings.callback_queue,
-            {"kind": "callback", "job_id": job.id, "event_id": event_id, "type": _event_type_of(event_id), "try": 1},
-        )
+        push_task(cp, CallbackTask.of(job_id=job.id, event_id=event_id, event_type=_event_type_of(event_id)))
     return events
 
 
@@ -106,6 +87,12 @@ def _body(cp: ControlPlane, job: Job, event_type: str) -> bytes:
     return json.dumps({"type": event_type, "data": data}, separators=(",", ":")).encode()
 
 
+class _Try(NamedTuple):
+    status_code: int | None
+    error: str | None  # None: delivered
+    try_number: int  # the try's number; the last one for a target that is never retried
+
+
 def deliver_callback(cp: ControlPlane, job_id: str, event_id: str, event_type: str, try_number: int) -> str:
     """One delivery try. Returns the outcome; schedules the next try itself on failure."""
     job = cp.store.get(job_id)
@@ -113,46 +100,62 @@ def deliver_callback(cp: ControlPlane, job_id: str, event_id: str, event_type: s
         return "no_target"
     if event_id in job.callback.delivered or event_id in job.callback.failed:
         return "already_done"
+    done = _try_once(cp, job, job.callback_url, event_id, event_type, try_number)
+    record = CallbackDelivery(
+        event_id=event_id,
+        type=event_type,
+        try_number=done.try_number,
+        at=cp.clock.now(),
+        status_code=done.status_code,
+        error=done.error,
+        outcome=_outcome(done, cp.settings.callback_max_tries),
+    )
+    if record.outcome == "retrying":
+        delay = min(cp.settings.callback_backoff_s * 2 ** (done.try_number - 1), MAX_BACKOFF_S)
+        next_try = CallbackTask.of(
+            job_id=job_id, event_id=event_id, event_type=event_type, try_number=done.try_number + 1
+        )
+        push_task(cp, next_try, delay_s=delay)
+    _record(cp, job_id, record)
+    log.info(
+        "callback %s for job %s try %d: %s%s",
+        event_type,
+        job_id,
+        done.try_number,
+        record.outcome,
+        f" ({done.error})" if done.error else "",
+    )
+    return record.outcome
+
+
+def _try_once(cp: ControlPlane, job: Job, url: str, event_id: str, event_type: str, try_number: int) -> _Try:
+    """POST the signed event once; what the receiver answered, or why it could not be reached."""
     s = cp.settings
-    status_code: int | None = None
-    error: str | None = None
     try:
-        pinned = check_callback_url(job.callback_url, cp.allow_hosts(), resolve=True, allow_http=s.callback_allow_http)
+        pinned = check_callback_url(url, cp.allow_hosts(), resolve=True, allow_http=s.callback_allow_http)
         body = _body(cp, job, event_type)
         headers = sign_webhook(s.webhook_secret, event_id, int(cp.clock.now()), body) if s.webhook_secret else {}
         headers["Content-Type"] = "application/json"
         headers["User-Agent"] = "gpuq-webhooks/1"
-        response = _post(cp, job.callback_url, pinned, body, headers)
-        status_code = response.status_code
-        if not 200 <= status_code < 300:
-            error = f"receiver answered {status_code}"
+        response = _post(cp, url, pinned, body, headers)
     except ValidationFailed as exc:
-        error, try_number = exc.message, s.callback_max_tries  # a forbidden target is never retried
+        return _Try(None, exc.message, s.callback_max_tries)  # a forbidden target is never retried
     except httpx.HTTPError as exc:
-        error = f"{type(exc).__name__}: {exc}"[:300]
+        return _Try(None, f"{type(exc).__name__}: {exc}"[:300], try_number)
+    status_code = response.status_code
+    error = None if 200 <= status_code < 300 else f"receiver answered {status_code}"
+    return _Try(status_code, error, try_number)
 
-    if error is None:
-        outcome = "delivered"
-    elif try_number >= s.callback_max_tries:
-        outcome = "failed"
-    else:
-        outcome = "retrying"
-    record = CallbackDelivery(
-        event_id=event_id,
-        type=event_type,
-        try_number=try_number,
-        at=cp.clock.now(),
-        status_code=status_code,
-        error=error,
-        outcome=outcome,
-    )
-    if outcome == "retrying":
-        delay = min(s.callback_backoff_s * 2 ** (try_number - 1), MAX_BACKOFF_S)
-        cp.queue.push(
-            s.callback_queue,
-            {"kind": "callback", "job_id": job_id, "event_id": event_id, "type": event_type, "try": try_number + 1},
-            delay_s=delay,
-        )
+
+def _outcome(done: _Try, max_tries: int) -> Literal["delivered", "retrying", "failed"]:
+    if done.error is None:
+        return "delivered"
+    return "failed" if done.try_number >= max_tries else "retrying"
+
+
+def _record(cp: ControlPlane, job_id: str, record: CallbackDelivery) -> None:
+    """Note the try on the job; a final outcome takes the event off the pending list."""
+    event_id, outcome = record.event_id, record.outcome
 
     def mutate(current: Job) -> Job:
         current.callback.deliveries.append(record)
@@ -166,7 +169,3 @@ def deliver_callback(cp: ControlPlane, job_id: str, event_id: str, event_type: s
         return current
 
     cp.store.modify(job_id, mutate)
-    log.info(
-        "callback %s for job %s try %d: %s%s", event_type, job_id, try_number, outcome, f" ({error})" if error else ""
-    )
-    return outcome

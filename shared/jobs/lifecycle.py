@@ -15,6 +15,7 @@ from shared.controlplane import ControlPlane
 from shared.errors import InvalidTransition
 from shared.jobs.callbacks import event_id_for, schedule_callback
 from shared.jobs.events import callback_event_type
+from shared.jobs.tasks import JobTask, LeaseTask, push_task
 from shared.models import Job, JobError
 from shared.states import JobStatus, check_transition
 
@@ -24,7 +25,7 @@ log = logging.getLogger("gpuq.lifecycle")
 
 
 def push_dispatch(cp: ControlPlane, job_id: str, seq: int, *, delay_s: float = 0.0) -> None:
-    cp.queue.push(cp.settings.job_queue, {"kind": "job", "job_id": job_id, "seq": seq}, delay_s=delay_s)
+    push_task(cp, JobTask(job_id=job_id, seq=seq), delay_s=delay_s)
 
 
 def snooze(cp: ControlPlane, job: Job, seq: int, *, reason: str, delay_s: float) -> Job | None:
@@ -109,9 +110,7 @@ def finish(
 
 
 def push_lease_check(cp: ControlPlane, job_id: str, attempt: int, *, delay_s: float) -> None:
-    cp.queue.push(
-        cp.settings.lease_queue, {"kind": "lease", "job_id": job_id, "attempt": attempt}, delay_s=max(0.0, delay_s)
-    )
+    push_task(cp, LeaseTask(job_id=job_id, attempt=attempt), delay_s=max(0.0, delay_s))
 
 
 def redrive(cp: ControlPlane, job: Job, *, reason: str = "retrying_after_agent_failure", force: bool = False) -> str:

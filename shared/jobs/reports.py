@@ -26,6 +26,8 @@ log = logging.getLogger("gpuq.reports")
 
 OUTPUT_CALLBACK_EVERY_S = 1.0
 
+_FINAL_STATUS = {"succeeded": JobStatus.SUCCEEDED, "failed": JobStatus.FAILED, "cancelled": JobStatus.CANCELLED}
+
 
 def apply_report(cp: ControlPlane, job_id: str, token: str, report: Report) -> ReportAck:
     attempt = verify_job_token(cp.settings.job_token_secret, job_id, token)
@@ -39,6 +41,16 @@ def apply_report(cp: ControlPlane, job_id: str, token: str, report: Report) -> R
 
     if report.chunks:
         cp.store.append_chunks(job_id, (Chunk(attempt, c.seq, c.text) for c in report.chunks))
+    updated = _apply_progress(cp, job_id, attempt, report)
+    if report.outcome == "cancelled":
+        return _lost_attempt(cp, job_id, attempt)
+    if report.outcome is not None:
+        return _finish_attempt(cp, updated, attempt, report)
+    return ReportAck(status=updated.status, cancel=updated.status is not JobStatus.RUNNING)
+
+
+def _apply_progress(cp: ControlPlane, job_id: str, attempt: int, report: Report) -> Job:
+    """Renew the lease, note the start, keep the result; then queue the callbacks those changes call for."""
     now = cp.clock.now()
     events: list[tuple[str, str, str]] = []
 
@@ -65,28 +77,31 @@ def apply_report(cp: ControlPlane, job_id: str, token: str, report: Report) -> R
     assert updated is not None
     for subscription, event_type, suffix in events:
         schedule_callback(cp, updated, subscription, event_type, suffix)
+    return updated
 
-    if report.outcome == "cancelled":
-        # The agent stops only when told to (a cancelled job, a fenced attempt); a job still running here
-        # was not cancelled by anyone, so this attempt is lost, not the job: run it again.
-        job_now = cp.store.get(job_id)
-        if job_now is not None and job_now.status is JobStatus.RUNNING and job_now.attempt == attempt:
-            redrive(cp, job_now, force=True)
-        return ReportAck(status=job_now.status if job_now else JobStatus.CANCELLED, cancel=True)
-    if report.outcome is not None:
-        status = {"succeeded": JobStatus.SUCCEEDED, "failed": JobStatus.FAILED, "cancelled": JobStatus.CANCELLED}[
-            report.outcome
-        ]
-        error = report.error if status is not JobStatus.SUCCEEDED else None
-        reason = None if status is JobStatus.SUCCEEDED else (error.code if error else report.outcome)
-        finished = finish(cp, job_id, status, reason=reason, error=error or _default_error(status), attempt=attempt)
-        if updated.instance_id:
-            note_activity(cp, updated.instance_id)
-        assert finished is not None
-        if cp.blobs is not None and finished.attempt == attempt and finished.status.is_terminal():
-            _offload_output(cp, job_id, attempt)
-        return ReportAck(status=finished.status)
-    return ReportAck(status=updated.status, cancel=updated.status is not JobStatus.RUNNING)
+
+def _lost_attempt(cp: ControlPlane, job_id: str, attempt: int) -> ReportAck:
+    """The agent stopped this attempt. It stops only when told to (a cancelled job, a fenced attempt); a job
+    still running here was not cancelled by anyone, so this attempt is lost, not the job: run it again."""
+    job_now = cp.store.get(job_id)
+    if job_now is not None and job_now.status is JobStatus.RUNNING and job_now.attempt == attempt:
+        redrive(cp, job_now, force=True)
+    return ReportAck(status=job_now.status if job_now else JobStatus.CANCELLED, cancel=True)
+
+
+def _finish_attempt(cp: ControlPlane, updated: Job, attempt: int, report: Report) -> ReportAck:
+    """The agent's final word on this attempt: the job's terminal status, its output offloaded when large."""
+    assert report.outcome is not None
+    status = _FINAL_STATUS[report.outcome]
+    error = report.error if status is not JobStatus.SUCCEEDED else None
+    reason = None if status is JobStatus.SUCCEEDED else (error.code if error else report.outcome)
+    finished = finish(cp, updated.id, status, reason=reason, error=error or _default_error(status), attempt=attempt)
+    if updated.instance_id:
+        note_activity(cp, updated.instance_id)
+    assert finished is not None
+    if cp.blobs is not None and finished.attempt == attempt and finished.status.is_terminal():
+        _offload_output(cp, updated.id, attempt)
+    return ReportAck(status=finished.status)
 
 
 def apply_reports(cp: ControlPlane, batch: ReportBatch) -> ReportBatchAck:

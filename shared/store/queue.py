@@ -5,6 +5,9 @@ The real ``google-cloud-tasks`` client talks to the real service in production a
 emulator applies no backoff, so "not ready yet" is a *new* task scheduled later (a snooze), and the
 job store, not the queue, decides whether a delivery is still current (``dispatch_seq``).
 
+This module moves JSON objects and knows nothing of their content: what each kind of task carries,
+and which queue it goes to, is typed in ``shared/jobs/tasks.py``, which every producer goes through.
+
 ``google.cloud.tasks`` is imported lazily: it is most of a function's import time.
 """
 
@@ -14,7 +17,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -94,7 +97,7 @@ class TaskQueue:
             if path not in existing:
                 self.client.create_queue(parent=parent, queue=Queue(name=path))
 
-    def push(self, queue: str, payload: dict[str, Any], *, delay_s: float = 0.0) -> str:
+    def push(self, queue: str, payload: Mapping[str, Any], *, delay_s: float = 0.0) -> str:
         """Create a task that POSTs ``payload`` to dispatch after ``delay_s``. Returns its name.
 
         The one queue call on the enqueue path, so it skips the GAPIC layer (proto-plus messages,
