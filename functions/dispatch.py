@@ -20,8 +20,9 @@ from shared.jobs.callbacks import deliver_callback
 from shared.jobs.dispatcher import dispatch_job
 from shared.jobs.lifecycle import check_lease
 from shared.jobs.tasks import CallbackTask, JobTask, QueueTask, parse_task
+from shared.security.headers import printable
 from shared.security.oidc import verify_oidc
-from shared.security.signing import TASK_SIGNATURE_HEADER, printable, verify_task
+from shared.security.signing import TASK_SIGNATURE_HEADER, verify_task
 from shared.settings import ControlPlaneSettings
 
 __all__ = ["dispatch"]

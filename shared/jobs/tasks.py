@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from shared.controlplane import ControlPlane
 from shared.errors import InvalidRequest
-from shared.security.signing import printable
+from shared.security.headers import printable
 from shared.settings import ControlPlaneSettings
 
 __all__ = ["MALFORMED_TASK", "CallbackTask", "JobTask", "LeaseTask", "QueueTask", "parse_task", "push_task"]

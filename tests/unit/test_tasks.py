@@ -20,6 +20,7 @@ from shared.jobs.callbacks import resend_failed
 from shared.jobs.lifecycle import push_dispatch, push_lease_check
 from shared.jobs.tasks import MALFORMED_TASK, CallbackTask, JobTask, LeaseTask, parse_task, push_task
 from shared.models import Job
+from shared.security.signing import NonceCache
 from shared.settings import ControlPlaneSettings
 from shared.store import SqliteJobStore
 from shared.store.queue import TaskQueue
@@ -50,7 +51,11 @@ def recorded(tmp_path: Path) -> tuple[ControlPlane, RecordingQueue]:
     settings = ControlPlaneSettings(data_dir=tmp_path)
     store = SqliteJobStore(tmp_path / "jobs.db")
     cp = ControlPlane(
-        settings=settings, store=store, queue=cast(TaskQueue, queue), provider=LocalProvider(tmp_path / "boxes")
+        settings=settings,
+        store=store,
+        queue=cast(TaskQueue, queue),
+        provider=LocalProvider(tmp_path / "boxes"),
+        nonces=NonceCache(),
     )
     return cp, queue
 
