@@ -35,7 +35,7 @@ from shared.security.keys import authenticate_api_key
 from shared.security.ratelimit import RateLimiter
 from shared.settings import ControlPlaneSettings, LogSettings
 
-__all__ = ["control_plane", "handle_errors", "json_response", "read_body", "read_json"]
+__all__ = ["caller", "control_plane", "handle_errors", "json_response", "rate_limiter", "read_body", "read_json"]
 
 log = logging.getLogger("gpuq.edge")
 
@@ -118,7 +118,7 @@ def read_json(request: flask.Request, max_bytes: int) -> Any:
         raise InvalidRequest(f"body is not valid JSON: {exc}", code="invalid_json") from None
     except RecursionError:
         raise InvalidRequest("body is nested too deeply", code="invalid_json") from None
-    check_shape(value)
+    _check_shape(value)
     return value
 
 
@@ -130,7 +130,7 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def check_shape(value: Any) -> None:
+def _check_shape(value: Any) -> None:
     """Refuse JSON nested deeper than MAX_DEPTH or with more than MAX_NODES values (cheap, iterative)."""
     stack = [(value, 1)]
     nodes = 0
@@ -147,7 +147,7 @@ def check_shape(value: Any) -> None:
             stack.extend((v, depth + 1) for v in item)
 
 
-def error_response(exc: GpuqError) -> flask.Response:
+def _error_response(exc: GpuqError) -> flask.Response:
     headers = {}
     if isinstance(exc, RateLimited):
         headers["Retry-After"] = str(max(1, round(exc.retry_after_s)))
@@ -182,7 +182,7 @@ def handle_errors(fn: Handler) -> Handler:
                 exc.code,
                 printable(exc.message),
             )
-            return error_response(exc)
+            return _error_response(exc)
         except Exception:
             log.exception("%s %s failed", request.method, printable(request.path))
             return json_response({"error": {"code": "internal", "message": "internal error"}}, 500)

@@ -17,7 +17,19 @@ from shared.jobs.routes import JOB_ID, ROUTES, Operation, Reply, Route
 from shared.models import CallbackEvent, JobCreate, JobError, JobResult
 from shared.states import JobStatus
 
-__all__ = ["agent_openapi", "dumps", "jobs_openapi"]
+__all__ = [
+    "AgentHealth",
+    "CallbackView",
+    "DeliveryView",
+    "ErrorBody",
+    "ErrorDetail",
+    "JobView",
+    "Resent",
+    "SeedJob",
+    "agent_openapi",
+    "dumps",
+    "jobs_openapi",
+]
 
 REF = "#/components/schemas/{model}"
 

@@ -104,16 +104,16 @@ def _short(exc: BaseException) -> str:
     return str(text).splitlines()[0][:200] if text else ""
 
 
-def claim_doc_id(owner: str, key: str) -> str:
+def _claim_doc_id(owner: str, key: str) -> str:
     """One document per (owner, key); hashed because keys may hold ``/`` and run long."""
     return hashlib.sha256(f"{owner}\x00{key}".encode()).hexdigest()
 
 
-def record_doc_id(kind: str, key: str) -> str:
+def _record_doc_id(kind: str, key: str) -> str:
     return f"{quote(kind, safe='')}:{quote(key, safe='')}"
 
 
-def chunk_doc_id(attempt: int, seq: int) -> str:
+def _chunk_doc_id(attempt: int, seq: int) -> str:
     return f"{attempt}-{seq}"
 
 
@@ -233,7 +233,7 @@ class FirestoreJobStore:
                 raise Conflict(f"a job with id {job.id} already exists", code="job_exists") from exc
             return job, True
 
-        claim_ref = self._claims.document(claim_doc_id(claim.owner, claim.key))
+        claim_ref = self._claims.document(_claim_doc_id(claim.owner, claim.key))
         claim_fields = {"owner": claim.owner, "key": claim.key, "request_hash": claim.request_hash, "job_id": job.id}
         for _ in self._cas_loop(f"idempotency key of job {job.id}"):
             held = claim_ref.get(**self._retrying())
@@ -372,7 +372,7 @@ class FirestoreJobStore:
 
         unique: dict[str, Chunk] = {}
         for chunk in chunks:
-            unique.setdefault(chunk_doc_id(chunk.attempt, chunk.seq), chunk)  # first one wins, as in SQLite
+            unique.setdefault(_chunk_doc_id(chunk.attempt, chunk.seq), chunk)  # first one wins, as in SQLite
         items = list(unique.items())
         parent = self._jobs.document(job_id).collection(CHUNKS)
         added = 0
@@ -419,7 +419,7 @@ class FirestoreJobStore:
     # --- small records ------------------------------------------------------------------------
     @_translate_errors
     def get_record(self, kind: str, key: str) -> dict[str, Any] | None:
-        snapshot = self._records.document(record_doc_id(kind, key)).get(**self._retrying())
+        snapshot = self._records.document(_record_doc_id(kind, key)).get(**self._retrying())
         if not snapshot.exists:
             return None
         value: dict[str, Any] = json.loads(snapshot.get("doc"))
@@ -436,7 +436,7 @@ class FirestoreJobStore:
 
     @_translate_errors
     def put_record(self, kind: str, key: str, value: dict[str, Any]) -> None:
-        self._records.document(record_doc_id(kind, key)).set(
+        self._records.document(_record_doc_id(kind, key)).set(
             {"kind": kind, "key": key, "doc": json.dumps(value)}, **self._retrying()
         )
 

@@ -13,7 +13,7 @@ from typing import Any
 from shared.settings import ClientSettings, split_csv
 from shared.tools.client import ApiError, JobsClient
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
 
 KEY_FILE = "dev-api-key"
 
@@ -43,7 +43,7 @@ def _raise_stop(signum: int, frame: FrameType | None) -> None:
     raise _Stop
 
 
-def cmd_dev(args: argparse.Namespace) -> int:
+def _cmd_dev(args: argparse.Namespace) -> int:
     from shared.tools.devstack import DevStack, DevStackConfig
 
     client = ClientSettings()
@@ -129,7 +129,7 @@ def _poll_until_done(client: JobsClient, job_id: str, started: float) -> dict[st
     return final
 
 
-def cmd_submit(args: argparse.Namespace) -> int:
+def _cmd_submit(args: argparse.Namespace) -> int:
     client = _client()
     body: dict[str, Any] = {"model": args.model, "prompt": args.prompt}
     if args.callback_url:
@@ -147,7 +147,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return 0 if final["status"] == "succeeded" else 1
 
 
-def cmd_status(args: argparse.Namespace) -> int:
+def _cmd_status(args: argparse.Namespace) -> int:
     import json
 
     try:
@@ -158,7 +158,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_cancel(args: argparse.Namespace) -> int:
+def _cmd_cancel(args: argparse.Namespace) -> int:
     try:
         job = _client().cancel(args.job_id)
     except ApiError as exc:
@@ -168,7 +168,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_keys_new(args: argparse.Namespace) -> int:
+def _cmd_keys_new(args: argparse.Namespace) -> int:
     """Make an API key; print it once, and the hashed GPUQ_API_KEYS entry to configure."""
     import secrets
 
@@ -180,7 +180,7 @@ def cmd_keys_new(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_cost(args: argparse.Namespace) -> int:
+def _cmd_cost(args: argparse.Namespace) -> int:
     try:
         report = _client().cost(args.since)
     except ApiError as exc:
@@ -214,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--data-dir", default=".gpuq")
     dev.add_argument("--ollama-url", default=None, help="use a real Ollama instead of the stand-in")
     dev.add_argument("--idle-grace", type=float, default=30.0, help="seconds idle before the box stops itself")
-    dev.set_defaults(func=cmd_dev)
+    dev.set_defaults(func=_cmd_dev)
 
     demo = sub.add_parser("demo", help="the whole story in under a minute, on localhost")
     demo.add_argument("--jobs", type=int, default=3)
@@ -226,24 +226,24 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--stream", action="store_true", help="print tokens as they arrive")
     submit.add_argument("--callback-url")
     submit.add_argument("--idempotency-key")
-    submit.set_defaults(func=cmd_submit)
+    submit.set_defaults(func=_cmd_submit)
 
     status = sub.add_parser("status", help="show a job")
     status.add_argument("job_id")
-    status.set_defaults(func=cmd_status)
+    status.set_defaults(func=_cmd_status)
 
     cancel = sub.add_parser("cancel", help="cancel a queued or running job")
     cancel.add_argument("job_id")
-    cancel.set_defaults(func=cmd_cancel)
+    cancel.set_defaults(func=_cmd_cancel)
 
     cost = sub.add_parser("cost", help="what the boxes cost, per instance and per model")
     cost.add_argument("--since", default="24h", help="window: 30m, 24h, 7d…")
-    cost.set_defaults(func=cmd_cost)
+    cost.set_defaults(func=_cmd_cost)
 
     keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="keys_command", required=True)
     new_key = keys.add_parser("new", help="make a key and its hashed GPUQ_API_KEYS entry")
     new_key.add_argument("name", help="who the key is for (appears in logs and as the job owner)")
-    new_key.set_defaults(func=cmd_keys_new)
+    new_key.set_defaults(func=_cmd_keys_new)
 
     for name, text in (
         ("fake-ollama", "run the Ollama stand-in alone"),
