@@ -4,6 +4,8 @@ errors (syntax errors, fields of the wrong JSON type), checked against one schem
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Final
 
 from aiohttp import web
@@ -70,50 +72,93 @@ PULL_SCHEMA: Final[Schema] = {
 MODEL_SCHEMA: Final[Schema] = {"model": "string", "name": "string"}
 
 
+@dataclass(frozen=True)
+class _Field:
+    """A field of a request struct, named the way Go's "cannot unmarshal" errors name it."""
+
+    struct: str
+    key: str
+
+    def bad(self, value: Any, go_type: str, what: str | None = None, sub: str = "") -> str:
+        path = f"{self.key}.{sub}" if sub else self.key
+        what = what or _json_kind(value)
+        return f"json: cannot unmarshal {what} into Go struct field {self.struct}.{path} of type {go_type}"
+
+
+_Check = Callable[[_Field, Any], str | None]
+
+
+def _plain(python_type: type, go_type: str) -> _Check:
+    """A field that must be one JSON kind (string, bool, object, array)."""
+
+    def check(field: _Field, value: Any) -> str | None:
+        return None if isinstance(value, python_type) else field.bad(value, go_type)
+
+    return check
+
+
+def _ints(field: _Field, value: Any) -> str | None:
+    if not isinstance(value, list):
+        return field.bad(value, "[]int")
+    for item in value:
+        if isinstance(item, bool) or not isinstance(item, (int, float)):
+            return field.bad(item, "int")
+        if isinstance(item, float) and not item.is_integer():
+            return field.bad(item, "int", f"number {item}")
+    return None
+
+
+def _images(field: _Field, value: Any) -> str | None:
+    if not isinstance(value, list):
+        return field.bad(value, "[]api.ImageData")
+    for item in value:
+        if not isinstance(item, str):
+            return field.bad(item, "api.ImageData")
+    return None
+
+
+def _message(field: _Field, item: Any) -> str | None:
+    if item is None:
+        return None
+    if not isinstance(item, dict):
+        return field.bad(item, "api.Message")
+    for sub in ("role", "content"):
+        if item.get(sub) is not None and not isinstance(item[sub], str):
+            return field.bad(item[sub], "string", sub=sub)
+    return None
+
+
+def _messages(field: _Field, value: Any) -> str | None:
+    if not isinstance(value, list):
+        return field.bad(value, "[]api.Message")
+    for item in value:
+        problem = _message(field, item)
+        if problem is not None:
+            return problem
+    return None
+
+
+# One check per schema kind; "duration" (keep_alive) is checked when it is parsed.
+_CHECKS: Final[dict[str, _Check]] = {
+    "string": _plain(str, "string"),
+    "bool": _plain(bool, "bool"),
+    "map": _plain(dict, "map[string]interface {}"),
+    "array": _plain(list, "[]api.Tool"),
+    "[]int": _ints,
+    "[]string": _images,
+    "messages": _messages,
+}
+
+
 def _type_error(struct: str, schema: Schema, body: dict[str, Any]) -> str | None:
     """The first error Go's decoder would report for fields of the wrong JSON type."""
-
-    def bad(value: Any, path: str, go_type: str, kind: str | None = None) -> str:
-        what = kind or _json_kind(value)
-        return f"json: cannot unmarshal {what} into Go struct field {struct}.{path} of type {go_type}"
-
     for key, value in body.items():
-        kind = schema.get(key)
-        if kind is None or value is None:
+        check = _CHECKS.get(schema.get(key, ""))
+        if check is None or value is None:
             continue
-        if kind == "string" and not isinstance(value, str):
-            return bad(value, key, "string")
-        if kind == "bool" and not isinstance(value, bool):
-            return bad(value, key, "bool")
-        if kind == "map" and not isinstance(value, dict):
-            return bad(value, key, "map[string]interface {}")
-        if kind == "array" and not isinstance(value, list):
-            return bad(value, key, "[]api.Tool")
-        if kind == "[]int":
-            if not isinstance(value, list):
-                return bad(value, key, "[]int")
-            for item in value:
-                if isinstance(item, bool) or not isinstance(item, (int, float)):
-                    return bad(item, key, "int")
-                if isinstance(item, float) and not item.is_integer():
-                    return bad(item, key, "int", f"number {item}")
-        if kind == "[]string":
-            if not isinstance(value, list):
-                return bad(value, key, "[]api.ImageData")
-            for item in value:
-                if not isinstance(item, str):
-                    return bad(item, key, "api.ImageData")
-        if kind == "messages":
-            if not isinstance(value, list):
-                return bad(value, key, "[]api.Message")
-            for item in value:
-                if item is None:
-                    continue
-                if not isinstance(item, dict):
-                    return bad(item, key, "api.Message")
-                for sub in ("role", "content"):
-                    if item.get(sub) is not None and not isinstance(item[sub], str):
-                        return bad(item[sub], f"{key}.{sub}", "string")
+        problem = check(_Field(struct, key), value)
+        if problem is not None:
+            return problem
     return None
 
 

@@ -96,7 +96,8 @@ class FakeOllamaConfig(BaseModel):
 class LiveUpdate(BaseModel):
     """Body of POST /__fake__/faults."""
 
-    model_config = ConfigDict(extra="forbid")
+    # The title keeps the model's old private name in the hook's 400 text ("validation error for _LiveUpdate").
+    model_config = ConfigDict(extra="forbid", title="_LiveUpdate")
 
     clear: bool = False
     error_status: int | None = Field(default=None, ge=400, le=599)

@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Final
 
 from aiohttp import web
 
@@ -13,7 +15,7 @@ from shared.fakes.ollama.binding import MODEL_SCHEMA, PULL_SCHEMA, BadRequest, b
 from shared.fakes.ollama.catalogue import Model, spec_for, valid_model_name
 from shared.fakes.ollama.goformat import FOREVER_NS, dumps, go_quote, rfc3339
 from shared.fakes.ollama.responses import NDJSON, closing, error_response, json_response
-from shared.fakes.ollama.state import STATE
+from shared.fakes.ollama.state import STATE, FakeOllamaState
 from shared.fakes.ollama.text import canonical_model_name
 
 __all__ = ["delete", "ps", "pull", "show", "tags"]
@@ -113,6 +115,24 @@ async def delete(request: web.Request) -> web.Response:
     return web.Response(status=200)
 
 
+_MANIFEST_MISSING: Final = "pull model manifest: file does not exist"
+
+
+@dataclass(frozen=True)
+class _Pull:
+    """One pull: the model it adds, whether the "registry" has it, and the progress lines on the way."""
+
+    state: FakeOllamaState
+    canonical: str
+    found: bool
+    lines: list[dict[str, Any]]
+    pause_s: float  # before each line; the whole pull takes pull_delay_s as it was when it began
+
+    def finish(self) -> None:
+        self.state.add_model(self.canonical)
+        self.state.stats.pulls_completed += 1
+
+
 async def pull(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     try:
@@ -125,56 +145,68 @@ async def pull(request: web.Request) -> web.StreamResponse:
     injected = state.take_error_fault()
     if injected is not None:
         return error_response(*injected)
+    job = _plan(state, name)
+    if body.get("stream") is False:
+        return await _pull_whole(request, job)
+    return await _pull_stream(request, job)
 
+
+def _plan(state: FakeOllamaState, name: str) -> _Pull:
     canonical = canonical_model_name(name)
     allowed = state.config.pullable_models
     found = allowed is None or canonical.lower() in {canonical_model_name(a).lower() for a in allowed}
     existing = state.lookup(canonical)
     target = existing or Model(name=canonical, spec=spec_for(canonical), modified_at_ns=0)
-
-    lines: list[dict[str, Any]] = []
-    for digest, total in target.layers():
-        short = digest[7:19]
-        steps = (0.0, 0.25, 0.5, 0.75, 1.0) if total > 1_000_000 else (0.0, 1.0)
-        for frac in steps:
-            line: dict[str, Any] = {"status": f"pulling {short}", "digest": digest, "total": total}
-            if frac > 0:
-                line["completed"] = int(total * frac)
-            lines.append(line)
+    lines = [line for digest, total in target.layers() for line in _layer_lines(digest, total)]
     lines += [{"status": "verifying sha256 digest"}, {"status": "writing manifest"}, {"status": "success"}]
-    pause = state.config.pull_delay_s / len(lines)
+    return _Pull(state, canonical, found, lines, state.config.pull_delay_s / len(lines))
 
-    async def finish() -> None:
-        state.add_model(canonical)
-        state.stats.pulls_completed += 1
 
-    if body.get("stream") is False:
-        if not found:
-            return error_response(500, "pull model manifest: file does not exist")
-        for _ in lines:
-            if pause:
-                await asyncio.sleep(pause)
-            if closing(request):
-                return web.Response(status=499)
-        await finish()
-        return json_response({"status": "success"})
+def _layer_lines(digest: str, total: int) -> list[dict[str, Any]]:
+    """The "pulling <12 hex digits>" lines of one layer, as the Go server words them."""
+    short = digest[7:19]
+    steps = (0.0, 0.25, 0.5, 0.75, 1.0) if total > 1_000_000 else (0.0, 1.0)
+    lines: list[dict[str, Any]] = []
+    for frac in steps:
+        line: dict[str, Any] = {"status": f"pulling {short}", "digest": digest, "total": total}
+        if frac > 0:
+            line["completed"] = int(total * frac)
+        lines.append(line)
+    return lines
 
+
+async def _pull_whole(request: web.Request, job: _Pull) -> web.StreamResponse:
+    """``"stream": false``: one ``{"status": "success"}`` once the whole pull is done."""
+    if not job.found:
+        return error_response(500, _MANIFEST_MISSING)
+    for _ in job.lines:
+        if job.pause_s:
+            await asyncio.sleep(job.pause_s)
+        if closing(request):
+            return web.Response(status=499)
+    job.finish()
+    return json_response({"status": "success"})
+
+
+async def _pull_stream(request: web.Request, job: _Pull) -> web.StreamResponse:
     resp = web.StreamResponse(headers={"Content-Type": NDJSON})
     resp.enable_chunked_encoding()
     await resp.prepare(request)
-    try:
-        await resp.write(b'{"status":"pulling manifest"}\n')
-        if not found:
-            await resp.write((dumps({"error": "pull model manifest: file does not exist"}) + "\n").encode())
-            return resp
-        for line in lines:
-            if pause:
-                await asyncio.sleep(pause)
-            if closing(request):
-                return resp
-            if line["status"] == "success":
-                await finish()
-            await resp.write((dumps(line) + "\n").encode())
-    except ConnectionError:
-        pass
+    with contextlib.suppress(ConnectionError):
+        await _write_progress(request, resp, job)
     return resp
+
+
+async def _write_progress(request: web.Request, resp: web.StreamResponse, job: _Pull) -> None:
+    await resp.write(b'{"status":"pulling manifest"}\n')
+    if not job.found:
+        await resp.write((dumps({"error": _MANIFEST_MISSING}) + "\n").encode())
+        return
+    for line in job.lines:
+        if job.pause_s:
+            await asyncio.sleep(job.pause_s)
+        if closing(request):
+            return
+        if line["status"] == "success":
+            job.finish()
+        await resp.write((dumps(line) + "\n").encode())
