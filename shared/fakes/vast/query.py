@@ -31,31 +31,32 @@ def matches(row: Mapping[str, Any], filters: Mapping[str, Any]) -> bool:
     for name, condition in filters.items():
         if name not in row:
             continue  # unknown field: ignored
-        actual = row[name]
         ops = condition if isinstance(condition, Mapping) else {"eq": condition}
-        for op, wanted in ops.items():
-            if op in ("in", "notin"):
-                items = wanted if isinstance(wanted, list) else [wanted]
-                found = any(actual == _coerce(item, actual) if item is not None else actual is None for item in items)
-                if found != (op == "in"):
-                    return False
-                continue
-            if wanted is None:
-                if (op == "eq") != (actual is None):
-                    return False
-                continue
-            target = _coerce(wanted, actual)
-            if op in ("eq", "neq"):
-                if (actual == target) != (op == "eq"):
-                    return False
-                continue
-            if actual is None or not isinstance(target, int | float) or not isinstance(actual, int | float):
-                return False
-            if not {"gt": actual > target, "gte": actual >= target, "lt": actual < target, "lte": actual <= target}.get(
-                op, True
-            ):
-                return False
+        if not all(_holds(row[name], op, wanted) for op, wanted in ops.items()):
+            return False
     return True
+
+
+def _holds(actual: Any, op: str, wanted: Any) -> bool:
+    """One ``op: value`` condition on a row's value; an unknown operator holds."""
+    if op in ("in", "notin"):
+        items = wanted if isinstance(wanted, list) else [wanted]
+        found = any(actual == _coerce(item, actual) if item is not None else actual is None for item in items)
+        return found == (op == "in")
+    if wanted is None:
+        return (op == "eq") == (actual is None)
+    target = _coerce(wanted, actual)
+    if op in ("eq", "neq"):
+        return bool(actual == target) == (op == "eq")
+    if actual is None or not isinstance(target, int | float) or not isinstance(actual, int | float):
+        return False
+    compared: dict[str, bool] = {
+        "gt": actual > target,
+        "gte": actual >= target,
+        "lt": actual < target,
+        "lte": actual <= target,
+    }
+    return compared.get(op, True)
 
 
 def sort_rows(rows: list[dict[str, Any]], order: list[tuple[str, bool]]) -> list[dict[str, Any]]:
