@@ -7,10 +7,8 @@ from pathlib import Path
 import pytest
 from pydantic_settings import BaseSettings
 
-from agent.vast_selfstop import VastSelfStopSettings
 from shared.boxes.providers.ovh import OvhSettings
-from shared.boxes.providers.vast import VastSettings
-from shared.settings import AgentSettings, ClientSettings, ControlPlaneSettings
+from shared.settings import AgentSettings, ClientSettings, ControlPlaneSettings, VastSelfStopSettings, VastSettings
 from shared.store.blobs import BlobSettings
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
