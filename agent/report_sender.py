@@ -18,12 +18,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 from collections.abc import Callable
 
 import aiohttp
 
 from agent.reporter import JobReporter
+from shared.backoff import Backoff, Delays
 from shared.jobs.events import (
     AgentJob,
     Report,
@@ -41,6 +41,9 @@ FINAL_REPORT_DEADLINE_S = 600.0
 REPORT_TIMEOUT = aiohttp.ClientTimeout(total=10)
 MAX_BATCH_CHARS = 1_000_000  # output text per request; the rest goes in the next one at once
 MAX_BATCH_JOBS = 500
+# A failed request is retried after 0.2 s, doubling up to 30 s, each delay jittered to 0.5x-1.5x
+# (every box on a control plane that comes back must not resend at once); it never gives up by itself.
+RETRY = Backoff(first_s=0.2, factor=2.0, cap_s=30.0, jitter=(0.5, 1.5))
 
 
 class ReportSender:
@@ -60,7 +63,7 @@ class ReportSender:
         return reporter
 
     async def run(self) -> None:
-        delay = 0.2
+        retry: Delays | None = None  # the backoff of the failures in a row, if the last request failed
         while True:
             if not self._jobs:
                 self._has_jobs.clear()
@@ -72,23 +75,26 @@ class ReportSender:
             self._urgent.clear()
             try:
                 more = await self._send_due()
-                delay = 0.2
+                retry = None
             except Exception as exc:  # the loop must outlive any failure: every job's outcome goes through it
-                expected = isinstance(exc, aiohttp.ClientError | TimeoutError | ValueError)
-                log.log(
-                    logging.WARNING if expected else logging.ERROR,
-                    "progress reports not delivered (%s: %s); retrying in %.1fs",
-                    type(exc).__name__,
-                    exc,
-                    delay,
-                    exc_info=not expected,
-                )
-                self._give_up_overdue()
-                await asyncio.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 2, 30.0)
+                retry = retry or RETRY.delays()
+                await self._after_failure(exc, next(retry))
                 more = True
             if more:
                 self._urgent.set()
+
+    async def _after_failure(self, exc: Exception, delay: float) -> None:
+        expected = isinstance(exc, aiohttp.ClientError | TimeoutError | ValueError)
+        log.log(
+            logging.WARNING if expected else logging.ERROR,
+            "progress reports not delivered (%s: %s); retrying in %.1fs",
+            type(exc).__name__,
+            exc,
+            delay,
+            exc_info=not expected,
+        )
+        self._give_up_overdue()
+        await asyncio.sleep(delay)
 
     async def _send_due(self) -> bool:
         """Send one round; True when more is pending than one request could carry."""

@@ -29,59 +29,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
-
+from shared.backoff import Backoff
 from shared.boxes.providers.vast import RetryPolicy, VastClient, agent_url_of, instance_state
 from shared.errors import ProviderError
 from shared.models import Instance, InstanceState
+from shared.settings import VastSelfStopSettings
 
+# VastSelfStopSettings lives in shared.settings; re-exported for agent/app.py, which builds it here.
 __all__ = ["VastSelfStop", "VastSelfStopSettings"]
 
 log = logging.getLogger("gpuq.agent.vast_selfstop")
 
 _CONFIRMED = (InstanceState.STOPPING, InstanceState.STOPPED, InstanceState.GONE)
-
-
-class VastSelfStopSettings(BaseSettings):
-    """What Vast puts in every container, plus how hard to try."""
-
-    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
-
-    container_id: str = Field(default="", validation_alias="CONTAINER_ID", description="This instance's Vast id.")
-    container_api_key: SecretStr = Field(
-        default=SecretStr(""),
-        validation_alias="CONTAINER_API_KEY",
-        description="Key that can manage only this instance.",
-    )
-    vast_url: str = Field(
-        default="https://console.vast.ai", validation_alias="VAST_URL", description="Vast API base URL."
-    )
-    cli_path: str = Field(
-        default="vastai",
-        validation_alias="GPUQ_AGENT_VASTAI_CLI",
-        description="The vastai CLI (a name on PATH or a path); missing = REST only.",
-    )
-    cli_timeout_s: float = Field(
-        default=60.0,
-        validation_alias="GPUQ_AGENT_VASTAI_CLI_TIMEOUT_S",
-        description="The CLI is killed after this long.",
-    )
-    confirm_s: float = Field(
-        default=5.0,
-        validation_alias="GPUQ_AGENT_VAST_CONFIRM_S",
-        description="How long a GET may take to show the stop before it counts as failed.",
-    )
-    rest_attempts: int = Field(
-        default=4,
-        validation_alias="GPUQ_AGENT_VAST_REST_ATTEMPTS",
-        description="REST stop tries after the CLI (each confirmed with a GET).",
-    )
-    backoff_s: float = Field(
-        default=1.0,
-        validation_alias="GPUQ_AGENT_VAST_BACKOFF_S",
-        description="First delay between REST tries; doubles.",
-    )
 
 
 class VastSelfStop:
@@ -223,55 +182,58 @@ class VastSelfStop:
 
     async def _confirm(self, client: VastClient, cid: int) -> Instance | None:
         """The instance if a GET shows it stopping/stopped/gone within ``confirm_s``, else ``None``."""
-        deadline = time.monotonic() + self.settings.confirm_s
+        polls = Backoff(first_s=0.5, factor=1.0, deadline_s=max(0.0, self.settings.confirm_s)).delays()
         while True:
             try:
                 row = await client.show_instance(cid)
             except ProviderError as exc:
                 log.warning("self-stop: confirming GET failed: %s", exc.message)
-                row, failed = None, True
             else:
-                failed = False
-            if not failed:
                 instance = self._instance(str(cid), row)
                 if instance.state in _CONFIRMED:
                     return instance
                 log.info("self-stop: GET shows %s", instance.detail)
-            if time.monotonic() >= deadline:
+            delay = next(polls, None)
+            if delay is None:
                 return None
-            await asyncio.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+            await asyncio.sleep(delay)
 
     async def _stop_with_rest(self, client: VastClient, cid: int) -> Instance:
         attempts = max(1, self.settings.rest_attempts)
-        for attempt in range(1, attempts + 1):
-            try:
-                body = await client.set_state(cid, "stopped")
-            except ProviderError as exc:
-                log.warning("self-stop: REST stop %d/%d failed: %s", attempt, attempts, exc.message)
-            else:
-                if body is None:
-                    log.info("self-stop: Vast no longer has instance %s", cid)
-                    return self._instance(str(cid), None)
-                if body.get("success") is False:
-                    log.warning(
-                        "self-stop: REST stop %d/%d refused: %s",
-                        attempt,
-                        attempts,
-                        str(body.get("msg") or body.get("error") or body)[:200],
-                    )
-                else:
-                    confirmed = await self._confirm(client, cid)
-                    if confirmed is not None:
-                        log.info(
-                            "self-stop: stop of %s via REST confirmed (%s) on try %d",
-                            cid,
-                            confirmed.state.value,
-                            attempt,
-                        )
-                        return confirmed
-                    log.warning("self-stop: REST stop %d/%d accepted but not confirmed", attempt, attempts)
-            if attempt < attempts:
-                await asyncio.sleep(self.settings.backoff_s * 2 ** (attempt - 1))
-        raise ProviderError(
-            f"could not stop Vast instance {cid} after the CLI and {attempts} REST tries", code="provider_stop_failed"
-        )
+        delays = Backoff(first_s=max(0.0, self.settings.backoff_s), factor=2.0, max_tries=attempts).delays()
+        while True:
+            stopped = await self._rest_try(client, cid, delays.tries, attempts)
+            if stopped is not None:
+                return stopped
+            delay = next(delays, None)
+            if delay is None:
+                raise ProviderError(
+                    f"could not stop Vast instance {cid} after the CLI and {attempts} REST tries",
+                    code="provider_stop_failed",
+                )
+            await asyncio.sleep(delay)
+
+    async def _rest_try(self, client: VastClient, cid: int, attempt: int, attempts: int) -> Instance | None:
+        """One REST stop, confirmed with a GET: the instance once confirmed, ``None`` to try again."""
+        try:
+            body = await client.set_state(cid, "stopped")
+        except ProviderError as exc:
+            log.warning("self-stop: REST stop %d/%d failed: %s", attempt, attempts, exc.message)
+            return None
+        if body is None:
+            log.info("self-stop: Vast no longer has instance %s", cid)
+            return self._instance(str(cid), None)
+        if body.get("success") is False:
+            log.warning(
+                "self-stop: REST stop %d/%d refused: %s",
+                attempt,
+                attempts,
+                str(body.get("msg") or body.get("error") or body)[:200],
+            )
+            return None
+        confirmed = await self._confirm(client, cid)
+        if confirmed is None:
+            log.warning("self-stop: REST stop %d/%d accepted but not confirmed", attempt, attempts)
+            return None
+        log.info("self-stop: stop of %s via REST confirmed (%s) on try %d", cid, confirmed.state.value, attempt)
+        return confirmed

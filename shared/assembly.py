@@ -35,7 +35,8 @@ def build_provider(settings: ControlPlaneSettings) -> ComputeProvider:
         )
         return LocalProvider(settings.data_dir / "instances", launch)
     if settings.provider == "vast":
-        from shared.boxes.providers.vast import VastSettings, build_vast_provider
+        from shared.boxes.providers.vast import build_vast_provider
+        from shared.settings import VastSettings
 
         vast = VastSettings()
         return build_vast_provider(

@@ -23,6 +23,12 @@ The tree is split by who must act::
     └── ServiceError                a dependency failed: the operator must act or wait (5xx)
         ├── QueueUnavailable        503 Cloud Tasks refused or is unreachable
         ├── ProviderError           502 the compute provider's API failed
+        │   ├── VastAuthError       502 bad or revoked Vast key (401/403, or 404 + auth_error)
+        │   ├── VastRateLimited     502 Vast still answers 429 after the retry policy
+        │   ├── VastUnavailable     502 Vast 5xx / timeouts after the retry policy
+        │   ├── VastRejected        502 any other Vast 4xx (the message says why; carries ``status_code``)
+        │   ├── VastCreateUncertain 502 a create whose answer was lost (it may have run)
+        │   └── NoCapacity          502 no offer matches (any provider; or ``instance_restart_failed``)
         ├── AgentUnreachable        502 the agent on the box did not answer
         └── DeployError             502 a step of `gpuq deploy` failed
 
@@ -42,6 +48,7 @@ __all__ = [
     "InvalidRequest",
     "InvalidTransition",
     "MethodNotAllowed",
+    "NoCapacity",
     "NotFound",
     "PayloadTooLarge",
     "ProviderError",
@@ -53,6 +60,11 @@ __all__ = [
     "Unauthorized",
     "UnsupportedMediaType",
     "ValidationFailed",
+    "VastAuthError",
+    "VastCreateUncertain",
+    "VastRateLimited",
+    "VastRejected",
+    "VastUnavailable",
 ]
 
 
@@ -158,6 +170,49 @@ class QueueUnavailable(ServiceError):
 
 class ProviderError(ServiceError):
     code = "provider_error"
+    status = 502
+
+
+class VastAuthError(ProviderError):
+    """The operator must fix the key: retrying cannot help."""
+
+    code = "provider_auth_error"
+    status = 502
+
+
+class VastRateLimited(ProviderError):
+    code = "provider_rate_limited"
+    status = 502
+
+
+class VastUnavailable(ProviderError):
+    code = "provider_unavailable"
+    status = 502
+
+
+class VastRejected(ProviderError):
+    """Vast refused the request (a 4xx other than auth); ``status_code`` and ``error`` are Vast's."""
+
+    code = "provider_rejected"
+    status = 502
+
+    def __init__(self, message: str, *, status_code: int, error: str = "", code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.status_code = status_code
+        self.error = error
+
+
+class VastCreateUncertain(ProviderError):
+    """A create was sent and its answer lost: it may have run, so it is reconciled, never resent."""
+
+    code = "provider_create_uncertain"
+    status = 502
+
+
+class NoCapacity(ProviderError):
+    """No offer matches what the box needs (``code`` ``instance_restart_failed`` for a replacement)."""
+
+    code = "no_capacity"
     status = 502
 
 

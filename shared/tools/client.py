@@ -8,11 +8,14 @@ from typing import Any
 
 import httpx
 
+from shared.backoff import Backoff, parse_retry_after
 from shared.tools.sse import SseEvent, iter_sse
 
 __all__ = ["ApiError", "JobsClient"]
 
 MAX_RATE_LIMIT_RETRIES = 5
+# Tries of a rate-limited request: the server's Retry-After (at most 60 s), else 1 s between tries.
+RATE_LIMIT_BACKOFF = Backoff(first_s=1.0, factor=1.0, cap_s=60.0, max_tries=MAX_RATE_LIMIT_RETRIES)
 
 
 class ApiError(Exception):
@@ -40,12 +43,18 @@ class JobsClient:
 
     def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """One request; a 429 is retried after its Retry-After, a few times, as a polite client does."""
-        for _ in range(MAX_RATE_LIMIT_RETRIES):
+        delays = RATE_LIMIT_BACKOFF.delays()
+        while True:
             response = self._http.request(method, path, **kwargs)
             if response.status_code != 429:
                 return response
-            time.sleep(min(float(response.headers.get("Retry-After", "1")), 60.0))
-        return response
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            if retry_after is not None:
+                delays.override(retry_after)
+            delay = next(delays, None)
+            if delay is None:
+                return response  # still limited: the caller sees the 429
+            time.sleep(delay)
 
     def _json(self, response: httpx.Response) -> dict[str, Any]:
         try:

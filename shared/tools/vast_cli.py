@@ -23,10 +23,11 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from shared.boxes.providers.vast import VastProvider, VastSettings, build_vast_provider, instance_state
-from shared.boxes.providers.vast.offers import VastOffer
+from shared.boxes.providers.vast import VastProvider, build_vast_provider, instance_state
+from shared.boxes.providers.vast.offers import VastOffer, offer_query
 from shared.errors import GpuqError
 from shared.models import Instance
+from shared.settings import VastSettings
 
 __all__ = ["build_parser", "main"]
 
@@ -141,7 +142,7 @@ def cmd_offers(provider: VastProvider, args: argparse.Namespace) -> int:
         overrides["min_reliability"] = args.min_reliability
     if args.disk is not None:
         overrides["disk_gb"] = args.disk
-    offers: list[VastOffer] = _run(provider.search_offers(settings.offer_query(**overrides)))[: args.limit]
+    offers: list[VastOffer] = _run(provider.search_offers(offer_query(settings, **overrides)))[: args.limit]
     if args.json:
         print(json.dumps([o.model_dump(exclude={"raw"}) for o in offers], indent=1))
         return 0

@@ -15,11 +15,12 @@ import pytest
 
 from agent.selfstop import watch_idle
 from agent.state import AgentState, Phase
-from agent.vast_selfstop import VastSelfStop, VastSelfStopSettings
+from agent.vast_selfstop import VastSelfStop
 from shared.boxes.providers.vast import RetryPolicy
 from shared.errors import ProviderError
 from shared.fakes.vast import FakeVastConfig, FakeVastControl, FakeVastServer, serve_in_thread
 from shared.models import InstanceState
+from shared.settings import VastSelfStopSettings
 from tests.servers import wait_until
 
 KEY = "acct-key-selfstop"
@@ -30,7 +31,8 @@ FAST = RetryPolicy(max_attempts=3, base_delay_s=0.01, max_delay_s=0.05, timeout_
 # instance (CONTAINER_ID, CONTAINER_API_KEY, VAST_URL), then wait for the SIGTERM like the agent.
 SELF_STOPPING_BOX = """
 import asyncio, logging, signal, sys, time
-from agent.vast_selfstop import VastSelfStop, VastSelfStopSettings
+from agent.vast_selfstop import VastSelfStop
+from shared.settings import VastSelfStopSettings
 logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
 signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
 result = asyncio.run(VastSelfStop(VastSelfStopSettings()).stop("vast-1"))

@@ -7,9 +7,16 @@ from pathlib import Path
 import pytest
 from pydantic_settings import BaseSettings
 
-from agent.vast_selfstop import VastSelfStopSettings
-from shared.boxes.providers.vast import VastSettings
-from shared.settings import AgentSettings, BlobSettings, ClientSettings, ControlPlaneSettings, LogSettings, OvhSettings
+from shared.settings import (
+    AgentSettings,
+    BlobSettings,
+    ClientSettings,
+    ControlPlaneSettings,
+    LogSettings,
+    OvhSettings,
+    VastSelfStopSettings,
+    VastSettings,
+)
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 

@@ -19,7 +19,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["OfferQuery", "VastOffer", "normalize_gpu_name", "rank_offers"]
+from shared.settings import VastSettings
+
+__all__ = ["OfferQuery", "VastOffer", "normalize_gpu_name", "offer_query", "rank_offers"]
 
 
 def normalize_gpu_name(name: str) -> str:
@@ -123,6 +125,22 @@ class OfferQuery(BaseModel):
             or (self.verified_only and offer.verified is False)
             or (offer.machine_id is not None and offer.machine_id in self.exclude_machine_ids)
         )
+
+
+def offer_query(settings: VastSettings, **overrides: Any) -> OfferQuery:
+    """The query the settings describe (``VASTAI_PREFERRED_GPUS``, ``VASTAI_MIN_VRAM_GB``, …), with
+    ``overrides`` (any :class:`OfferQuery` field) on top."""
+    base: dict[str, Any] = {
+        "gpu_names": tuple(settings.gpu_list()),
+        "min_vram_gb": settings.min_vram_gb,
+        "max_dph": settings.max_bid_per_hour,
+        "min_reliability": settings.min_reliability,
+        "disk_gb": settings.default_disk_gb,
+        "num_gpus": settings.num_gpus,
+        "verified_only": settings.verified_only,
+    }
+    base.update(overrides)
+    return OfferQuery(**base)
 
 
 def rank_offers(rows: Iterable[dict[str, Any]], query: OfferQuery, preferred: Sequence[str] = ()) -> list[VastOffer]:
