@@ -129,7 +129,7 @@ def _uptime(instance: Instance, now: float) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s"
 
 
-def cmd_offers(provider: VastProvider, args: argparse.Namespace) -> int:
+def _cmd_offers(provider: VastProvider, args: argparse.Namespace) -> int:
     settings = provider.settings
     overrides: dict[str, Any] = {"limit": max(args.limit * 4, 64)}
     if args.gpu:
@@ -191,7 +191,7 @@ async def _all_instances(provider: VastProvider) -> list[tuple[Instance, dict[st
     return out
 
 
-def cmd_list(provider: VastProvider, args: argparse.Namespace) -> int:
+def _cmd_list(provider: VastProvider, args: argparse.Namespace) -> int:
     current = provider.current_vast_id()
     if args.all:
         listed = _run(_all_instances(provider))
@@ -223,7 +223,7 @@ def cmd_list(provider: VastProvider, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_action(provider: VastProvider, args: argparse.Namespace) -> int:
+def _cmd_action(provider: VastProvider, args: argparse.Namespace) -> int:
     if args.action == "create":
         new_id = _run(
             provider.create_instance(
@@ -258,10 +258,10 @@ def main(argv: list[str] | None = None) -> int:
         state_dir = settings.state_dir or Path(getattr(args, "data_dir", ".gpuq")) / "vast"
         provider = build_vast_provider(settings, logical_id=getattr(args, "box", "vast-1"), state_dir=state_dir)
         if args.group == "offers":
-            return cmd_offers(provider, args)
+            return _cmd_offers(provider, args)
         if args.action is None:
-            return cmd_list(provider, args)
-        return cmd_action(provider, args)
+            return _cmd_list(provider, args)
+        return _cmd_action(provider, args)
     except ValidationError as exc:
         print(f"error: bad Vast settings: {exc.errors()[0].get('msg')}", file=sys.stderr)
         return 2
