@@ -62,6 +62,16 @@ class Backoff:
         if self.deadline_s is not None and self.deadline_s < 0:
             raise ValueError("deadline_s is not negative")
 
+    def after_try(self, try_number: int, *, rng: random.Random | None = None) -> float:
+        """The delay after failed try ``try_number`` (1-based), for retries that are not one run in one
+        process: each callback try is its own queue task, so the try number is all that carries over."""
+        try:
+            base = min(self.first_s * self.factor ** max(0, try_number - 1), self.cap_s)
+        except OverflowError:
+            base = self.cap_s
+        low, high = self.jitter
+        return base * (low if low == high else (rng or random.Random()).uniform(low, high))
+
     def delays(self, *, rng: random.Random | None = None, clock: Callable[[], float] = time.monotonic) -> Delays:
         """The delays of one run; its deadline (if any) counts from this call."""
         return Delays(self, rng=rng or random.Random(), clock=clock)

@@ -14,6 +14,7 @@ from typing import Literal, NamedTuple
 
 import httpx
 
+from shared.backoff import Backoff
 from shared.controlplane import ControlPlane
 from shared.errors import ValidationFailed
 from shared.jobs.tasks import CallbackTask, push_task
@@ -27,6 +28,9 @@ __all__ = ["deliver_callback", "event_id_for", "requeue_pending", "resend_failed
 log = logging.getLogger("gpuq.callbacks")
 
 MAX_BACKOFF_S = 3600.0
+# Jitter spreads the retries of many callbacks that failed together (a receiver that was down): each waits
+# between half of its doubling delay and all of it, so none waits longer than before.
+RETRY_JITTER = (0.5, 1.0)
 
 
 def event_id_for(job: Job, event_type: str, suffix: str = "") -> str:
@@ -93,6 +97,10 @@ class _Try(NamedTuple):
     try_number: int  # the try's number; the last one for a target that is never retried
 
 
+def _retry_policy(cp: ControlPlane) -> Backoff:
+    return Backoff(first_s=cp.settings.callback_backoff_s, factor=2.0, cap_s=MAX_BACKOFF_S, jitter=RETRY_JITTER)
+
+
 def deliver_callback(cp: ControlPlane, job_id: str, event_id: str, event_type: str, try_number: int) -> str:
     """One delivery try. Returns the outcome; schedules the next try itself on failure."""
     job = cp.store.get(job_id)
@@ -111,7 +119,7 @@ def deliver_callback(cp: ControlPlane, job_id: str, event_id: str, event_type: s
         outcome=_outcome(done, cp.settings.callback_max_tries),
     )
     if record.outcome == "retrying":
-        delay = min(cp.settings.callback_backoff_s * 2 ** (done.try_number - 1), MAX_BACKOFF_S)
+        delay = _retry_policy(cp).after_try(done.try_number)
         next_try = CallbackTask.of(
             job_id=job_id, event_id=event_id, event_type=event_type, try_number=done.try_number + 1
         )

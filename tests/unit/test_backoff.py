@@ -144,3 +144,12 @@ def test_retry_after_in_seconds_is_parsed_and_other_forms_are_left_to_the_policy
 ) -> None:
     assert parse_retry_after(header) == seconds
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") is None
+
+
+def test_the_delay_after_a_given_try_doubles_up_to_the_cap_within_its_jitter() -> None:
+    policy = Backoff(first_s=2.0, factor=2.0, cap_s=3600.0, jitter=(0.5, 1.0))
+    rng = random.Random(7)
+    for try_number, full in [(1, 2.0), (2, 4.0), (5, 32.0), (12, 3600.0), (5000, 3600.0)]:
+        delay = policy.after_try(try_number, rng=rng)
+        assert full * 0.5 <= delay <= full
+    assert Backoff(first_s=2.0).after_try(3) == 8.0  # no jitter: exactly the doubling
