@@ -18,6 +18,7 @@ The tree is split by who must act::
     │   └── RateLimited             429 too many requests (carries ``retry_after_s``)
     ├── TryLater                    not an error of anyone: retry after ``delay_s`` (dispatch snoozes)
     ├── InstanceNotFound            404 the provider has no such instance (handled inside the provider)
+    ├── ApiError                    the jobs API's error answer, as its clients see it (status and code)
     ├── StaleWrite                  a conditional write lost a race (compare-and-set refused)
     │   └── InvalidTransition       the job's state machine forbids the move
     └── ServiceError                a dependency failed: the operator must act or wait (5xx)
@@ -37,8 +38,11 @@ Only the HTTP edge (``functions/edge.py``, ``agent/app.py``) turns these into re
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "AgentUnreachable",
+    "ApiError",
     "ClientError",
     "Conflict",
     "DeployError",
@@ -219,6 +223,17 @@ class NoCapacity(ProviderError):
 class AgentUnreachable(ServiceError):
     code = "agent_unreachable"
     status = 502
+
+
+class ApiError(GpuqError):
+    """An error answer of the jobs API as a client sees it (the CLI, the demo, tests): the answer's
+    HTTP ``status`` and its body's ``code`` (``None`` when the body had none)."""
+
+    def __init__(self, status: int, body: Any) -> None:
+        error = body.get("error", {}) if isinstance(body, dict) else {}
+        super().__init__(f"{status} {error.get('code', '')}: {error.get('message', body)}")
+        self.status = status
+        self.code: str | None = error.get("code")  # type: ignore[assignment]  # the server's, maybe none
 
 
 class InstanceNotFound(GpuqError):

@@ -10,8 +10,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from shared.errors import ApiError
 from shared.settings import ClientSettings, split_csv
-from shared.tools.client import ApiError, JobsClient
+from shared.tools.client import JobsClient
 
 __all__ = ["build_parser", "main"]
 

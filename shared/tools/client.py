@@ -9,21 +9,14 @@ from typing import Any
 import httpx
 
 from shared.backoff import Backoff, parse_retry_after
+from shared.errors import ApiError
 from shared.tools.sse import SseEvent, iter_sse
 
-__all__ = ["ApiError", "JobsClient"]
+__all__ = ["JobsClient"]
 
 MAX_RATE_LIMIT_RETRIES = 5
 # Tries of a rate-limited request: the server's Retry-After (at most 60 s), else 1 s between tries.
 RATE_LIMIT_BACKOFF = Backoff(first_s=1.0, factor=1.0, cap_s=60.0, max_tries=MAX_RATE_LIMIT_RETRIES)
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, body: Any) -> None:
-        error = body.get("error", {}) if isinstance(body, dict) else {}
-        super().__init__(f"{status} {error.get('code', '')}: {error.get('message', body)}")
-        self.status = status
-        self.code = error.get("code")
 
 
 class JobsClient:

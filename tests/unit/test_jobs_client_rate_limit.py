@@ -9,7 +9,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from shared.tools.client import MAX_RATE_LIMIT_RETRIES, ApiError, JobsClient
+from shared.errors import ApiError
+from shared.tools.client import MAX_RATE_LIMIT_RETRIES, JobsClient
 
 
 class LimitedServer:
