@@ -129,22 +129,9 @@ def test_vastai_create_show_stop_start_and_destroy_work_against_the_fake(
 ) -> None:
     for _ in range(26):  # more than one page of the v1 list, which `show instances` must follow
         create(api, 5100004, target_state="stopped", label="bulk")
+    create_args = ["instance", "5100002", "--image", "gpuq/agent:test", "--env", "-e FOO=bar -p 8000:8000"]
     result = vastai(
-        cli_env,
-        "create",
-        "instance",
-        "5100002",
-        "--image",
-        "gpuq/agent:test",
-        "--env",
-        "-e FOO=bar -p 8000:8000",
-        "--onstart-cmd",
-        "echo hi",
-        "--disk",
-        "24",
-        "--label",
-        "gpuq",
-        "--raw",
+        cli_env, "create", *create_args, "--onstart-cmd", "echo hi", "--disk", "24", "--label", "gpuq", "--raw"
     )
     assert result.returncode == 0, result.stderr
     created = json.loads(result.stdout)
