@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint dev bench clean tools
+.PHONY: demo test lint dev bench clean tools venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,17 +17,21 @@ $(STAMP): pyproject.toml
 	$(VENV)/vastai/bin/pip install --quiet 'vastai==1.9.1'
 	touch $(STAMP)
 
+# The venv alone (the package, its dev tools, the tasks emulator and the vastai CLI's own venv).
+venv: $(STAMP)
+
 demo: $(STAMP)
 	$(BIN)/gpuq demo
 
 dev: $(STAMP)
 	$(BIN)/gpuq dev
 
-# shellcheck (for the agent's on-start script) comes from Debian; installed when we can, else its test skips.
+# shellcheck (for the agent's on-start script) comes from Debian; installed when we can, else its test skips
+# (fails under CI=true).
 tools:
 	@command -v shellcheck >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck >/dev/null) ; } || \
-		echo "shellcheck unavailable: its test will be skipped"
+		echo "shellcheck unavailable: its test will be skipped (failed under CI=true)"
 
 test: $(STAMP) tools
 	$(BIN)/ruff check .

@@ -10,6 +10,7 @@ from shared.tools.client import JobsClient
 from shared.tools.devstack import DevStack
 from shared.tools.receiver import CallbackReceiver
 from tests.servers import start_stack
+from tests.stack_reset import StackReset
 
 
 @pytest.fixture(autouse=True)
@@ -21,14 +22,28 @@ def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
-    """The whole local stack, started once per test run."""
+def session_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
+    """The whole local stack, started once per test run. Tests take it as ``stack``, reset for each."""
     data_dir: Path = tmp_path_factory.mktemp("stack")
     running = start_stack(data_dir)
     try:
         yield running
     finally:
         running.stop()
+
+
+@pytest.fixture(scope="session")
+def stack_reset(session_stack: DevStack) -> Iterator[StackReset]:
+    reset = StackReset(session_stack)
+    yield reset
+    reset.close()
+
+
+@pytest.fixture
+def stack(session_stack: DevStack, stack_reset: StackReset) -> DevStack:
+    """The session's stack, as a test finds it: empty store and queues, no box up (processes kept)."""
+    stack_reset()
+    return session_stack
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -106,6 +107,7 @@ class DevStack:
         self._procs: list[_Proc] = []
         self._stop = threading.Event()
         self._reaper: threading.Thread | None = None
+        self._reaper_call = threading.Lock()  # held for each reaper call; see scheduler_paused()
         keys = config.api_key or f"dev:gpuq_{secrets.token_urlsafe(24)}"
         self.api_key = split_csv(keys)[0].partition(":")[2] or split_csv(keys)[0]
         self.url = f"http://127.0.0.1:{config.port}"
@@ -328,6 +330,10 @@ class DevStack:
     def start_functions(self) -> None:
         self._start_functions()
 
+    def pid(self, name: str) -> int:
+        """The pid of a process this stack runs: "tasks-emulator", "functions", "fake-ollama", …"""
+        return next(proc.popen.pid for proc in self._procs if proc.name == name)
+
     def _start_functions(self) -> None:
         workers = {"WORKERS": str(self.config.functions_workers), "THREADS": str(self.config.functions_threads)}
         env = workers | {"PYTHONUNBUFFERED": "1"} | self.env()
@@ -354,10 +360,18 @@ class DevStack:
         headers = {"Authorization": f"Bearer {self.settings.reaper_token}"}
         with httpx.Client(timeout=30.0) as client:
             while not self._stop.wait(self.config.reaper_period_s):
-                try:
-                    client.post(self.url + "/reaper", headers=headers)
-                except httpx.HTTPError as exc:
-                    log.warning("reaper call failed: %s", type(exc).__name__)
+                with self._reaper_call:
+                    try:
+                        client.post(self.url + "/reaper", headers=headers)
+                    except httpx.HTTPError as exc:
+                        log.warning("reaper call failed: %s", type(exc).__name__)
+
+    @contextlib.contextmanager
+    def scheduler_paused(self) -> Iterator[None]:
+        """No reaper call runs inside the block (one under way is waited for): the tests reset the
+        store and queues of a running stack inside it, and a reaper pass must not act on half of it."""
+        with self._reaper_call:
+            yield
 
     def start(self) -> DevStack:
         self.data_dir.mkdir(parents=True, exist_ok=True)

@@ -9,26 +9,12 @@ from pathlib import Path
 import pytest
 
 from shared.errors import GpuqError, PayloadTooLarge, ServiceError
-from shared.models import Job
 from shared.states import JobStatus
 from shared.store.base import Chunk, IdempotencyClaim
 from shared.store.firestore import CHUNKS, CLAIMS, JOBS, MAX_DOC_BYTES, RECORDS, FirestoreJobStore
 from tests.contract.conftest import PROJECT
 from tests.contract.emulator import FirestoreEmulator, free_port
-
-
-def make_job(job_id: str = "job_1", **fields: object) -> Job:
-    base: dict[str, object] = {
-        "id": job_id,
-        "owner": "alice",
-        "model": "m",
-        "prompt": "p",
-        "max_queue_s": 60,
-        "timeout_s": 60,
-        "queued_at": 1000.0,
-    }
-    base.update(fields)
-    return Job.model_validate(base)
+from tests.contract.sample_jobs import make_job
 
 
 @pytest.fixture

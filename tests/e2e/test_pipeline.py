@@ -16,12 +16,12 @@ from tests.servers import MODEL, instance_stopped, start_stack, wait_until
 NUM_TOKENS = 24  # the stand-in's default length
 
 
-@pytest.fixture(scope="module", params=["local", "vast-fake", "ovh-fake"])
+@pytest.fixture(params=["local", "vast-fake", "ovh-fake"])
 def any_stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
     """The whole pipeline on local boxes, on boxes rented from the fake Vast API, and on an app run by the
-    fake `ovhai` CLI."""
+    fake `ovhai` CLI. One test uses it, so each stack is started once (the local one is the session's)."""
     if request.param == "local":
-        yield request.getfixturevalue("stack")
+        yield request.getfixturevalue("stack")  # reset for this test
         return
     running = start_stack(tmp_path_factory.mktemp(request.param), provider=request.param, vast_port=free_port())
     try:

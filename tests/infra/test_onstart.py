@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -20,6 +19,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.required_tools import require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 ONSTART = ROOT / "infra" / "agent" / "onstart.sh"
@@ -38,12 +39,9 @@ while :; do sleep 0.05; done
 """
 
 
-@pytest.mark.skipif(
-    shutil.which("shellcheck") is None,
-    reason="shellcheck is not installed (apt-get install shellcheck): the scripts were not linted",
-)
 def test_the_scripts_pass_shellcheck() -> None:
-    proc = subprocess.run(["shellcheck", "--severity=style", *map(str, SCRIPTS)], capture_output=True, text=True)
+    shellcheck = require_tool("shellcheck", "tools")
+    proc = subprocess.run([shellcheck, "--severity=style", *map(str, SCRIPTS)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 

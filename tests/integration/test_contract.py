@@ -13,8 +13,16 @@ from schemathesis.checks import positive_data_acceptance
 
 from shared.jobs.openapi import agent_openapi, dumps, jobs_openapi
 from shared.tools.devstack import DevStack
+from tests.stack_reset import StackReset
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+@pytest.fixture(scope="module")
+def stack(session_stack: DevStack, stack_reset: StackReset) -> DevStack:
+    """Reset once for this module, not per test: the last test reads what the fuzzing cases left behind."""
+    stack_reset()
+    return session_stack
 
 
 @pytest.mark.parametrize(("name", "build"), [("openapi.json", jobs_openapi), ("agent-openapi.json", agent_openapi)])

@@ -16,10 +16,11 @@ import httpx
 import pytest
 
 from shared.fakes.vast import FakeVastConfig, FakeVastControl, FakeVastServer, serve_in_thread
+from tests.required_tools import VASTAI_CLI, require_tool
 from tests.servers import wait_until
 
 KEY = "acct-key-fake-vast"
-VASTAI = Path(sys.prefix) / "vastai" / "bin" / "vastai"
+VASTAI = VASTAI_CLI
 
 TINY_SERVER = """
 import json, os, signal, sys
@@ -69,8 +70,7 @@ def api(fake: FakeVastServer) -> Iterator[httpx.Client]:
 
 @pytest.fixture
 def cli_env(fake: FakeVastServer, tmp_path: Path) -> dict[str, str]:
-    if not VASTAI.exists():
-        pytest.skip(f"the vastai CLI is not installed at {VASTAI} (make installs it)")
+    require_tool(VASTAI, "venv")
     return {
         "PATH": os.environ.get("PATH", ""),
         "HOME": str(tmp_path),

@@ -21,10 +21,11 @@ from shared.errors import ProviderError
 from shared.fakes.vast import FakeVastConfig, FakeVastControl, FakeVastServer, serve_in_thread
 from shared.models import InstanceState
 from shared.settings import VastSelfStopSettings
+from tests.required_tools import VASTAI_CLI, require_tool
 from tests.servers import wait_until
 
 KEY = "acct-key-selfstop"
-VASTAI = Path(sys.prefix) / "vastai" / "bin" / "vastai"
+VASTAI = VASTAI_CLI
 FAST = RetryPolicy(max_attempts=3, base_delay_s=0.01, max_delay_s=0.05, timeout_s=10.0, min_interval_s={})
 
 # A "box" whose only job is to stop itself with VastSelfStop, from the env the fake gives every
@@ -63,7 +64,7 @@ def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeVastServer]:
         schedule_delay_s=0.05,
         loading_delay_s=0.05,
         restart_loading_delay_s=0.05,
-        stop_delay_s=0.3,
+        stop_delay_s=1.0,  # room for the box to finish the CLI and its confirming GET before SIGTERM (as on Vast)
         stop_grace_s=3.0,
         log_dir=tmp / "logs",
     )
@@ -109,8 +110,7 @@ def self_stop(fake: FakeVastServer, box: dict[str, Any], **settings: Any) -> Vas
 
 
 def needs_cli() -> None:
-    if not VASTAI.exists():
-        pytest.skip(f"the vastai CLI is not installed at {VASTAI} (make installs it)")
+    require_tool(VASTAI, "venv")
 
 
 def test_self_stop_through_the_real_cli_is_confirmed_by_a_get(
