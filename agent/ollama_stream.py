@@ -21,32 +21,16 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
+from shared.errors import ModelServerError, ModelServerUnreachable, StreamFailed
 from shared.models import JobResult
 
-__all__ = ["ModelServerError", "ModelServerUnreachable", "OllamaStreams", "Sink", "StreamFailed"]
+__all__ = ["OllamaStreams", "Sink"]
 
 Sink = Callable[[list[str]], Awaitable[None] | None]  # returns something to await before reading on (backpressure)
 
 MAX_HEADER_BYTES = 64 * 1024
 MAX_ERROR_BODY = 64 * 1024
 MAX_IDLE = 64
-
-
-class ModelServerUnreachable(Exception):
-    """No connection to the model server, or it went away mid-answer."""
-
-
-class StreamFailed(Exception):
-    """The model server answered, but not with a stream: ``status`` and its body."""
-
-    def __init__(self, status: int, body: bytes) -> None:
-        super().__init__(f"HTTP {status}")
-        self.status = status
-        self.body = body
-
-
-class ModelServerError(Exception):
-    """The stream itself said something went wrong (an ``error`` line, no final line, bad JSON)."""
 
 
 class _Exchange(asyncio.Protocol):

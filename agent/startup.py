@@ -10,8 +10,9 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from agent.ollama import OllamaClient, OllamaError
+from agent.ollama import OllamaClient
 from agent.state import AgentState, Phase
+from shared.errors import OllamaError
 from shared.security.signing import RequestSigner
 from shared.settings import AgentSettings, split_csv
 

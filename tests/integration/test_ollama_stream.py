@@ -12,7 +12,8 @@ from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 
-from agent.ollama_stream import ModelServerError, ModelServerUnreachable, OllamaStreams, StreamFailed
+from agent.ollama_stream import OllamaStreams
+from shared.errors import ModelServerError, ModelServerUnreachable, StreamFailed
 from shared.fakes.ollama import FakeOllamaConfig, fake_completion_text, serve_in_thread
 from shared.tools.devstack import free_port
 
