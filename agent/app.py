@@ -1,7 +1,9 @@
 """The agent's aiohttp application: routes, typed AppKeys, background tasks in cleanup_ctx.
 
 Routes: ``GET /health`` (open; 503 until the model server answers and the models are loaded),
-``POST /v1/jobs`` and ``POST /v1/jobs/{id}/cancel`` (signed by the control plane).
+``POST /v1/jobs``, ``POST /v1/stream`` and ``POST /v1/jobs/{id}/cancel`` (signed by the control plane).
+Handlers refuse by raising a :class:`~shared.errors.GpuqError`; one middleware, the agent's HTTP edge,
+answers it with its ``status`` and ``to_body()``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from pydantic import ValidationError
 
 from agent.direct_stream import DirectStream
@@ -26,7 +29,7 @@ from agent.selfstop import watch_idle
 from agent.startup import become_ready
 from agent.state import AgentState, Phase
 from shared.boxes.providers.base import ComputeProvider
-from shared.errors import GpuqError
+from shared.errors import GpuqError, NotFound, ServiceError, ValidationFailed
 from shared.jobs.events import AgentJob, AgentJobAccepted
 from shared.money.idle import IdlePolicyConfig
 from shared.security.signing import RequestSigner
@@ -45,8 +48,13 @@ HTTP = web.AppKey("http", aiohttp.ClientSession)
 REPORTS = web.AppKey("reports", ReportSender)
 
 
-def _error(status: int, code: str, message: str) -> web.Response:
-    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The agent's HTTP edge: a refusal raised anywhere below becomes its JSON body and status."""
+    try:
+        return await handler(request)
+    except GpuqError as exc:
+        return web.json_response(exc.to_body(), status=exc.status)
 
 
 async def _verified_body(request: web.Request) -> bytes:
@@ -55,7 +63,7 @@ async def _verified_body(request: web.Request) -> bytes:
     return body
 
 
-async def health(request: web.Request) -> web.Response:
+async def _health(request: web.Request) -> web.Response:
     state = request.app[STATE]
     body: dict[str, Any] = {
         "status": state.phase.value,
@@ -76,28 +84,25 @@ def _finished(state: AgentState, run: JobRun) -> None:
     state.activity.set()
 
 
-async def _intake(
-    request: web.Request, *, direct: DirectStream | None = None
-) -> tuple[JobRun | None, web.Response | None]:
-    """Verify, parse and start a job attempt: ``(run, None)`` when started, else ``(None, answer)``."""
-    try:
-        body = await _verified_body(request)
-    except GpuqError as exc:
-        return None, web.json_response(exc.to_body(), status=exc.status)
+async def _intake(request: web.Request, *, direct: DirectStream | None = None) -> JobRun | AgentJobAccepted:
+    """Verify, parse and start a job attempt: its run, or, for an attempt already here, its acceptance.
+
+    Refusals raise (bad signature, invalid job, agent not ready or full).
+    """
+    body = await _verified_body(request)
     try:
         spec = AgentJob.model_validate_json(body)
     except ValidationError as exc:
-        return None, _error(422, "invalid_job", str(exc.errors()[:3]))
+        raise ValidationFailed(str(exc.errors()[:3]), code="invalid_job") from None
     app = request.app
     state, settings = app[STATE], app[SETTINGS]
     existing = state.runs.get(spec.job_id)
     if existing is not None and (not existing.done.is_set() or spec.attempt <= existing.spec.attempt):
-        accepted = AgentJobAccepted(job_id=spec.job_id, attempt=existing.spec.attempt, duplicate=True)
-        return None, web.json_response(accepted.model_dump(), status=200)
+        return AgentJobAccepted(job_id=spec.job_id, attempt=existing.spec.attempt, duplicate=True)
     if state.phase is not Phase.READY:
-        return None, _error(503, state.phase.value, state.detail or f"agent is {state.phase.value}")
+        raise ServiceError(state.detail or f"agent is {state.phase.value}", code=state.phase.value)
     if state.generating >= settings.max_concurrent_jobs:
-        return None, _error(503, "agent_busy", f"{settings.max_concurrent_jobs} jobs already running")
+        raise ServiceError(f"{settings.max_concurrent_jobs} jobs already running", code="agent_busy")
     keep_warm = app[KEEP_WARM]
     keep_warm.update(spec.cold_start_s, spec.price_per_hour)
     if not state.active():  # this job ends an idle gap: the policy learns from it
@@ -107,22 +112,21 @@ async def _intake(
     run.task = asyncio.create_task(run_job(run, app[OLLAMA], app[REPORTS]))
     run.task.add_done_callback(lambda _t: _finished(state, run))
     state.activity.set()
-    return run, None
+    return run
 
 
-async def accept_job(request: web.Request) -> web.Response:
+async def _accept_job(request: web.Request) -> web.Response:
     """The control plane hands over a job; it runs in the background and reports as it goes."""
-    run, answer = await _intake(request)
-    if run is None:
-        assert answer is not None
-        return answer
+    run = await _intake(request)
+    if isinstance(run, AgentJobAccepted):
+        return web.json_response(run.model_dump(), status=200)
     log.info("job %s attempt %d accepted", run.spec.job_id, run.spec.attempt)
     return web.json_response(
         AgentJobAccepted(job_id=run.spec.job_id, attempt=run.spec.attempt).model_dump(), status=202
     )
 
 
-async def stream_job(request: web.Request) -> web.StreamResponse:
+async def _stream_job(request: web.Request) -> web.StreamResponse:
     """Like ``/v1/jobs``, and the output also streams back on this connection as NDJSON.
 
     Lines: ``{"response": "<text>"}`` per piece, then ``{"done": true, "status": ...}``. Reports and
@@ -130,10 +134,9 @@ async def stream_job(request: web.Request) -> web.StreamResponse:
     still completes.
     """
     direct = DirectStream()
-    run, answer = await _intake(request, direct=direct)
-    if run is None:
-        assert answer is not None
-        return answer
+    run = await _intake(request, direct=direct)
+    if isinstance(run, AgentJobAccepted):
+        return web.json_response(run.model_dump(), status=200)
     await asyncio.sleep(0)  # one loop turn: the job's request reaches the model server before our headers go out
     response = await direct.open(request)  # the job's own task writes the output to it as it comes
     await run.ended.wait()
@@ -141,14 +144,11 @@ async def stream_job(request: web.Request) -> web.StreamResponse:
     return response
 
 
-async def cancel_job(request: web.Request) -> web.Response:
-    try:
-        await _verified_body(request)
-    except GpuqError as exc:
-        return web.json_response(exc.to_body(), status=exc.status)
+async def _cancel_job(request: web.Request) -> web.Response:
+    await _verified_body(request)
     run = request.app[STATE].runs.get(request.match_info["job_id"])
     if run is None:
-        return _error(404, "job_not_found", "this agent has no such job")
+        raise NotFound("this agent has no such job", code="job_not_found")
     run.cancel()
     return web.json_response({"cancelled": True})
 
@@ -159,7 +159,8 @@ def _provider(settings: AgentSettings) -> ComputeProvider | None:
 
         return LocalProvider(settings.local_state_dir)
     if settings.provider == "vast":  # `vastai stop instance $CONTAINER_ID`, confirmed; REST fallback
-        from agent.vast_selfstop import VastSelfStop, VastSelfStopSettings
+        from agent.vast_selfstop import VastSelfStop
+        from shared.settings import VastSelfStopSettings
 
         return VastSelfStop(VastSelfStopSettings())
     return None
@@ -195,7 +196,7 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
 def build_app(settings: AgentSettings) -> web.Application:
     if not settings.secret:
         raise ValueError("GPUQ_AGENT_SECRET is required: the agent refuses to run unauthenticated")
-    app = web.Application(client_max_size=4 * 1024 * 1024)
+    app = web.Application(client_max_size=4 * 1024 * 1024, middlewares=[_errors])
     app[SETTINGS] = settings
     app[KEEP_WARM] = KeepWarm(
         IdlePolicyConfig(
@@ -210,9 +211,9 @@ def build_app(settings: AgentSettings) -> web.Application:
     app[STATE] = AgentState()
     app[SIGNER] = RequestSigner(settings.secret)
     app[OLLAMA] = OllamaClient(settings.ollama_url)
-    app.router.add_get("/health", health)
-    app.router.add_post("/v1/jobs", accept_job)
-    app.router.add_post("/v1/stream", stream_job)
-    app.router.add_post("/v1/jobs/{job_id}/cancel", cancel_job)
+    app.router.add_get("/health", _health)
+    app.router.add_post("/v1/jobs", _accept_job)
+    app.router.add_post("/v1/stream", _stream_job)
+    app.router.add_post("/v1/jobs/{job_id}/cancel", _cancel_job)
     app.cleanup_ctx.append(_background)
     return app

@@ -5,7 +5,9 @@ model server is written as it comes, from the model server connection's own call
 (:mod:`agent.ollama_stream`): one chunk per read, no queue, no task in between. The response's
 headers go out first through aiohttp; the pieces then go to the socket framed as HTTP/1.1 chunks
 (plain bytes for an HTTP/1.0 caller, whose response ends with the connection), and the last line and
-the end of the body through aiohttp again.
+the end of the body through aiohttp again. That interleaving relies on aiohttp 3's payload writer,
+which frames each write as one whole chunk and keeps no framing state between writes (pyproject pins
+``aiohttp<4``).
 """
 
 from __future__ import annotations
@@ -45,6 +47,10 @@ class DirectStream:
         assert transport is None or isinstance(transport, asyncio.Transport)
         self._transport = transport
         self._chunked = self._response.chunked
+        # write_now's bytes bypass aiohttp's payload writer, which is where compression happens: on a
+        # compressed response they would be plain text inside a body its headers declare gzip or deflate.
+        # Checked once here, not per write (the hot path).
+        assert not self._response.compression, "a direct stream writes raw frames: its response must not be compressed"
         if self._early:
             early, self._early = self._early, []
             self.write_now(early)

@@ -1,5 +1,9 @@
 """Client for Ollama's native API: model listing, pull and load (aiohttp), and the streaming
-generate/chat calls, which go through :mod:`agent.ollama_stream` (the hot path, its own pool)."""
+generate/chat calls, which go through :mod:`agent.ollama_stream` (the hot path, its own pool).
+
+Every failure of the model server leaves here as an :class:`~shared.errors.OllamaError` whose
+``code`` becomes the job's error code.
+"""
 
 from __future__ import annotations
 
@@ -8,18 +12,12 @@ from typing import Any
 
 import aiohttp
 
-from agent.ollama_stream import ModelServerError, ModelServerUnreachable, OllamaStreams, Sink, StreamFailed
+from agent.ollama_stream import OllamaStreams, Sink
+from shared.errors import OllamaError, StreamFailed
 from shared.jobs.events import AgentJob
 from shared.models import JobResult
 
-__all__ = ["OllamaClient", "OllamaError"]
-
-
-class OllamaError(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+__all__ = ["OllamaClient"]
 
 
 def _error_of(status: int, raw: bytes) -> OllamaError:
@@ -28,10 +26,10 @@ def _error_of(status: int, raw: bytes) -> OllamaError:
     except ValueError:
         message = raw.decode(errors="replace")[:500]
     if status == 404:
-        return OllamaError("model_not_found", message)
+        return OllamaError(message, code="model_not_found")
     if status == 503:
-        return OllamaError("model_server_busy", message)
-    return OllamaError("model_server_error", f"{status}: {message}")
+        return OllamaError(message, code="model_server_busy")
+    return OllamaError(f"{status}: {message}", code="model_server_error")
 
 
 SHORT = aiohttp.ClientTimeout(total=5)
@@ -88,11 +86,9 @@ class OllamaClient:
             body["prompt"] = job.prompt
         if job.options:
             body["options"] = job.options
+        # A broken stream or an unreachable server is an OllamaError already, with its code; a refusal
+        # carries the model server's own status and body, which say which failure it is.
         try:
             return await self._streams.stream("/api/chat" if chat else "/api/generate", body, sink, chat=chat)
         except StreamFailed as exc:
             raise _error_of(exc.status, exc.body) from None
-        except ModelServerError as exc:
-            raise OllamaError("model_server_error", str(exc)) from None
-        except ModelServerUnreachable as exc:
-            raise OllamaError("model_server_unreachable", str(exc)) from None

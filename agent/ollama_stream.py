@@ -2,15 +2,20 @@
 
 This is the agent's hot path: every token of every job passes here. With aiohttp's client each
 token cost a read into a ``StreamReader``, a future, a task wake-up and a coroutine chain before our
-code saw it (bench/agent_stream.py: ~30 ms of CPU per 1,000 tokens at 32 streams). Here the model
-server's bytes are handled in the protocol's ``data_received``: the chunked framing is undone, each
-NDJSON line parsed, and the pieces handed to a synchronous sink at once (the job's reporter buffer
-and, for a direct stream, the caller's socket). The job's task wakes once, when the stream ends.
+code saw it (bench/agent_stream/: ~30 ms of CPU per 1,000 tokens at 32 streams). Here the model
+server's bytes are handled in the protocol's ``data_received``: httptools' response parser (llhttp)
+undoes the framing, each NDJSON line is parsed, and the pieces go to a synchronous sink at once (the
+job's reporter buffer and, for a direct stream, the caller's socket). The job's task wakes once,
+when the stream ends.
 
 HTTP/1.1 only as far as a model server on the box needs it: one request per connection at a time,
 ``Transfer-Encoding: chunked``, ``Content-Length`` or close-delimited bodies, ``Connection: close``.
 Idle connections are kept for reuse; a request on a reused connection that the server had closed
 meanwhile is retried once on a new one (nothing of it reached the model yet).
+
+Nothing the model server sends grows without bound: the bytes it may send without any body among
+them (status line and headers, a chunk-size line and its extensions, trailers), one NDJSON line and
+an error body each have a limit; past it the stream fails as any broken stream does.
 """
 
 from __future__ import annotations
@@ -21,32 +26,23 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
+import httptools
+
+from shared.errors import ModelServerError, ModelServerUnreachable, StreamFailed
 from shared.models import JobResult
 
-__all__ = ["ModelServerError", "ModelServerUnreachable", "OllamaStreams", "Sink", "StreamFailed"]
+__all__ = ["OllamaStreams", "Sink"]
 
 Sink = Callable[[list[str]], Awaitable[None] | None]  # returns something to await before reading on (backpressure)
 
-MAX_HEADER_BYTES = 64 * 1024
+# The parser keeps a header's name and value until it is complete: bytes without any body among them
+# are limited (checked after each read: asyncio reads at most 256 KiB at a time).
+MAX_FRAMING_BYTES = 64 * 1024
+# One NDJSON line: a token's line is small, but /api/generate's final line carries the whole context
+# (one integer per token: under 1 MiB at 128k tokens).
+MAX_LINE_BYTES = 4 * 1024 * 1024
 MAX_ERROR_BODY = 64 * 1024
 MAX_IDLE = 64
-
-
-class ModelServerUnreachable(Exception):
-    """No connection to the model server, or it went away mid-answer."""
-
-
-class StreamFailed(Exception):
-    """The model server answered, but not with a stream: ``status`` and its body."""
-
-    def __init__(self, status: int, body: bytes) -> None:
-        super().__init__(f"HTTP {status}")
-        self.status = status
-        self.body = body
-
-
-class ModelServerError(Exception):
-    """The stream itself said something went wrong (an ``error`` line, no final line, bad JSON)."""
 
 
 class _Exchange(asyncio.Protocol):
@@ -66,15 +62,16 @@ class _Exchange(asyncio.Protocol):
     def _reset(self, sink: Sink | None, chat: bool) -> None:
         self._sink = sink
         self._chat = chat
-        self._buf = b""
-        self._in_headers = True
+        self._parser = httptools.HttpResponseParser(self)
         self._status = 0
-        self._chunked = False
-        self._remaining: int | None = None  # Content-Length left; None: chunked or until close
-        self._chunk_left = 0  # bytes of the current chunk's data still to come
-        self._chunk_state = "size"  # size | data | crlf | trailer
+        self._head_done = False
+        self._framed = False  # Content-Length or chunked: the body does not end with the connection
+        self._parts: list[bytes] = []  # body bytes of the current read, handed on once the read is parsed
+        self._complete = False  # the parser saw the end of the response
+        self._messages = 0
+        self._framing_bytes = 0  # bytes read since the last body byte
         self._line_tail = b""
-        self._keep_alive = True
+        self._keep_alive = False
         self._error_body = b""
         self.got_bytes = False
         self._over = False  # the response was read to its end, or failed
@@ -90,7 +87,7 @@ class _Exchange(asyncio.Protocol):
         self._lost(self)
         if self._over:
             return
-        if not self._in_headers and self._remaining is None and not self._chunked:
+        if self._head_done and not self._framed:
             try:
                 self._body(b"", end=True)  # close-delimited body: the close is its end
             except (ModelServerError, ValueError) as error:
@@ -108,108 +105,97 @@ class _Exchange(asyncio.Protocol):
             return
         self.got_bytes = True
         try:
-            if self._in_headers:
-                self._buf += data
-                end = self._buf.find(b"\r\n\r\n")
-                if end < 0:
-                    if len(self._buf) > MAX_HEADER_BYTES:
-                        raise ModelServerError("the model server's response headers are too large")
-                    return
-                head, data = self._buf[:end], self._buf[end + 4 :]
-                self._buf = b""
-                self._headers(head)
-            if self._chunked:
-                self._dechunk(data)
-            else:
-                self._body(data, end=False)
+            self._feed(data)
         except (ModelServerError, StreamFailed) as exc:
             self._fail(exc)
         except Exception as exc:
             self._fail(ModelServerError(f"bad stream from the model server: {type(exc).__name__}: {exc}"))
 
-    # --- parsing
-    def _headers(self, head: bytes) -> None:
-        lines = head.split(b"\r\n")
-        parts = lines[0].split(b" ", 2)
-        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1."):
-            raise ModelServerError(f"not an HTTP response: {lines[0][:80]!r}")
-        self._status = int(parts[1])
-        self._keep_alive = parts[0] == b"HTTP/1.1"
-        for line in lines[1:]:
-            name, _, value = line.partition(b":")
-            name, value = name.strip().lower(), value.strip().lower()
-            if name == b"transfer-encoding" and b"chunked" in value:
-                self._chunked = True
-            elif name == b"content-length":
-                self._remaining = int(value)
-            elif name == b"connection":
-                self._keep_alive = value == b"keep-alive" or (self._keep_alive and value != b"close")
-        if self._chunked:
-            self._remaining = None
-        self._in_headers = False
-        if self._remaining == 0:
-            self._body(b"", end=True)
-        elif self._status != 200 and self._remaining is None and not self._chunked:
-            self._keep_alive = False  # an error body that ends with the connection
+    # --- httptools' parser callbacks (during feed_data: they only take note)
+    def on_message_begin(self) -> None:
+        self._messages += 1
 
-    def _dechunk(self, data: bytes) -> None:
-        buf = self._buf + data if self._buf else data
-        self._buf = b""
-        pos, size = 0, len(buf)
-        out: list[bytes] = []
-        while pos < size:
-            if self._chunk_state == "data":
-                take = min(self._chunk_left, size - pos)
-                out.append(buf[pos : pos + take])
-                pos += take
-                self._chunk_left -= take
-                if self._chunk_left == 0:
-                    self._chunk_state = "crlf"
-            elif self._chunk_state == "crlf":
-                if size - pos < 2:
-                    break
-                pos += 2
-                self._chunk_state = "size"
-            else:  # size line, or trailer lines after the last chunk
-                eol = buf.find(b"\r\n", pos)
-                if eol < 0:
-                    break
-                line = buf[pos:eol]
-                pos = eol + 2
-                if self._chunk_state == "trailer":
-                    if not line:
-                        self._body(b"".join(out), end=True)
-                        return
-                    continue
-                self._chunk_left = int(line.split(b";", 1)[0], 16)
-                self._chunk_state = "data" if self._chunk_left else "trailer"
-        self._buf = buf[pos:]
-        if out:
-            self._body(b"".join(out), end=False)
+    def on_header(self, name: bytes, value: bytes) -> None:
+        name = name.lower()
+        if name == b"content-length" or (name == b"transfer-encoding" and b"chunked" in value.lower()):
+            self._framed = True
+
+    def on_headers_complete(self) -> None:
+        self._head_done = True
+        self._status = self._parser.get_status_code()
+
+    def on_body(self, body: bytes) -> None:
+        self._parts.append(body)
+
+    def on_message_complete(self) -> None:
+        self._complete = True
+        # Asked here: once this callback returns, the parser forgets the response's Connection header.
+        self._keep_alive = self._parser.should_keep_alive()
+
+    # --- parsing
+    def _feed(self, data: bytes) -> None:
+        """Parse one read, then hand its body on in one piece: one sink call per read, as it came."""
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError:
+            if not self._complete:
+                raise
+            self._keep_alive = False  # bytes after the end of the response: do not reuse the connection
+        if self._messages > 1:
+            self._keep_alive = False
+        if self._parts:
+            parts, self._parts = self._parts, []
+            self._framing_bytes = 0
+            self._body(parts[0] if len(parts) == 1 else b"".join(parts), end=self._complete)
+        elif self._complete:
+            self._body(b"", end=True)
+        else:
+            self._framing_bytes += len(data)
+            if self._framing_bytes > MAX_FRAMING_BYTES:
+                what = "response headers" if not self._head_done else "chunk framing (size lines, trailers)"
+                raise ModelServerError(f"the model server sent over {MAX_FRAMING_BYTES} bytes of {what} without data")
 
     def _body(self, data: bytes, *, end: bool) -> None:
-        if self._remaining is not None:
-            data = data[: self._remaining]
-            self._remaining -= len(data)
-            end = end or self._remaining == 0
         if self._status != 200:
-            if len(self._error_body) < MAX_ERROR_BODY:
-                self._error_body += data
-            if end:
-                self._fail(StreamFailed(self._status, self._error_body[:MAX_ERROR_BODY]))
+            self._error_part(data, end)
             return
         if self.done.done():  # the final line came before the end of the body (its last chunk)
             if end:
                 self._end()
             return
+        texts, result = self._pieces(self._lines(data, end))
+        if texts and self._sink is not None:
+            self._deliver(texts)
+        if result is not None:
+            self._sink = None
+            self.done.set_result(result)
+            if end:
+                self._end()
+        elif end:
+            self._fail(ModelServerError("the stream ended without a final line"))
+
+    def _error_part(self, data: bytes, end: bool) -> None:
+        room = MAX_ERROR_BODY - len(self._error_body)
+        if room > 0 and data:
+            self._error_body += data[:room]
+        if end:
+            self._fail(StreamFailed(self._status, self._error_body))
+
+    def _lines(self, data: bytes, end: bool) -> list[bytes]:
+        """The complete NDJSON lines of the body so far; an incomplete last line waits for the next read."""
         lines = (self._line_tail + data).split(b"\n") if self._line_tail else data.split(b"\n")
         self._line_tail = lines.pop()
+        if len(self._line_tail) > MAX_LINE_BYTES:
+            raise ModelServerError(f"the model server sent a stream line over {MAX_LINE_BYTES} bytes")
         if end and self._line_tail.strip():
             lines.append(self._line_tail)
             self._line_tail = b""
+        return lines
+
+    def _pieces(self, lines: list[bytes]) -> tuple[list[str], JobResult | None]:
+        """The output texts of ``lines``, and the final counters if the final line is among them."""
         texts: list[str] = []
         chat = self._chat
-        result: JobResult | None = None
         for line in lines:
             if not line.strip():
                 continue
@@ -220,20 +206,15 @@ class _Exchange(asyncio.Protocol):
             if text:
                 texts.append(text)
             if piece.get("done"):
-                result = _result(piece)
-                break
-        if texts and self._sink is not None:
-            pending = self._sink(texts)
-            if pending is not None and self.transport is not None:
-                self.transport.pause_reading()  # the caller reads slower than the model writes: wait for it
-                self._resume_task = self._loop.create_task(self._resume_after(pending))
-        if result is not None:
-            self._sink = None
-            self.done.set_result(result)
-            if end:
-                self._end()
-        elif end:
-            self._fail(ModelServerError("the stream ended without a final line"))
+                return texts, _result(piece)
+        return texts, None
+
+    def _deliver(self, texts: list[str]) -> None:
+        assert self._sink is not None
+        pending = self._sink(texts)
+        if pending is not None and self.transport is not None:
+            self.transport.pause_reading()  # the caller reads slower than the model writes: wait for it
+            self._resume_task = self._loop.create_task(self._resume_after(pending))
 
     async def _resume_after(self, pending: Awaitable[None]) -> None:
         await pending

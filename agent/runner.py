@@ -8,9 +8,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from agent.direct_stream import DirectStream
-from agent.ollama import OllamaClient, OllamaError
+from agent.ollama import OllamaClient
 from agent.report_sender import ReportSender
 from agent.reporter import JobReporter
+from shared.errors import OllamaError
 from shared.jobs.events import AgentJob
 from shared.models import JobError
 

@@ -10,8 +10,9 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from agent.ollama import OllamaClient, OllamaError
+from agent.ollama import OllamaClient
 from agent.state import AgentState, Phase
+from shared.errors import OllamaError
 from shared.security.signing import RequestSigner
 from shared.settings import AgentSettings, split_csv
 
@@ -39,7 +40,7 @@ async def _wait_for_model_server(ollama: OllamaClient) -> list[str]:
 PROCESS_START = time.monotonic()  # this module is imported at agent start-up
 
 
-async def announce_ready(settings: AgentSettings, http: aiohttp.ClientSession, phases: dict[str, float]) -> None:
+async def _announce_ready(settings: AgentSettings, http: aiohttp.ClientSession, phases: dict[str, float]) -> None:
     """Tell the control plane (trigger) this box is ready, with how long its own start-up phases took."""
     if not settings.ready_url:
         return
@@ -85,6 +86,6 @@ async def become_ready(
     state.activity.set()
     log.info("ready: models %s loaded", settings.preload_models)
     done_at = time.monotonic()
-    await announce_ready(
+    await _announce_ready(
         settings, http, {"agent_up_s": round(up_at - PROCESS_START, 3), "model_loaded_s": round(done_at - up_at, 3)}
     )

@@ -35,8 +35,7 @@ from shared.errors import ProviderError
 from shared.models import Instance, InstanceState
 from shared.settings import VastSelfStopSettings
 
-# VastSelfStopSettings lives in shared.settings; re-exported for agent/app.py, which builds it here.
-__all__ = ["VastSelfStop", "VastSelfStopSettings"]
+__all__ = ["VastSelfStop"]
 
 log = logging.getLogger("gpuq.agent.vast_selfstop")
 

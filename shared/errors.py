@@ -22,6 +22,10 @@ The tree is split by who must act::
     ├── StaleWrite                  a conditional write lost a race (compare-and-set refused)
     │   └── InvalidTransition       the job's state machine forbids the move
     └── ServiceError                a dependency failed: the operator must act or wait (5xx)
+        ├── OllamaError             502 the model server on the box failed a job (``code`` says how)
+        │   ├── ModelServerUnreachable  502 no connection to it, or it went away mid-answer
+        │   ├── StreamFailed        502 it answered, but not with a stream (carries its ``status`` and ``body``)
+        │   └── ModelServerError    502 the stream said something went wrong (error line, no final line, bad JSON)
         ├── QueueUnavailable        503 Cloud Tasks refused or is unreachable
         ├── ProviderError           502 the compute provider's API failed
         │   ├── VastAuthError       502 bad or revoked Vast key (401/403, or 404 + auth_error)
@@ -52,14 +56,18 @@ __all__ = [
     "InvalidRequest",
     "InvalidTransition",
     "MethodNotAllowed",
+    "ModelServerError",
+    "ModelServerUnreachable",
     "NoCapacity",
     "NotFound",
+    "OllamaError",
     "PayloadTooLarge",
     "ProviderError",
     "QueueUnavailable",
     "RateLimited",
     "ServiceError",
     "StaleWrite",
+    "StreamFailed",
     "TryLater",
     "Unauthorized",
     "UnsupportedMediaType",
@@ -263,3 +271,41 @@ class MethodNotAllowed(ClientError):
 class UnsupportedMediaType(ClientError):
     code = "unsupported_media_type"
     status = 415
+
+
+class OllamaError(ServiceError):
+    """The model server on the box (Ollama or a stand-in) failed a job; ``code`` says how
+    (``model_not_found``, ``model_server_busy``, ``model_server_unreachable``, ...)."""
+
+    code = "model_server_error"
+    status = 502
+
+
+class ModelServerUnreachable(OllamaError):
+    """No connection to the model server, or it went away mid-answer."""
+
+    code = "model_server_unreachable"
+    status = 502
+
+
+class StreamFailed(OllamaError):
+    """The model server answered, but not with a stream.
+
+    Here ``status`` is the model server's own status (with its ``body``), not one an edge answers with:
+    ``agent/ollama.py`` turns the pair into the job's error before anything else sees it.
+    """
+
+    code = "stream_failed"
+    status = 502
+
+    def __init__(self, status: int, body: bytes) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status = status
+        self.body = body
+
+
+class ModelServerError(OllamaError):
+    """The stream itself said something went wrong (an ``error`` line, no final line, bad JSON)."""
+
+    code = "model_server_error"
+    status = 502

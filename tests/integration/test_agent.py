@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import h11
 import httpx
 import pytest
 
@@ -19,6 +21,7 @@ from shared.fakes.ollama import FakeOllamaConfig, fake_completion_text, prompt_k
 from shared.jobs.events import AgentJob
 from shared.security.signing import RequestSigner
 from shared.settings import AgentSettings
+from shared.tools.devstack import free_port
 from tests.servers import serve_app_in_thread, wait_until
 
 SECRET = "agent-test-secret"
@@ -108,19 +111,29 @@ def sink() -> Iterator[ReportSink]:
 
 
 @pytest.fixture
-def agent(ollama: str) -> Iterator[str]:
-    settings = AgentSettings(
-        secret=SECRET,
-        instance_id="test-box",
-        provider="none",
-        ollama_url=ollama,
-        preload_models=MODEL,
-        idle_grace_s=3600,
-        report_interval_s=0.05,
-        max_concurrent_jobs=16,
-    )
-    with serve_app_in_thread(build_app(settings)) as url:
-        yield url
+def agent_of(ollama: str) -> Iterator[Callable[..., str]]:
+    """Start agents in front of the Ollama stand-in, with any settings changed; each stops after the test."""
+    with contextlib.ExitStack() as stack:
+
+        def start(**settings: Any) -> str:
+            fields: dict[str, Any] = {
+                "secret": SECRET,
+                "instance_id": "test-box",
+                "provider": "none",
+                "ollama_url": ollama,
+                "preload_models": MODEL,
+                "idle_grace_s": 3600,
+                "report_interval_s": 0.05,
+                **settings,
+            }
+            return stack.enter_context(serve_app_in_thread(build_app(AgentSettings(**fields))))
+
+        yield start
+
+
+@pytest.fixture
+def agent(agent_of: Callable[..., str]) -> str:
+    return agent_of(max_concurrent_jobs=16)
 
 
 def ready(url: str) -> bool:
@@ -271,3 +284,88 @@ def test_reports_refused_by_a_control_plane_in_trouble_are_resent_until_taken(ag
     assert sink.final(spec.job_id)["outcome"] == "succeeded"
     assert sink.text(spec.job_id) == fake_completion_text(MODEL, spec.prompt or "", 24)
     assert sink.fail_next == 0 and sink.requests > 3
+
+
+def _h11_exchange(sock: socket.socket, conn: h11.Connection, *events: Any) -> list[Any]:
+    """Send one request's events; read the whole response (h11 refuses any framing it does not accept)."""
+    for event in events:
+        sock.sendall(conn.send(event) or b"")
+    received: list[Any] = []
+    while not received or not isinstance(received[-1], h11.EndOfMessage):
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            conn.receive_data(sock.recv(65536))
+        else:
+            received.append(event)
+    return received
+
+
+def test_a_strict_http_1_1_client_reads_the_stream_as_whole_chunks_on_a_reusable_connection(
+    agent: str, sink: ReportSink
+) -> None:
+    wait_until(lambda: ready(agent), 10, "agent ready")
+    spec = job(sink, f"strict client {uuid.uuid4()}", batched=True)
+    body = spec.model_dump_json().encode()
+    host, port = agent.removeprefix("http://").split(":")
+    headers = [
+        ("Host", f"{host}:{port}"),
+        ("Content-Type", "application/json"),
+        ("Content-Length", str(len(body))),
+        *RequestSigner(SECRET).sign("POST", "/v1/stream", body).items(),
+    ]
+    conn = h11.Connection(h11.CLIENT)
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        events = _h11_exchange(
+            sock,
+            conn,
+            h11.Request(method="POST", target="/v1/stream", headers=headers),
+            h11.Data(data=body),
+            h11.EndOfMessage(),
+        )
+        head = events[0]
+        assert isinstance(head, h11.Response) and head.status_code == 200 and head.http_version == b"1.1"
+        names = dict(head.headers)
+        assert names[b"transfer-encoding"] == b"chunked" and names[b"content-type"] == b"application/x-ndjson"
+        assert b"content-length" not in names and b"content-encoding" not in names
+        chunks, current = [], b""
+        for event in events[1:-1]:
+            assert isinstance(event, h11.Data)
+            current += event.data
+            if event.chunk_end:
+                chunks.append(current)
+                current = b""
+        assert current == b"" and len(chunks) >= 2
+        assert all(chunk.endswith(b"\n") for chunk in chunks)  # every chunk holds whole NDJSON lines
+        lines = [json.loads(line) for chunk in chunks for line in chunk.splitlines()]
+        assert lines[-1] == {"done": True, "status": "succeeded"}
+        assert "".join(line["response"] for line in lines[:-1]) == fake_completion_text(MODEL, spec.prompt or "", 24)
+        # The body ended where its framing said: the same connection answers the next request.
+        conn.start_next_cycle()
+        health = _h11_exchange(
+            sock, conn, h11.Request(method="GET", target="/health", headers=[("Host", host)]), h11.EndOfMessage()
+        )
+        assert isinstance(health[0], h11.Response) and health[0].status_code == 200
+    assert sink.final(spec.job_id)["outcome"] == "succeeded"
+
+
+def test_refusals_answer_with_their_status_and_error_body(agent_of: Callable[..., str], sink: ReportSink) -> None:
+    busy = agent_of(max_concurrent_jobs=1)
+    wait_until(lambda: ready(busy), 10, "agent ready")
+    invalid = signed_post(busy, "/v1/jobs", b'{"job_id": "j"}')
+    assert invalid.status_code == 422 and invalid.json()["error"]["code"] == "invalid_job"
+    assert set(invalid.json()) == {"error"} and set(invalid.json()["error"]) == {"code", "message"}
+    unknown = signed_post(busy, "/v1/jobs/job_nope/cancel", b"{}")
+    assert unknown.status_code == 404
+    assert unknown.json() == {"error": {"code": "job_not_found", "message": "this agent has no such job"}}
+    long = job(sink, "long", options={"num_predict": 5000})
+    assert signed_post(busy, "/v1/jobs", long.model_dump_json().encode()).status_code == 202
+    for path in ("/v1/jobs", "/v1/stream"):
+        full = signed_post(busy, path, job(sink, "another").model_dump_json().encode())
+        assert full.status_code == 503
+        assert full.json() == {"error": {"code": "agent_busy", "message": "1 jobs already running"}}
+    assert signed_post(busy, f"/v1/jobs/{long.job_id}/cancel", b"{}").json() == {"cancelled": True}
+
+    waiting = agent_of(ollama_url=f"http://127.0.0.1:{free_port()}")  # no model server yet
+    early = signed_post(waiting, "/v1/stream", job(sink, "early").model_dump_json().encode())
+    assert early.status_code == 503
+    assert early.json() == {"error": {"code": "starting_instance", "message": "agent is starting_instance"}}

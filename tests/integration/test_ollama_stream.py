@@ -8,11 +8,14 @@ stream that breaks off, and a caller slower than the model (reading pauses until
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import tracemalloc
 from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 
-from agent.ollama_stream import ModelServerError, ModelServerUnreachable, OllamaStreams, StreamFailed
+from agent.ollama_stream import MAX_FRAMING_BYTES, MAX_LINE_BYTES, OllamaStreams
+from shared.errors import ModelServerError, ModelServerUnreachable, StreamFailed
 from shared.fakes.ollama import FakeOllamaConfig, fake_completion_text, serve_in_thread
 from shared.tools.devstack import free_port
 
@@ -209,5 +212,97 @@ def test_reading_pauses_while_the_caller_is_slower_than_the_model() -> None:
         assert reads == [["Hel"], ["lo"]] and result.eval_count == 2
         streams.close()
         server.close()
+
+    asyncio.run(main())
+
+
+# --- a server that never stops sending ------------------------------------------------------------
+CHUNKED_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\n\r\n"
+BLOCK = 64 * 1024
+
+
+@pytest.mark.parametrize(
+    ("start", "block", "message"),
+    [
+        pytest.param(b"HTTP/1.1 200 OK\r\nX-Padding: ", b"a" * BLOCK, "response headers", id="endless-header"),
+        pytest.param(
+            b"HTTP/1.1 200 OK\r\n",
+            b"".join(b"X-Pad-%d: a\r\n" % i for i in range(4000))[:BLOCK],
+            "response headers",
+            id="endless-header-lines",
+        ),
+        pytest.param(CHUNKED_HEAD, b"f" * BLOCK, "bad stream.*[Cc]hunk size", id="endless-chunk-size-digits"),
+        pytest.param(CHUNKED_HEAD + b"5;", b"x" * BLOCK, "chunk framing", id="endless-chunk-extension"),
+        pytest.param(
+            CHUNKED_HEAD, b"%x\r\n%b\r\n" % (BLOCK, b"a" * BLOCK), "stream line over", id="endless-ndjson-line"
+        ),
+    ],
+)
+def test_a_server_that_never_ends_a_line_fails_the_stream_within_its_bound(
+    start: bytes, block: bytes, message: str
+) -> None:
+    sent = [0]
+    stopped = asyncio.Event()
+
+    async def script(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(start)
+        with contextlib.suppress(ConnectionError):
+            while True:  # until the client gives up on us
+                writer.write(block)
+                await writer.drain()
+                sent[0] += len(block)
+        stopped.set()
+
+    async def main() -> None:
+        server, url = await _serve(script)
+        tracemalloc.start()
+        try:
+            async with asyncio.timeout(30):
+                with pytest.raises(ModelServerError, match=message):
+                    await OllamaStreams(url).stream("/api/generate", {}, Collect(), chat=False)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        await asyncio.wait_for(stopped.wait(), 10)  # the failed stream closed the connection
+        server.close()
+        print(f"sent {sent[0]} bytes before the stream failed; peak traced memory {peak} bytes")
+        bound = MAX_LINE_BYTES if "line" in message else MAX_FRAMING_BYTES
+        assert peak < 3 * bound + 1024 * 1024  # the buffer (and a copy of it) at its limit, not what was sent
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize(("connection", "reused"), [(b"keep-alive", True), (b"close", False)])
+def test_a_connection_is_reused_unless_the_response_said_close(connection: bytes, reused: bool) -> None:
+    body = b"".join(LINES)
+    connections = [0]
+    handlers: list[asyncio.Task[None]] = []
+
+    async def serve_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while not reader.at_eof():
+                await reader.readuntil(b"\r\n\r\n")
+                await reader.readexactly(2)  # the body of the request: {}
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nConnection: %b\r\nContent-Length: %d\r\n\r\n%b" % (connection, len(body), body)
+                )
+                await writer.drain()
+        writer.close()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections[0] += 1
+        handlers.append(asyncio.create_task(serve_connection(reader, writer)))
+
+    async def main() -> None:
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        streams = OllamaStreams(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}")
+        for _ in range(3):
+            out = Collect()
+            await streams.stream("/api/generate", {}, out, chat=False)
+            assert out.text == "Hello"
+        assert connections[0] == (1 if reused else 3)
+        streams.close()
+        server.close()
+        await asyncio.wait_for(asyncio.gather(*handlers), 10)  # each sees its connection end
 
     asyncio.run(main())
