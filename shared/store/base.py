@@ -15,10 +15,13 @@ from typing import Any, Protocol
 from shared.models import Job
 from shared.states import JobStatus
 
-__all__ = ["Chunk", "IdempotencyClaim", "JobStore", "Mutation"]
+__all__ = ["Chunk", "IdempotencyClaim", "JobStore", "Mutation", "RecordMutation"]
 
 Mutation = Callable[[Job], Job | None]
 """Gets a copy of the job; returns the changed copy, or ``None`` to write nothing."""
+
+RecordMutation = Callable[[dict[str, Any] | None], dict[str, Any] | None]
+"""Gets a copy of a record (``None`` when there is none); returns its new value, or ``None`` to write nothing."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +81,15 @@ class JobStore(Protocol):
         ...
 
     def put_record(self, kind: str, key: str, value: dict[str, Any]) -> None: ...
+
+    def modify_record(self, kind: str, key: str, mutate: RecordMutation) -> tuple[dict[str, Any] | None, bool]:
+        """Compare-and-set on one record, like :meth:`modify` on a job: ``mutate`` decides from the
+        current value, and its result is written only if nobody wrote in between (else it decides
+        again). Returns ``(the stored value, whether this call wrote it)``. Coordination state that
+        several functions instances share (box registry, counters, nonces) changes only this way."""
+        ...
+
+    def delete_record(self, kind: str, key: str) -> None: ...
 
     def list_records(self, kind: str) -> list[dict[str, Any]]:
         """Every record of a kind, each with its key as ``id``."""

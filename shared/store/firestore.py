@@ -46,7 +46,7 @@ from urllib.parse import quote
 from shared.errors import Conflict, GpuqError, PayloadTooLarge, ServiceError, StaleWrite
 from shared.models import Job
 from shared.states import JobStatus
-from shared.store.base import Chunk, IdempotencyClaim, Mutation
+from shared.store.base import Chunk, IdempotencyClaim, Mutation, RecordMutation
 
 if TYPE_CHECKING:
     from google.cloud.firestore import Client, DocumentReference, DocumentSnapshot, WriteBatch
@@ -439,6 +439,34 @@ class FirestoreJobStore:
         self._records.document(_record_doc_id(kind, key)).set(
             {"kind": kind, "key": key, "doc": json.dumps(value)}, **self._retrying()
         )
+
+    @_translate_errors
+    def modify_record(self, kind: str, key: str, mutate: RecordMutation) -> tuple[dict[str, Any] | None, bool]:
+        from google.api_core import exceptions as gexc
+
+        ref = self._records.document(_record_doc_id(kind, key))
+        for _ in self._cas_loop(f"record {kind}/{key}"):
+            snapshot = ref.get(**self._retrying())
+            raw = snapshot.get("doc") if snapshot.exists else None
+            changed = mutate(json.loads(raw) if raw is not None else None)
+            if changed is None:
+                return (json.loads(raw) if raw is not None else None), False
+            fields = {"kind": kind, "key": key, "doc": json.dumps(changed)}
+            batch = self._client.batch()
+            if snapshot.exists:  # compare-and-set: only over the version we read
+                batch.update(ref, fields, option=self._client.write_option(last_update_time=snapshot.update_time))
+            else:  # create: only if nobody created it meanwhile
+                batch.create(ref, fields)
+            try:
+                self._commit(batch)
+            except (gexc.FailedPrecondition, gexc.NotFound, gexc.AlreadyExists):
+                continue  # lost the race: decide again from the fresh value
+            return changed, True
+        raise AssertionError("unreachable")
+
+    @_translate_errors
+    def delete_record(self, kind: str, key: str) -> None:
+        self._records.document(_record_doc_id(kind, key)).delete(**self._retrying())
 
     def close(self) -> None:
         self._client.close()  # type: ignore[no-untyped-call]

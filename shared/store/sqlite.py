@@ -20,7 +20,7 @@ from shared.errors import Conflict, StaleWrite
 from shared.models import Job
 from shared.security.signing import SIGNATURE_WINDOW_S, NonceCache
 from shared.states import JobStatus
-from shared.store.base import Chunk, IdempotencyClaim, Mutation
+from shared.store.base import Chunk, IdempotencyClaim, Mutation, RecordMutation
 
 __all__ = ["SqliteJobStore", "SqliteNonceCache"]
 
@@ -219,6 +219,23 @@ class SqliteJobStore:
             "ON CONFLICT(kind, key) DO UPDATE SET doc = excluded.doc",
             (kind, key, json.dumps(value)),
         )
+
+    def modify_record(self, kind: str, key: str, mutate: RecordMutation) -> tuple[dict[str, Any] | None, bool]:
+        # One IMMEDIATE transaction: every other writer of the file waits, so read-decide-write is atomic.
+        with self._tx() as db:
+            row = db.execute("SELECT doc FROM records WHERE kind = ? AND key = ?", (kind, key)).fetchone()
+            changed = mutate(json.loads(row[0]) if row else None)
+            if changed is None:
+                return (json.loads(row[0]) if row else None), False
+            db.execute(
+                "INSERT INTO records (kind, key, doc) VALUES (?, ?, ?) "
+                "ON CONFLICT(kind, key) DO UPDATE SET doc = excluded.doc",
+                (kind, key, json.dumps(changed)),
+            )
+            return changed, True
+
+    def delete_record(self, kind: str, key: str) -> None:
+        self._conn().execute("DELETE FROM records WHERE kind = ? AND key = ?", (kind, key))
 
     # --- nonces of signed requests ------------------------------------------------------------
     def claim_nonce(self, nonce: str, now: float, window_s: float) -> bool:
