@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import gc
-import logging
 
 from aiohttp import web
 
 from agent.app import build_app
+from shared.observability.logs import configure_logging
 from shared.settings import AgentSettings, LogSettings
 
 
 def main() -> None:
-    logging.basicConfig(level=LogSettings().level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # the Vast self-stop's REST calls: no per-request lines
+    # Text, or one JSON object per line (GPUQ_LOG_FORMAT=json, which the control plane passes to its boxes).
+    # httpx is quieted there: the Vast self-stop's REST calls make no per-request lines.
+    configure_logging(LogSettings(), "agent")
     settings = AgentSettings()
     app = build_app(settings)
     gc.freeze()  # what is built by now lives as long as the process: no full collection walks it mid-stream

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -20,18 +21,23 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from pydantic import ValidationError
 
+from agent import metrics
+from agent.backend import ModelBackend, build_backend
 from agent.direct_stream import DirectStream
+from agent.drain import ask_to_stop
 from agent.keepwarm import KeepWarm
-from agent.ollama import OllamaClient
+from agent.model_server import ModelServer
 from agent.report_sender import ReportSender
 from agent.runner import JobRun, run_job
 from agent.selfstop import watch_idle
 from agent.startup import become_ready
 from agent.state import AgentState, Phase
+from agent.supervision import supervise, supervised_server
 from shared.boxes.providers.base import ComputeProvider
-from shared.errors import GpuqError, NotFound, ServiceError, ValidationFailed
+from shared.errors import Forbidden, GpuqError, NotFound, ServiceError, ValidationFailed
 from shared.jobs.events import AgentJob, AgentJobAccepted
 from shared.money.idle import IdlePolicyConfig
+from shared.security.keys import verify_bearer
 from shared.security.signing import RequestSigner
 from shared.settings import AgentSettings
 
@@ -43,9 +49,10 @@ SETTINGS = web.AppKey("settings", AgentSettings)
 KEEP_WARM = web.AppKey("keep_warm", KeepWarm)
 STATE = web.AppKey("state", AgentState)
 SIGNER = web.AppKey("signer", RequestSigner)
-OLLAMA = web.AppKey("ollama", OllamaClient)
+BACKEND: web.AppKey[ModelBackend] = web.AppKey("backend")  # Ollama or OpenAI-compatible (agent/backend.py)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
 REPORTS = web.AppKey("reports", ReportSender)
+SERVER = web.AppKey("server", ModelServer)  # only when the agent supervises its model server
 
 
 @web.middleware
@@ -63,6 +70,14 @@ async def _verified_body(request: web.Request) -> bytes:
     return body
 
 
+async def _metrics(request: web.Request) -> web.Response:
+    token = request.app[SETTINGS].metrics_token
+    if not token:
+        raise Forbidden("metrics are off: set GPUQ_AGENT_METRICS_TOKEN", code="metrics_disabled")
+    verify_bearer(request.headers, token, what="metrics token")
+    return web.Response(body=metrics.render(request.app[STATE]), headers={"Content-Type": metrics.CONTENT_TYPE})
+
+
 async def _health(request: web.Request) -> web.Response:
     state = request.app[STATE]
     body: dict[str, Any] = {
@@ -71,7 +86,11 @@ async def _health(request: web.Request) -> web.Response:
         "jobs_done": state.jobs_done,
         "idle_s": round(state.idle_s(), 3),
         "instance_id": request.app[SETTINGS].instance_id,
+        "phase": state.phase.health,
+        "reason": state.reason(),
     }
+    if (server := request.app.get(SERVER)) is not None:
+        body["server"] = server.describe()
     if state.phase is not Phase.READY:
         body["error"] = {"code": state.phase.value, "message": state.detail or f"agent is {state.phase.value}"}
     return web.json_response(body, status=200 if state.phase is Phase.READY else 503)
@@ -109,7 +128,7 @@ async def _intake(request: web.Request, *, direct: DirectStream | None = None) -
         keep_warm.observe_gap(time.monotonic() - state.idle_since)
     run = JobRun(spec, direct=direct)
     state.admitted(run)
-    run.task = asyncio.create_task(run_job(run, app[OLLAMA], app[REPORTS]))
+    run.task = asyncio.create_task(run_job(run, app[BACKEND], app[REPORTS]))
     run.task.add_done_callback(lambda _t: _finished(state, run))
     state.activity.set()
     return run
@@ -166,6 +185,15 @@ def _provider(settings: AgentSettings) -> ComputeProvider | None:
     return None
 
 
+def _start_up(app: web.Application) -> list[asyncio.Task[None]]:
+    """Bring the box to ready: wait for the model server, or start and supervise it."""
+    settings, state, backend, http = app[SETTINGS], app[STATE], app[BACKEND], app[HTTP]
+    server = app.get(SERVER)
+    if server is None:
+        return [asyncio.create_task(become_ready(settings, state, backend, http))]
+    return [asyncio.create_task(server.run()), asyncio.create_task(supervise(settings, state, backend, http, server))]
+
+
 async def _background(app: web.Application) -> AsyncIterator[None]:
     settings, state = app[SETTINGS], app[STATE]
     # One pooled session for reports and announcements, made inside the running loop.
@@ -173,10 +201,20 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
     app[REPORTS] = ReportSender(app[HTTP], interval_s=settings.report_interval_s)
     tasks = [
         asyncio.create_task(app[REPORTS].run()),
-        asyncio.create_task(become_ready(settings, state, app[OLLAMA], app[HTTP])),
-        asyncio.create_task(watch_idle(state, _provider(settings), settings.instance_id, app[KEEP_WARM].keep_warm_s)),
+        *_start_up(app),
+        asyncio.create_task(
+            watch_idle(
+                state,
+                _provider(settings),
+                settings.instance_id,
+                app[KEEP_WARM].keep_warm_s,
+                may_stop=functools.partial(ask_to_stop, settings, app[HTTP]),
+            )
+        ),
     ]
     yield
+    if (server := app.get(SERVER)) is not None:
+        await server.stop()
     for run in state.runs.values():
         run.cancel()
     pending = [run.task for run in state.runs.values() if run.task is not None]
@@ -189,7 +227,7 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
     for task in tasks:
         with contextlib.suppress(asyncio.CancelledError):
             await task
-    await app[OLLAMA].aclose()
+    await app[BACKEND].aclose()
     await app[HTTP].close()
 
 
@@ -210,8 +248,11 @@ def build_app(settings: AgentSettings) -> web.Application:
     )
     app[STATE] = AgentState()
     app[SIGNER] = RequestSigner(settings.secret)
-    app[OLLAMA] = OllamaClient(settings.ollama_url)
+    app[BACKEND] = build_backend(settings)
+    if (server := supervised_server(settings, app[STATE], app[BACKEND])) is not None:
+        app[SERVER] = server
     app.router.add_get("/health", _health)
+    app.router.add_get("/metrics", _metrics)
     app.router.add_post("/v1/jobs", _accept_job)
     app.router.add_post("/v1/stream", _stream_job)
     app.router.add_post("/v1/jobs/{job_id}/cancel", _cancel_job)

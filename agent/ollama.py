@@ -7,7 +7,9 @@ Every failure of the model server leaves here as an :class:`~shared.errors.Ollam
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -33,14 +35,19 @@ def _error_of(status: int, raw: bytes) -> OllamaError:
 
 
 SHORT = aiohttp.ClientTimeout(total=5)
+Progress = Callable[[str], None]  # told "pulling_model 43%" as a pull goes
 
 
 class OllamaClient:
-    def __init__(self, base_url: str, *, keep_alive: str | int = -1) -> None:
+    def __init__(self, base_url: str, *, keep_alive: str | int = -1, pull_on_demand: bool = False) -> None:
         self._base = base_url.rstrip("/")
         self._keep_alive = keep_alive
         self._session: aiohttp.ClientSession | None = None
         self._streams = OllamaStreams(self._base)
+        self._pull_on_demand = pull_on_demand
+        self._pulls: dict[str, asyncio.Future[None]] = {}  # model → its one pull in flight
+        self._watchers: dict[str, list[Progress]] = {}
+        self._present: set[str] = set()  # models the server has (pull on demand asks once per model)
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:  # created inside the running loop, on first use
@@ -60,6 +67,10 @@ class OllamaClient:
             response.raise_for_status()
             return [m["name"] for m in (await response.json()).get("models", [])]
 
+    async def available_models(self) -> list[str]:
+        """The pulled models (``GET /api/tags``): the backend interface's readiness probe."""
+        return await self.tags()
+
     async def _post_json(self, path: str, body: dict[str, Any]) -> None:
         async with self._http().post(self._base + path, json=body) as response:
             raw = await response.read()
@@ -69,15 +80,79 @@ class OllamaClient:
     async def pull(self, model: str) -> None:
         await self._post_json("/api/pull", {"model": model, "stream": False})
 
+    async def ensure_model(self, model: str, progress: Progress) -> None:
+        """Pull ``model`` if the server lacks it (``pull_on_demand``); jobs needing the same model share
+        one pull, each told its progress. A failed pull fails them with the server's reason."""
+        if not self._pull_on_demand or model in self._present:
+            return
+        pulling = self._pulls.get(model)
+        if pulling is None:
+            present = await self.tags()
+            if model in present or f"{model}:latest" in present:
+                self._present.add(model)
+                return
+            pulling = self._pulls[model] = asyncio.ensure_future(self._pull_streamed(model))
+            pulling.add_done_callback(lambda _: self._pulls.pop(model, None))
+        self._watchers.setdefault(model, []).append(progress)
+        try:
+            await asyncio.shield(pulling)
+        finally:
+            self._watchers[model].remove(progress)
+        self._present.add(model)
+
+    async def _pull_streamed(self, model: str) -> None:
+        """``POST /api/pull`` streamed: NDJSON ``{"status", "total", "completed"}`` lines, ``{"error"}`` on failure."""
+        shown = -1
+        async with self._http().post(self._base + "/api/pull", json={"model": model, "stream": True}) as response:
+            if response.status != 200:
+                raise _error_of(response.status, await response.read())
+            async for raw in response.content:
+                line = json.loads(raw) if raw.strip() else {}
+                if "error" in line:
+                    raise OllamaError(f"pulling {model} failed: {line['error']}", code="pull_failed")
+                if line.get("total") and line.get("completed") is not None:
+                    percent = int(100 * line["completed"] / line["total"])
+                    if percent >= shown + 5:
+                        shown = percent
+                        for tell in list(self._watchers.get(model, [])):
+                            tell(f"pulling_model {percent}%")
+                if line.get("status") == "success":
+                    return
+        raise OllamaError(f"pulling {model} ended before it succeeded", code="pull_failed")
+
     async def load(self, model: str) -> None:
         """An empty prompt loads the model and keeps it loaded (``keep_alive``)."""
         await self._post_json(
             "/api/generate", {"model": model, "prompt": "", "keep_alive": self._keep_alive, "stream": False}
         )
 
-    async def generate(self, job: AgentJob, sink: Sink) -> JobResult:
+    async def embed(self, job: AgentJob, sink: Sink) -> JobResult:
+        """An embedding job: ``POST /api/embed``; its output is one text, ``{"embeddings": [[float]]}``."""
+        body = {"model": job.model, "input": job.input, "keep_alive": self._keep_alive}
+        async with self._http().post(self._base + "/api/embed", json=body) as response:
+            raw = await response.read()
+            if response.status != 200:
+                raise _error_of(response.status, raw)
+        answer = json.loads(raw)
+        pending = sink([json.dumps({"embeddings": answer.get("embeddings", [])}, separators=(",", ":"))])
+        if pending is not None:
+            await pending
+        return JobResult(
+            done_reason="stop",
+            prompt_eval_count=answer.get("prompt_eval_count"),
+            eval_count=0,
+            total_duration_ns=answer.get("total_duration"),
+            load_duration_ns=answer.get("load_duration"),
+        )
+
+    async def generate(self, job: AgentJob, sink: Sink, progress: Progress | None = None) -> JobResult:
         """Run the job on the model server, handing each read's output texts to ``sink`` as they come
-        (see :mod:`agent.ollama_stream`); return the model server's final counters."""
+        (see :mod:`agent.ollama_stream`); return the model server's final counters. With pull on demand,
+        a missing model is pulled first, ``progress`` told how far."""
+        if progress is not None:
+            await self.ensure_model(job.model, progress)
+        if job.input is not None:
+            return await self.embed(job, sink)
         chat = job.messages is not None
         body: dict[str, Any] = {"model": job.model, "stream": True, "keep_alive": self._keep_alive}
         if chat:

@@ -31,10 +31,18 @@ class JobReporter:
         self._unacked: list[ReportChunk] = []
         self._seq = 0
         self._started_sent = False
+        self._reason: str | None = None  # what the attempt does before its output, until it is sent
+        self._reason_taken: str | None = None
         self.last_sent = now
         self.final: Report | None = None
         self.final_since = 0.0
         self.accepted = asyncio.Event()  # set when the final report is acknowledged (or given up on)
+
+    def note(self, reason: str) -> None:
+        """Tell the control plane what the attempt is doing (``pulling_model 43%``) at the next report."""
+        if reason != self._reason:
+            self._reason = reason
+            self._wake()
 
     def add(self, texts: list[str]) -> None:
         self._buffer.extend(texts)
@@ -52,6 +60,7 @@ class JobReporter:
         """Something to send: output, the start, the outcome, or a heartbeat that renews the lease."""
         return (
             bool(self._buffer or self._unacked)
+            or self._reason is not None
             or not self._started_sent
             or self.final is not None
             or now - self.last_sent >= heartbeat_s
@@ -71,12 +80,16 @@ class JobReporter:
             outcome=final.outcome if final else None,
             result=final.result if final else None,
             error=final.error if final else None,
+            status_reason=self._reason,
         )
+        self._reason_taken = self._reason
         return report, len(self._unacked)
 
     def sent(self, chunks: int, *, cancel: bool, now: float, final: bool) -> None:
         """The control plane acknowledged a report from :meth:`take`."""
         del self._unacked[:chunks]
+        if self._reason == self._reason_taken:
+            self._reason = None  # sent; a newer one noted meanwhile goes with the next report
         self._started_sent = True
         self.last_sent = now
         if cancel and not final:

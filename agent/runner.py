@@ -7,13 +7,13 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from agent.backend import ModelBackend
 from agent.direct_stream import DirectStream
-from agent.ollama import OllamaClient
 from agent.report_sender import ReportSender
 from agent.reporter import JobReporter
 from shared.errors import OllamaError
 from shared.jobs.events import AgentJob
-from shared.models import JobError
+from shared.models import JobError, JobResult
 
 __all__ = ["JobRun", "run_job"]
 
@@ -26,6 +26,7 @@ class JobRun:
     direct: DirectStream | None = None  # the caller reading the output on its own connection, if any
     task: asyncio.Task[None] | None = None
     outcome: str | None = None
+    result: JobResult | None = None  # the model server's counters, once it finished
     cancel_requested: bool = False
     ended: asyncio.Event = field(default_factory=asyncio.Event)  # generation over, outcome known
     on_ended: Callable[[], None] | None = None
@@ -58,13 +59,13 @@ class _Output:
         return pending
 
 
-async def run_job(run: JobRun, ollama: OllamaClient, reports: ReportSender) -> None:
+async def run_job(run: JobRun, ollama: ModelBackend, reports: ReportSender) -> None:
     spec = run.spec
     reporter = reports.register(spec, on_cancel=run.cancel, eager=run.direct is None)
     outcome, result, error = "failed", None, None
     try:
         async with asyncio.timeout(spec.timeout_s):
-            result = await ollama.generate(spec, _Output(reporter, run))
+            result = await ollama.generate(spec, _Output(reporter, run), reporter.note)
         outcome = "succeeded"
     except TimeoutError:
         error = JobError(code="timeout", message=f"ran longer than timeout_s={spec.timeout_s:g}s")
@@ -76,7 +77,7 @@ async def run_job(run: JobRun, ollama: OllamaClient, reports: ReportSender) -> N
         outcome = "cancelled"
         error = JobError(code="cancelled", message="cancelled by the control plane")
     finally:
-        run.outcome = outcome
+        run.outcome, run.result = outcome, result
         log.info("job %s attempt %d %s%s", spec.job_id, spec.attempt, outcome, f" ({error.code})" if error else "")
         run.ended.set()
         if run.on_ended is not None:

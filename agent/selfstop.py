@@ -1,7 +1,12 @@
-"""Idle watch: after the last job and the idle grace, stop this box and confirm it stopped.
+"""Idle watch: after the last job and the idle grace, ask the control plane (``agent.drain``), then stop
+this box and confirm it stopped.
 
 A job that arrives while stopping is refused with 503 ``instance_stopping``; the control plane
 snoozes it and starts the box again once it is stopped, so nothing is lost.
+
+A box whose model server failed (phase ``model_server_unavailable``) stops at once, without keep-warm
+or asking: it has announced why, and the control plane stops it too and starts another; stopping here
+as well keeps it from billing when that announcement did not get through.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from agent.state import AgentState, Phase
 from shared.boxes.providers.base import ComputeProvider
@@ -24,13 +29,26 @@ STOP_RETRY_S = 5.0
 
 
 async def watch_idle(
-    state: AgentState, provider: ComputeProvider | None, instance_id: str, keep_warm_s: Callable[[], float]
+    state: AgentState,
+    provider: ComputeProvider | None,
+    instance_id: str,
+    keep_warm_s: Callable[[], float],
+    *,
+    may_stop: Callable[[], Awaitable[bool]] | None = None,
 ) -> None:
+    """Stop the box once it has been idle for the idle policy's keep-warm time and ``may_stop`` (the
+    control plane's drain answer) agrees; refused, it stays up for another idle period."""
     while True:
         # Wait until there is nothing running and the box is past start-up.
         while state.active() or state.phase in (Phase.STARTING, Phase.LOADING_MODEL):
             state.activity.clear()
             await state.activity.wait()
+        if state.phase is Phase.FAILED:
+            log.warning("model server failed (%s): stopping instance %s", state.reason(), instance_id)
+            if await _stop(provider, instance_id):
+                return
+            await asyncio.sleep(STOP_RETRY_S)
+            continue
         keep = keep_warm_s()
         idle_for = time.monotonic() - state.idle_since
         state.activity.clear()
@@ -38,6 +56,11 @@ async def watch_idle(
             await asyncio.wait_for(state.activity.wait(), timeout=max(0.0, keep - idle_for))
             continue  # something happened: re-evaluate
         if state.active():
+            continue
+        if may_stop is not None and not await may_stop():
+            state.idle_since = time.monotonic()  # the pool keeps it: another idle period before asking again
+            continue
+        if state.active():  # a job came while the control plane answered
             continue
         state.phase = Phase.STOPPING
         log.info(

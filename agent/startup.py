@@ -1,4 +1,9 @@
-"""Bring the box to "ready": wait for the model server, pull and load the models, announce it."""
+"""Bring the box to "ready": wait for the model server, pull and load the models, announce it.
+
+A box whose model server cannot serve is announced ``failed`` (with why), so the control plane stops it
+and starts another instead of leaving it billing; a supervised server (``GPUQ_AGENT_SERVER_COMMAND``)
+goes through :mod:`agent.supervision`, which uses the same steps.
+"""
 
 from __future__ import annotations
 
@@ -10,26 +15,26 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from agent.ollama import OllamaClient
+from agent.backend import ModelBackend
 from agent.state import AgentState, Phase
 from shared.errors import OllamaError
 from shared.security.signing import RequestSigner
 from shared.settings import AgentSettings, split_csv
 
-__all__ = ["become_ready"]
+__all__ = ["announce", "become_ready", "fail", "preload"]
 
 log = logging.getLogger("gpuq.agent.startup")
 
 MODEL_SERVER_WAIT_S = 300.0
 
 
-async def _wait_for_model_server(ollama: OllamaClient) -> list[str]:
+async def _wait_for_model_server(ollama: ModelBackend) -> list[str]:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + MODEL_SERVER_WAIT_S
     delay = 0.1
     while True:
         try:
-            return await ollama.tags()
+            return await ollama.available_models()
         except (aiohttp.ClientError, TimeoutError):
             if loop.time() > deadline:
                 raise
@@ -40,11 +45,12 @@ async def _wait_for_model_server(ollama: OllamaClient) -> list[str]:
 PROCESS_START = time.monotonic()  # this module is imported at agent start-up
 
 
-async def _announce_ready(settings: AgentSettings, http: aiohttp.ClientSession, phases: dict[str, float]) -> None:
-    """Tell the control plane (trigger) this box is ready, with how long its own start-up phases took."""
+async def announce(settings: AgentSettings, http: aiohttp.ClientSession, event: str, fields: dict[str, object]) -> bool:
+    """Tell the control plane (trigger) this box is ``ready`` (with how long its own start-up phases took)
+    or ``failed`` (with its ``reason``). True once it answered 2xx."""
     if not settings.ready_url:
-        return
-    body = json.dumps({"instance_id": settings.instance_id, "event": "ready", **phases}).encode()
+        return False
+    body = json.dumps({"instance_id": settings.instance_id, "event": event, **fields}).encode()
     signer = RequestSigner(settings.secret)
     for attempt in range(5):
         headers = signer.sign("POST", urlsplit(settings.ready_url).path, body)
@@ -55,37 +61,54 @@ async def _announce_ready(settings: AgentSettings, http: aiohttp.ClientSession, 
             ) as response:
                 text = await response.text()
             if response.status < 300:
-                log.info("announced ready: %s", text)
-                return
-            log.warning("ready announcement answered %d: %s", response.status, text[:200])
+                log.info("announced %s: %s", event, text)
+                return True
+            log.warning("%s announcement answered %d: %s", event, response.status, text[:200])
         except (aiohttp.ClientError, TimeoutError) as exc:
-            log.warning("ready announcement failed: %s", type(exc).__name__)
+            log.warning("%s announcement failed: %s", event, type(exc).__name__)
         await asyncio.sleep(0.5 * 2**attempt)
+    return False
+
+
+async def preload(settings: AgentSettings, ollama: ModelBackend, available: list[str]) -> None:
+    """Pull what the server lacks of the preload models and load them all (``OllamaError`` if it cannot)."""
+    for model in split_csv(settings.preload_models):
+        if model not in available and f"{model}:latest" not in available:
+            log.info("pulling %s", model)
+            await ollama.pull(model)
+        log.info("loading %s", model)
+        await ollama.load(model)
+
+
+async def fail(settings: AgentSettings, state: AgentState, http: aiohttp.ClientSession, reason: str) -> None:
+    """The box cannot serve: say so (``/health``, refused jobs) and tell the control plane, which stops it."""
+    state.phase = Phase.FAILED
+    state.detail = reason
+    log.error("model server not usable: %s", reason)
+    await announce(settings, http, "failed", {"reason": reason[:200]})
+    state.activity.set()  # now the idle watch may stop the box (after the control plane has heard why)
 
 
 async def become_ready(
-    settings: AgentSettings, state: AgentState, ollama: OllamaClient, http: aiohttp.ClientSession
+    settings: AgentSettings, state: AgentState, ollama: ModelBackend, http: aiohttp.ClientSession
 ) -> None:
     up_at = time.monotonic()
     try:
         available = await _wait_for_model_server(ollama)
         state.phase = Phase.LOADING_MODEL
-        for model in split_csv(settings.preload_models):
-            if model not in available and f"{model}:latest" not in available:
-                log.info("pulling %s", model)
-                await ollama.pull(model)
-            log.info("loading %s", model)
-            await ollama.load(model)
+        await preload(settings, ollama, available)
     except (aiohttp.ClientError, TimeoutError, OllamaError) as exc:
-        state.phase = Phase.FAILED
-        state.detail = f"{type(exc).__name__}: {exc}"
-        log.error("model server not usable: %s", state.detail)
-        state.activity.set()
+        await fail(settings, state, http, f"{type(exc).__name__}: {exc}")
         return
     state.phase = Phase.READY
+    state.idle_since = time.monotonic()  # idle from now: a start longer than the keep-warm is no idle time
     state.activity.set()
     log.info("ready: models %s loaded", settings.preload_models)
     done_at = time.monotonic()
-    await _announce_ready(
-        settings, http, {"agent_up_s": round(up_at - PROCESS_START, 3), "model_loaded_s": round(done_at - up_at, 3)}
+    state.model_load_s = done_at - up_at
+    await announce(
+        settings,
+        http,
+        "ready",
+        {"agent_up_s": round(up_at - PROCESS_START, 3), "model_loaded_s": round(done_at - up_at, 3)},
     )

@@ -1,10 +1,12 @@
-"""A lean HTTP/1.1 client for NDJSON streams that timestamps every line as it arrives.
+"""A lean HTTP/1.1 client for NDJSON streams (and OpenAI's SSE ones) that timestamps every line as it arrives.
 
 The benchmark client shares two cores with the servers it measures, so it does as little as
 possible per chunk: an ``asyncio.Protocol`` that de-chunks the body and stamps each complete line
 with ``perf_counter`` in ``data_received`` (the earliest moment Python can see it). Lines are
 classified with a byte search (a line carrying ``"done"`` true ends the stream, ``"error"`` fails it);
 JSON is parsed only afterwards, off the clock, to check the text (:meth:`StreamResult.text`).
+With ``sse=True`` the body is Server-Sent Events: a ``data:`` event with text is a token, ``data: [DONE]``
+ends the stream, an error event fails it (the role chunk and the usage chunk carry no text: not tokens).
 One connection per request (``Connection: close``), the same for every path measured.
 """
 
@@ -41,6 +43,7 @@ class StreamResult:
     done: bool = False
     error: str | None = None
     body: bytearray = field(default_factory=bytearray)
+    sse: bool = False
 
     @property
     def ok(self) -> bool:
@@ -59,7 +62,10 @@ class StreamResult:
         return [b - a for a, b in itertools.pairwise(t)]
 
     def text(self) -> str:
-        """The streamed text: ``response`` (generate, gpuq) or ``message.content`` (chat) of each line."""
+        """The streamed text: ``response`` (generate, gpuq) or ``message.content`` (chat) of each line;
+        for SSE, ``choices[0].text`` (completions) or ``choices[0].delta.content`` (chat) of each event."""
+        if self.sse:
+            return "".join(_sse_texts(bytes(self.body)))
         out = []
         for raw in bytes(self.body).splitlines():
             if not raw.strip():
@@ -69,6 +75,16 @@ class StreamResult:
                 continue
             out.append(line["response"] if "response" in line else line.get("message", {}).get("content", ""))
         return "".join(out)
+
+
+def _sse_texts(body: bytes) -> list[str]:
+    out = []
+    for raw in body.splitlines():
+        if not raw.startswith(b"data: ") or raw.strip().endswith(b"[DONE]"):
+            continue
+        for choice in json.loads(raw[6:]).get("choices") or []:
+            out.append(choice.get("text") or (choice.get("delta") or {}).get("content") or "")
+    return out
 
 
 _HEAD, _SIZE, _DATA, _FIXED, _DONE = range(5)
@@ -112,12 +128,24 @@ class _Protocol(asyncio.Protocol):
             self._scan = end + 1
             if not line.strip():
                 continue
-            if b'"done":true' in line or b'"done": true' in line:
+            if self._result.sse:
+                self._sse_line(line, now)
+            elif b'"done":true' in line or b'"done": true' in line:
                 self._result.done = True
             elif line.startswith(b'{"error"'):
                 self._result.error = bytes(line[:300]).decode(errors="replace")
             else:
                 self._result.line_times.append(now)
+
+    def _sse_line(self, line: bytes | bytearray, now: float) -> None:
+        if not line.startswith(b"data: "):
+            return
+        if b"[DONE]" in line:
+            self._result.done = True
+        elif line.startswith(b'data: {"error"'):
+            self._result.error = bytes(line[:300]).decode(errors="replace")
+        elif b'"choices":[]' not in line and b'"content":""' not in line:  # the usage and role chunks
+            self._result.line_times.append(now)
 
     def _head(self) -> bool:
         end = self._buf.find(b"\r\n\r\n")
@@ -174,10 +202,10 @@ class _Protocol(asyncio.Protocol):
             self._finish(f"connection lost: {exc!r}")
 
 
-async def stream(host: str, port: int, request: bytes, *, timeout_s: float = 120.0) -> StreamResult:
-    """Send one pre-built request and read its NDJSON stream to the end."""
+async def stream(host: str, port: int, request: bytes, *, timeout_s: float = 120.0, sse: bool = False) -> StreamResult:
+    """Send one pre-built request and read its NDJSON (or, with ``sse``, event) stream to the end."""
     loop = asyncio.get_running_loop()
-    result = StreamResult(t_start=time.perf_counter())
+    result = StreamResult(t_start=time.perf_counter(), sse=sse)
     finished: asyncio.Future[None] = loop.create_future()
     try:
         transport, _ = await loop.create_connection(lambda: _Protocol(request, result, finished), host, port)

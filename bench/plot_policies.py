@@ -1,4 +1,5 @@
-"""Plot cost ratio vs fraction of jobs delayed, per idle policy, on the shared trace -> ``docs/policies.png``.
+"""Plot cost ratio vs fraction of jobs delayed, per idle policy, on the shared trace -> ``docs/policies.png``
+(and the dashboard's copy, ``shared/ui/static/policies.png``).
 
     PYTHONPATH=. python bench/plot_policies.py [--trace ../shared/traces/AzureLLMInferenceTrace_code_2023.csv]
         [--thin 0.02 --stretch 30 --seed 0 --cold-start 120 --price 0.5 --wait-values 0,2] [--out docs/policies.png]
@@ -11,6 +12,7 @@ One panel per wait value. Each policy is one point (seed ``--seed``); ``randomiz
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 
@@ -27,6 +29,7 @@ from shared.sim.trace import TraceRequest, load_trace
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_TRACE = REPO.parent / "shared" / "traces" / "AzureLLMInferenceTrace_code_2023.csv"
+UI_COPY = REPO / "shared" / "ui" / "static" / "policies.png"
 FIXED_SWEEP_S = (0.0, 15.0, 30.0, 60.0, 120.0, 240.0, 480.0, 900.0, 1800.0, 3600.0)
 COLORS = {
     "immediate": "tab:red",
@@ -136,6 +139,10 @@ def main(argv: list[str] | None = None) -> int:
     fig.savefig(args.out, dpi=120)
     plt.close(fig)
     print(f"wrote {args.out}")
+    if args.out.resolve() == (REPO / "docs" / "policies.png").resolve():
+        # The dashboard serves the same plot from its package data (the runtime never imports the simulator).
+        shutil.copyfile(args.out, UI_COPY)
+        print(f"wrote {UI_COPY}")
     return 0
 
 

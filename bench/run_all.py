@@ -27,6 +27,8 @@ REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS: tuple[tuple[str, float], ...] = (
     ("bench.import_time", 0.15),
     ("bench.control_plane", 0.35),
+    ("bench.fleet", 0.25),
+    ("bench.openai_front", 0.25),
     ("bench.agent_stream", 1.0),
 )
 # Tiny settings: a few seconds each, so a smoke test can run every benchmark (numbers meaningless).
@@ -48,6 +50,8 @@ QUICK: dict[str, list[str]] = {
         "--snooze-s",
         "0.5",
     ],
+    "bench.fleet": ["--boxes", "1,2", "--jobs", "6", "--tokens", "10", "--token-delay-ms", "5"],
+    "bench.openai_front": ["--rounds", "2", "--held", "4", "--cold-s", "1"],
     "bench.agent_stream": [
         "--rounds",
         "1",

@@ -1,6 +1,6 @@
 """The four functions in one local process, routed by path (``gpuq dev`` runs this).
 
-``/v1/...`` and ``/enqueue`` → enqueue, ``/trigger`` → trigger, ``/dispatch`` → dispatch,
+``/v1/...``, ``/enqueue``, ``/metrics`` and ``/ui/...`` → enqueue, ``/trigger`` → trigger, ``/dispatch`` → dispatch,
 ``/reaper`` → reaper. No redirects (the emulator counts a 308 as a failure).
 """
 
@@ -29,7 +29,7 @@ _ROUTES = cast(dict[str, Handler], {"trigger": trigger, "dispatch": dispatch, "r
 @functions_framework.http
 def gpuq(request: flask.Request) -> flask.Response:
     first = request.path.strip("/").split("/", 1)[0]
-    if first in ("v1", "enqueue"):
+    if first in ("v1", "enqueue", "metrics", "ui"):
         return _ENQUEUE(request)
     if first == "healthz":
         control_plane()  # settings parse and the store opens, or this answers 500

@@ -1,4 +1,5 @@
-"""dispatch: the Cloud Tasks target. One task = one job dispatch, one lease check, or one callback try.
+"""dispatch: the Cloud Tasks target. One task = one job dispatch, one lease check, one callback try, or one
+event delivery try (webhook or Pub/Sub).
 
 Answers 2xx once the task's work is done or re-scheduled (snoozed); 5xx only when it could not
 even re-schedule, so the queue redelivers the same task. An authenticated task whose body does not
@@ -19,7 +20,8 @@ from shared.errors import InvalidRequest
 from shared.jobs.callbacks import deliver_callback
 from shared.jobs.dispatcher import dispatch_job
 from shared.jobs.lifecycle import check_lease
-from shared.jobs.tasks import CallbackTask, JobTask, QueueTask, parse_task
+from shared.jobs.tasks import CallbackTask, EventTask, JobTask, QueueTask, parse_task
+from shared.observability.delivery import deliver_event
 from shared.security.headers import printable
 from shared.security.oidc import verify_oidc
 from shared.security.signing import TASK_SIGNATURE_HEADER, verify_task
@@ -69,4 +71,6 @@ def _run(cp: ControlPlane, task: QueueTask) -> str:
         return dispatch_job(cp, task.job_id, task.seq)
     if isinstance(task, CallbackTask):
         return deliver_callback(cp, task.job_id, task.event_id, task.type, task.try_number)
+    if isinstance(task, EventTask):
+        return deliver_event(cp, task)
     return check_lease(cp, task.job_id, task.attempt)

@@ -11,10 +11,10 @@ import functools
 import gc
 import json
 import logging
-import sys
 import threading
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import flask
 import functions_framework
@@ -28,14 +28,29 @@ from shared.errors import (
     MethodNotAllowed,
     PayloadTooLarge,
     RateLimited,
+    Unauthorized,
     UnsupportedMediaType,
+    error_type,
 )
+from shared.observability.logs import configure_logging
 from shared.security.headers import printable
-from shared.security.keys import authenticate_api_key
+from shared.security.keys import authenticate_api_key, bearer
 from shared.security.ratelimit import RateLimiter
 from shared.settings import ControlPlaneSettings, LogSettings
+from shared.ui.revocation import is_revoked
+from shared.ui.session import CSRF_HEADER, SESSION_COOKIE, BrowserRequest, Session, authenticate_browser
 
-__all__ = ["caller", "control_plane", "handle_errors", "json_response", "rate_limiter", "read_body", "read_json"]
+__all__ = [
+    "browser_session",
+    "caller",
+    "control_plane",
+    "handle_errors",
+    "json_response",
+    "rate_limiter",
+    "read_body",
+    "read_json",
+    "site_hosts",
+]
 
 log = logging.getLogger("gpuq.edge")
 
@@ -45,20 +60,10 @@ _cp: ControlPlane | None = None
 _cp_lock = threading.Lock()
 
 
-def _configure_logging() -> None:
-    root = logging.getLogger()
-    if not any(getattr(h, "_gpuq", False) for h in root.handlers):
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        handler._gpuq = True  # type: ignore[attr-defined]
-        root.addHandler(handler)
-        root.setLevel(LogSettings().level)
-        logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise here
-
-
 @functools.cache
 def rate_limiter() -> RateLimiter:
-    return RateLimiter(control_plane().settings.rate_limit_per_min)
+    cp = control_plane()
+    return RateLimiter(cp.settings.rate_limit_per_min, store=cp.store)
 
 
 @functools.cache
@@ -68,10 +73,41 @@ def _api_keys() -> dict[str, str]:
 
 
 def caller(request: flask.Request) -> str:
-    """Authenticate the jobs API caller by API key and take one token of its rate limit. Returns its name."""
-    name = authenticate_api_key(request.headers, _api_keys())
+    """Authenticate the jobs API caller and take one token of its rate limit. Returns its name.
+
+    By API key (``Authorization: Bearer``); without one, by the dashboard's session cookie
+    (:func:`browser_session`: a state-changing request then needs the session's CSRF token too)."""
+    if not bearer(request.headers) and SESSION_COOKIE in request.cookies and control_plane().settings.ui_enabled:
+        name = browser_session(request).name
+    else:
+        name = authenticate_api_key(request.headers, _api_keys())
     rate_limiter().check(name)
     return name
+
+
+def site_hosts(request: flask.Request) -> set[str]:
+    """This site's ``host[:port]`` as a browser's ``Origin`` names it: the request's Host, the public URL's."""
+    return {request.host, urlsplit(control_plane().settings.public_url).netloc}
+
+
+def browser_session(request: flask.Request, *, csrf: str | None = None) -> Session:
+    """The dashboard session of a request carrying its cookie: 401 when none is valid (forged, expired,
+    logged out, key revoked); 403 when a state-changing request lacks the session's CSRF token (the
+    ``X-CSRF-Token`` header, or ``csrf`` from a form) or a browser says it came from another site."""
+    cp = control_plane()
+    seen = BrowserRequest(
+        method=request.method,
+        token=request.cookies.get(SESSION_COOKIE, ""),
+        csrf=csrf if csrf is not None else request.headers.get(CSRF_HEADER),
+        origin=request.headers.get("Origin"),
+        fetch_site=request.headers.get("Sec-Fetch-Site"),
+    )
+    session = authenticate_browser(
+        cp.settings.job_token_secret, _api_keys(), seen, now=cp.clock.now(), hosts=site_hosts(request)
+    )
+    if is_revoked(cp.store, session):
+        raise Unauthorized("this dashboard session was logged out: log in again", code="session_ended")
+    return session
 
 
 def control_plane() -> ControlPlane:
@@ -81,7 +117,7 @@ def control_plane() -> ControlPlane:
         return _cp
     with _cp_lock:
         if _cp is None:
-            _configure_logging()
+            configure_logging(LogSettings(), "functions")  # text, or JSON lines (GPUQ_LOG_FORMAT)
             _cp = build_control_plane(ControlPlaneSettings())  # published whole: the fast path reads it unlocked
             # Everything built so far (modules, settings, pydantic schemas, clients) lives as long as the
             # process: out of the collector's sight, a full collection no longer walks it mid-request.
@@ -153,13 +189,15 @@ def _error_response(exc: GpuqError) -> flask.Response:
         headers["Retry-After"] = str(max(1, round(exc.retry_after_s)))
     if isinstance(exc, MethodNotAllowed):
         headers["Allow"] = ", ".join(exc.allow)
-    return json_response(exc.to_body(), exc.status, headers)
+    return json_response(exc.to_api_body(), exc.status, headers)
 
 
 def _framework_error(exc: HTTPException) -> flask.Response:
     """Errors raised before our function runs (a path Flask cannot route, a malformed request) as JSON too."""
     code = (exc.name or "error").lower().replace(" ", "_")
-    return json_response({"error": {"code": code, "message": exc.description or exc.name}}, exc.code or 400)
+    status = exc.code or 400
+    body = {"code": code, "message": exc.description or exc.name, "type": error_type(status), "param": None}
+    return json_response({"error": body}, status)
 
 
 # functions-framework exposes its Flask app's errorhandler while it imports the function's module.
@@ -185,6 +223,7 @@ def handle_errors(fn: Handler) -> Handler:
             return _error_response(exc)
         except Exception:
             log.exception("%s %s failed", request.method, printable(request.path))
-            return json_response({"error": {"code": "internal", "message": "internal error"}}, 500)
+            body = {"code": "internal", "message": "internal error", "type": "server_error", "param": None}
+            return json_response({"error": body}, 500)
 
     return wrapper

@@ -2,8 +2,10 @@
 
 Routes: ``POST /v1/jobs``, ``GET /v1/jobs/{id}``, ``GET /v1/jobs/{id}/stream``,
 ``POST /v1/jobs/{id}/cancel``, ``POST /v1/jobs/{id}/callback/resend``, ``GET /v1/cost``,
+``GET /v1/models[/{id}]``, ``GET /v1/instances``, ``GET /v1/events``,
 ``GET /v1/openapi.json``. The same deployed function also serves the routes only agents call
-(``POST /v1/reports``, ``POST /v1/jobs/{id}/events``), whose handlers live in ``functions.agent_reports``.
+(``POST /v1/reports``, ``POST /v1/jobs/{id}/events``), whose handlers live in ``functions.agent_reports``,
+and the dashboard under ``/ui`` (``functions.ui``).
 A known path asked with another method answers 405 with the table's ``Allow``.
 """
 
@@ -15,8 +17,9 @@ from collections.abc import Callable
 import flask
 import functions_framework
 
-from functions import agent_reports
+from functions import agent_reports, openai_front, ui
 from functions.edge import caller, control_plane, handle_errors, json_response, read_json
+from shared.boxes.listing import list_instances, list_models, model_entry
 from shared.errors import InvalidRequest, ValidationFailed
 from shared.jobs.callbacks import resend_failed
 from shared.jobs.intake import cancel_job, get_job, parse_job_create, submit_job
@@ -24,6 +27,9 @@ from shared.jobs.routes import resolve
 from shared.jobs.streaming import sse_events
 from shared.jobs.views import job_view
 from shared.money.costreport import cost_report, parse_since
+from shared.observability.event_log import parse_event_query, read_events
+from shared.observability.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from shared.observability.metrics import render as render_metrics
 from shared.security.headers import printable
 
 __all__ = ["ENDPOINTS", "enqueue"]
@@ -100,6 +106,39 @@ def _cost(request: flask.Request) -> flask.Response:
     return json_response(cost_report(control_plane(), parse_since(request.args.get("since", "24h"))))
 
 
+def _models(request: flask.Request) -> flask.Response:
+    caller(request)
+    return json_response(list_models(control_plane()))
+
+
+def _model(request: flask.Request, model_id: str) -> flask.Response:
+    caller(request)
+    return json_response(model_entry(control_plane(), model_id))
+
+
+def _metrics(request: flask.Request) -> flask.Response:
+    cp = control_plane()
+    token = cp.settings.metrics_token
+    if not (token and request.headers.get("Authorization", "") == f"Bearer {token}"):
+        caller(request)  # else an API key, as every read of the API
+    return flask.Response(render_metrics(cp), headers={"Content-Type": METRICS_CONTENT_TYPE})
+
+
+def _events(request: flask.Request) -> flask.Response:
+    caller(request)
+    return json_response(read_events(control_plane(), parse_event_query(request.args)))
+
+
+def _instances(request: flask.Request) -> flask.Response:
+    caller(request)
+    unknown = sorted(set(request.args) - {"pool", "state"})
+    if unknown:
+        raise ValidationFailed(f"{', '.join(printable(u, 40) for u in unknown)}: unknown query parameter")
+    return json_response(
+        list_instances(control_plane(), pool=request.args.get("pool"), state=request.args.get("state"))
+    )
+
+
 @functools.cache
 def _openapi_document() -> dict[str, object]:
     from shared.jobs.openapi import jobs_openapi  # builds pydantic schemas: only when first asked for
@@ -119,8 +158,15 @@ ENDPOINTS: dict[str, Callable[..., flask.Response]] = {
     "cancelJob": _cancel_job,
     "resendCallbacks": _resend_callbacks,
     "cost": _cost,
+    "listModels": _models,
+    "getModel": _model,
+    "listInstances": _instances,
+    "listEvents": _events,
+    "metrics": _metrics,
     "openapi": _openapi,
     **agent_reports.ENDPOINTS,
+    **openai_front.ENDPOINTS,
+    **ui.ENDPOINTS,
 }
 """Every endpoint of the route table → its handler, called with the request and the path's parameters."""
 

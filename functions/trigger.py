@@ -1,5 +1,7 @@
 """trigger: an external ping (``Authorization: Bearer <trigger token>``) or an agent's signed
-"ready" announcement. Starts the box if work waits; once the agent is ready, runs waiting jobs now."""
+"ready" or "failed" announcement or "drain" request. Starts the boxes waiting work needs; once an agent
+is ready, runs waiting jobs now; an idle agent asking to stop is drained or told to stay up; a box whose
+model server cannot come up is stopped and another started."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import flask
 import functions_framework
 
 from functions.edge import control_plane, handle_errors, json_response, rate_limiter, read_body, read_json
+from shared.boxes.triggering import box_failed, drain
 from shared.boxes.triggering import trigger as run_trigger
 from shared.errors import MethodNotAllowed, Unauthorized, ValidationFailed
 from shared.security.keys import verify_bearer
@@ -30,6 +33,12 @@ def trigger(request: flask.Request) -> flask.Response:
         agent_signer(cp.settings.agent_master_secret, instance_id, cp.nonces).verify(
             "POST", request.path, request.headers, read_body(request, 4096)
         )
+        if body.get("event") == "drain":
+            answer = drain(cp, instance_id)
+            return json_response({"drain": answer.granted, "reason": answer.reason})
+        if body.get("event") == "failed":
+            reason = body.get("reason")
+            return json_response(box_failed(cp, instance_id, reason if isinstance(reason, str) else "unknown"))
         phases = {
             k: float(v)
             for k in ("agent_up_s", "model_loaded_s")

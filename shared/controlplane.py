@@ -17,6 +17,7 @@ from shared.clock import Clock, SystemClock
 from shared.settings import ControlPlaneSettings, split_csv
 
 if TYPE_CHECKING:
+    from shared.boxes.pools import Pools
     from shared.boxes.providers.base import ComputeProvider
     from shared.security.signing import NonceCache
     from shared.store.base import JobStore
@@ -35,6 +36,7 @@ class ControlPlane:
     queue: TaskQueue
     provider: ComputeProvider
     nonces: NonceCache  # where a replayed signed request is caught (see shared.assembly.build_nonce_cache)
+    pools: Pools  # the pools of boxes and the models each serves (shared.boxes.pools)
     clock: Clock = field(default_factory=SystemClock)
     http: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=10.0, follow_redirects=False))
     blobs: BlobStore | None = None  # large finished outputs go to a bucket when configured

@@ -77,6 +77,7 @@ __all__ = [
     "VastRateLimited",
     "VastRejected",
     "VastUnavailable",
+    "error_type",
 ]
 
 
@@ -86,15 +87,37 @@ class GpuqError(Exception):
     code: str = "internal"
     status: int = 500
 
-    def __init__(self, message: str, *, code: str | None = None) -> None:
+    param: str | None = None  # the request parameter at fault, when one is (OpenAI's ``param``)
+
+    def __init__(self, message: str, *, code: str | None = None, param: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         if code is not None:
             self.code = code
+        if param is not None:
+            self.param = param
 
     def to_body(self) -> dict[str, dict[str, str]]:
         """The JSON error body every endpoint returns."""
         return {"error": {"code": self.code, "message": self.message}}
+
+    def to_api_body(self) -> dict[str, dict[str, str | None]]:
+        """The control plane's error body: gpuq's ``code`` and ``message``, and OpenAI's ``type`` and
+        ``param`` beside them, so OpenAI's SDKs raise their typed errors on every route."""
+        return {
+            "error": {"code": self.code, "message": self.message, "type": error_type(self.status), "param": self.param}
+        }
+
+
+def error_type(status: int) -> str:
+    """OpenAI's error ``type`` for an HTTP status."""
+    if status == 401:
+        return "authentication_error"
+    if status == 403:
+        return "permission_error"
+    if status == 429:
+        return "rate_limit_error"
+    return "server_error" if status >= 500 else "invalid_request_error"
 
 
 class ClientError(GpuqError):

@@ -30,6 +30,7 @@ __all__ = [
 CallbackEvent = Literal["started", "output", "completed"]
 
 MAX_METADATA_KEYS = 16
+_RETRYABLE_CODES = frozenset({"model_server_unreachable", "model_server_busy"})
 MetadataKey = Annotated[str, Field(min_length=1, max_length=64)]
 MetadataValue = Annotated[str, Field(max_length=256)] | int | float | bool | None
 
@@ -79,11 +80,33 @@ class JobCreate(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
         protected_namespaces=(),
-        # "Exactly one of prompt or messages", as JSON Schema (null counts as absent), for the published contract.
+        # "Exactly one of prompt, messages or input", as JSON Schema (null counts as absent), for the contract.
         json_schema_extra={
             "oneOf": [
-                {"required": ["prompt"], "properties": {"prompt": {"type": "string"}, "messages": {"type": "null"}}},
-                {"required": ["messages"], "properties": {"messages": {"type": "array"}, "prompt": {"type": "null"}}},
+                {
+                    "required": ["prompt"],
+                    "properties": {
+                        "prompt": {"type": "string"},
+                        "messages": {"type": "null"},
+                        "input": {"type": "null"},
+                    },
+                },
+                {
+                    "required": ["messages"],
+                    "properties": {
+                        "messages": {"type": "array"},
+                        "prompt": {"type": "null"},
+                        "input": {"type": "null"},
+                    },
+                },
+                {
+                    "required": ["input"],
+                    "properties": {
+                        "input": {"type": "array"},
+                        "prompt": {"type": "null"},
+                        "messages": {"type": "null"},
+                    },
+                },
             ]
         },
     )
@@ -92,6 +115,9 @@ class JobCreate(BaseModel):
     model: Annotated[str, Field(min_length=1, max_length=200, pattern=MODEL_NAME)]
     prompt: NonEmpty | None = None
     messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=1000)] | None = None
+    input: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1, max_length=2048)] | None = Field(
+        None, description="Texts to embed (an embedding job: its output is the vectors as JSON)."
+    )
     options: dict[str, Any] | None = None
     callback_url: Annotated[str, Field(max_length=2048, pattern=r"^[Hh][Tt][Tt][Pp][Ss]?://[^\s/?#]+")] | None = None
     callback_events: list[CallbackEvent] = Field(default_factory=_completed_only)
@@ -102,8 +128,8 @@ class JobCreate(BaseModel):
 
     @model_validator(mode="after")
     def _one_input(self) -> JobCreate:
-        if (self.prompt is None) == (self.messages is None):
-            raise ValueError("give exactly one of 'prompt' or 'messages'")
+        if sum(x is not None for x in (self.prompt, self.messages, self.input)) != 1:
+            raise ValueError("give exactly one of 'prompt', 'messages' or 'input'")
         return self
 
     @field_validator("callback_url", mode="before")
@@ -118,6 +144,11 @@ class JobError(BaseModel):
     code: str
     message: str
 
+    def is_retryable(self) -> bool:
+        """The attempt failed for the box's sake, not the job's (its model server went away or was full):
+        another attempt may succeed, so the control plane re-drives it while attempts remain."""
+        return self.code in _RETRYABLE_CODES
+
 
 class JobResult(BaseModel):
     """What the model server said when the generation ended."""
@@ -127,6 +158,8 @@ class JobResult(BaseModel):
     eval_count: int | None = None
     total_duration_ns: int | None = None
     load_duration_ns: int | None = None
+    prompt_eval_duration_ns: int | None = None
+    eval_duration_ns: int | None = None
 
 
 class CallbackDelivery(BaseModel):
@@ -159,6 +192,7 @@ class Job(BaseModel):
     model: str
     prompt: str | None = None
     messages: list[ChatMessage] | None = None
+    input: list[str] | None = None
     options: dict[str, Any] | None = None
     callback_url: str | None = None
     callback_events: list[CallbackEvent] = Field(default_factory=_completed_only)

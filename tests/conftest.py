@@ -9,6 +9,8 @@ import pytest
 from shared.tools.client import JobsClient
 from shared.tools.devstack import DevStack
 from shared.tools.receiver import CallbackReceiver
+from tests.contract.emulator import FirestoreEmulator, emulator_missing_reason
+from tests.pubsub_emulator import PubSubEmulator, require_pubsub_emulator
 from tests.servers import start_stack
 from tests.stack_reset import StackReset
 
@@ -19,6 +21,25 @@ def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith(("GPUQ_", "VAST", "OLLAMA_")):
             monkeypatch.delenv(name)
+
+
+@pytest.fixture(scope="session")
+def firestore_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FirestoreEmulator]:
+    reason = emulator_missing_reason()
+    if reason is not None:
+        pytest.skip(f"Firestore backend not tested: {reason}")
+    emulator = FirestoreEmulator(tmp_path_factory.mktemp("firestore") / "emulator.log").start()
+    yield emulator
+    emulator.stop()  # raises if any process of its group (gcloud, wrapper, java) survives SIGKILL
+
+
+@pytest.fixture(scope="session")
+def pubsub_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PubSubEmulator]:
+    """The real Pub/Sub emulator, started once per session (only when a test asks for it)."""
+    require_pubsub_emulator()
+    emulator = PubSubEmulator(tmp_path_factory.mktemp("pubsub") / "emulator.log").start()
+    yield emulator
+    emulator.stop()
 
 
 @pytest.fixture(scope="session")

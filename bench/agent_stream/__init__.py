@@ -1,4 +1,4 @@
-"""Agent streaming overhead: Ollama direct vs. gpuq's agent vs. Vast's PyWorker, same stand-in, same run.
+"""Agent streaming overhead: model server direct vs. gpuq's agent (both backends) vs. Vast's PyWorker, same run.
 
     .venv/bin/python -m bench.agent_stream [--rounds 12] [--streams 1,8,32] [--tokens 200] [--max-s 480]
 
@@ -12,6 +12,11 @@ Every server is its own process, so each proxy's CPU is read from ``/proc/<pid>/
   (``DevStack``), writing the real SQLite store. Each job is put in the store as dispatch leaves it
   (running, attempt 1), so the agent's per-attempt report token is accepted and its reports are applied;
   after the run every job must be ``succeeded`` with its exact text stored;
+- **direct-openai**: the OpenAI-compatible stand-in (``python -m shared.fakes.openai_server``, vLLM-like),
+  ``POST /v1/completions`` with ``stream`` and ``stream_options.include_usage``, SSE, same pacing;
+- **gpuq-openai**: a second agent, on its ``openai`` backend (``GPUQ_AGENT_BACKEND=openai``) in front of that
+  stand-in, at ``POST /v1/stream``, reporting to the same control plane; its ratios are against
+  **direct-openai** (``--backends ollama,openai`` chooses which pairs run);
 - **pyworker**: Vast's PyWorker (``vastai`` 1.9.1) in its own venv, configured by
   ``bench/pyworker_worker.py``, reporting to ``bench/fake_autoscaler.py``; ``UNSECURED=true`` unless
   ``--pyworker-auth`` (then every request carries a real RSA signature it verifies).
@@ -27,7 +32,7 @@ starts and stamps each line when it arrives; every stream's text is checked agai
 deterministic output afterwards. Results: table on stdout, ``bench/results/agent_stream.json``.
 
 The parts: ``cli`` (the command line), ``servers`` and ``pyworker`` (the processes measured),
-``routes`` (the three paths), ``harness`` and ``phases`` (the load), ``sample`` (what one
+``routes`` (the paths), ``harness`` and ``phases`` (the load), ``sample`` (what one
 (phase, streams, path) measured), ``results`` (rows and targets), ``tables`` (the report), ``run`` (``main``).
 """
 

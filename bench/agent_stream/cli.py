@@ -25,6 +25,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--idle-s", type=float, default=2.0, help="quiet window measuring each proxy's idle CPU")
     p.add_argument("--no-pyworker", action="store_true", help="skip Vast's PyWorker (no vastai venv)")
     p.add_argument(
+        "--backends",
+        type=lambda t: [x.strip() for x in t.split(",")],
+        default=["ollama", "openai"],
+        help="the agent's backends measured: ollama (direct + gpuq), openai (direct-openai + gpuq-openai)",
+    )
+    p.add_argument(
         "--pyworker-auth",
         action="store_true",
         help="run PyWorker secured (UNSECURED=false): it verifies an RSA signature per request",
@@ -35,6 +41,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=["latency", "throughput", "cpu"],
         help="which phases to run",
     )
+    _add_diagnostics(p)
+    p.add_argument("--max-s", type=float, default=480.0, help="stop starting new rounds after this long")
+    p.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    p.add_argument("--keep-logs", action="store_true", help="keep the work folder (logs of every process)")
+    return p.parse_args(argv)
+
+
+def _add_diagnostics(p: argparse.ArgumentParser) -> None:
+    """Options for finding causes and trying changes, not for the reference run."""
     p.add_argument(
         "--profile",
         type=Path,
@@ -64,7 +79,3 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="NAME=VALUE",
         help="extra agent setting, e.g. GPUQ_AGENT_REPORT_INTERVAL_S=1 (to try a setting)",
     )
-    p.add_argument("--max-s", type=float, default=480.0, help="stop starting new rounds after this long")
-    p.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
-    p.add_argument("--keep-logs", action="store_true", help="keep the work folder (logs of every process)")
-    return p.parse_args(argv)

@@ -59,7 +59,9 @@ class Bench:
         requests = route.prepare(prompts, tokens)
         cpu0, cp0 = route.cpu_s(), route.control_plane_cpu_s()
         t0 = time.perf_counter()
-        results = await asyncio.gather(*(stream(HOST, route.port, r, timeout_s=STREAM_TIMEOUT_S) for r in requests))
+        results = await asyncio.gather(
+            *(stream(HOST, route.port, r, timeout_s=STREAM_TIMEOUT_S, sse=route.sse) for r in requests)
+        )
         wall = time.perf_counter() - t0
         await route.settle()
         await asyncio.sleep(SETTLE_S)

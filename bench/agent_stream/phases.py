@@ -14,13 +14,15 @@ from bench.agent_stream.harness import Bench
 __all__ = ["cpu_phase", "latency_phase", "run_phases", "throughput_phase"]
 
 
-async def _set_token_delay(ollama_url: str, delay_s: float) -> None:
+async def _set_token_delay(server_urls: list[str], delay_s: float) -> None:
+    """On every stand-in (Ollama's and the OpenAI-compatible one share the hook)."""
     async with httpx.AsyncClient() as client:
-        (await client.post(ollama_url + "/__fake__/faults", json={"token_delay_s": delay_s})).raise_for_status()
+        for url in server_urls:
+            (await client.post(url + "/__fake__/faults", json={"token_delay_s": delay_s})).raise_for_status()
 
 
 async def run_phases(
-    bench: Bench, args: argparse.Namespace, ollama_url: str, on_measuring: Callable[[], None]
+    bench: Bench, args: argparse.Namespace, server_urls: list[str], on_measuring: Callable[[], None]
 ) -> dict[str, float]:
     log("warm-up")
     for route in bench.routes:
@@ -35,14 +37,14 @@ async def run_phases(
     on_measuring()
     if "latency" in args.phases:
         await latency_phase(bench, args)
-    await _set_token_delay(ollama_url, 0.0)
+    await _set_token_delay(server_urls, 0.0)
     try:
         if "throughput" in args.phases:
             await throughput_phase(bench, args)
         if "cpu" in args.phases:
             await cpu_phase(bench, args)
     finally:
-        await _set_token_delay(ollama_url, args.token_delay_ms / 1000)
+        await _set_token_delay(server_urls, args.token_delay_ms / 1000)
     return idle
 
 

@@ -1,7 +1,10 @@
-"""The three paths to the model, each a ``Route``: how its requests are built and which process is its proxy.
+"""The paths to the model, each a ``Route``: how its requests are built and which process is its proxy.
 
 ``direct`` is the Ollama stand-in itself; ``GpuqRoute`` is gpuq's agent with the real control plane
 behind it (each job put in the store as dispatch leaves it); ``PyWorkerRoute`` is Vast's PyWorker.
+``OpenAIRoute`` (``direct-openai``) is the OpenAI-compatible stand-in itself (``/v1/completions``, SSE), the
+baseline of the agent on its openai backend (a ``GpuqRoute`` named ``gpuq-openai``). Each route's
+``baseline`` names the direct path its ratios are taken against.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from shared.states import JobStatus
 from shared.store.sqlite import SqliteJobStore
 from shared.tools.devstack import DevStack
 
-__all__ = ["GpuqRoute", "PyWorkerRoute", "Route", "ollama_body"]
+__all__ = ["GpuqRoute", "OpenAIRoute", "PyWorkerRoute", "Route", "ollama_body", "openai_body"]
 
 
 def ollama_body(prompt: str, tokens: int) -> dict[str, Any]:
@@ -31,11 +34,19 @@ def ollama_body(prompt: str, tokens: int) -> dict[str, Any]:
     return {"model": MODEL, "stream": True, "keep_alive": -1, "prompt": prompt, "options": {"num_predict": tokens}}
 
 
+def openai_body(prompt: str, tokens: int) -> dict[str, Any]:
+    """What the agent's openai backend sends for the same job (a vLLM client would send the same)."""
+    usage = {"include_usage": True}
+    return {"model": MODEL, "prompt": prompt, "stream": True, "stream_options": usage, "max_tokens": tokens}
+
+
 class Route:
     """One way to reach the model: how requests are built, and which process is the proxy."""
 
     name = "direct"
+    baseline = "direct"
     path = "/api/generate"
+    sse = False
 
     def __init__(self, port: int, proxy: Proc | None = None) -> None:
         self.port = port
@@ -54,12 +65,26 @@ class Route:
         return 0.0
 
 
+class OpenAIRoute(Route):
+    name = "direct-openai"
+    baseline = "direct-openai"
+    path = "/v1/completions"
+    sse = True
+
+    def prepare(self, prompts: Sequence[str], tokens: int) -> list[bytes]:
+        return [build_request(HOST, self.port, self.path, json.dumps(openai_body(p, tokens)).encode()) for p in prompts]
+
+
 class GpuqRoute(Route):
     name = "gpuq"
     path = "/v1/stream"
 
-    def __init__(self, port: int, proxy: Proc, secret: str, stack: DevStack, functions_pid: int) -> None:
+    def __init__(
+        self, port: int, proxy: Proc, secret: str, stack: DevStack, functions_pid: int, *, backend: str = "ollama"
+    ) -> None:
         super().__init__(port, proxy)
+        if backend == "openai":
+            self.name, self.baseline = "gpuq-openai", "direct-openai"
         self._stack = stack
         self._store = SqliteJobStore(stack.settings.sqlite_path())
         self._signer = RequestSigner(secret)

@@ -1,4 +1,5 @@
-"""The processes measured besides PyWorker: the Ollama stand-in, the control plane (``DevStack``), gpuq's agent.
+"""The processes measured besides PyWorker: the Ollama stand-in and the OpenAI-compatible one, the control plane
+(``DevStack``), gpuq's agents (one per backend).
 
 Every process is started with ``bench.procs.spawn`` and appended to ``procs`` as soon as it runs,
 so the caller stops whatever was started even when a later one fails.
@@ -14,7 +15,14 @@ from bench.agent_stream.constants import HOST, MODEL, REPO, log
 from bench.procs import Proc, children, find_child, spawn
 from shared.tools.devstack import DevStack, DevStackConfig, free_port
 
-__all__ = ["functions_pid", "renice_control_plane", "start_agent", "start_control_plane", "start_ollama"]
+__all__ = [
+    "functions_pid",
+    "renice_control_plane",
+    "start_agent",
+    "start_control_plane",
+    "start_ollama",
+    "start_openai_server",
+]
 
 
 def start_ollama(work: Path, token_delay_ms: float, tokens: int, procs: list[Proc]) -> tuple[int, str, Path]:
@@ -45,6 +53,18 @@ def start_ollama(work: Path, token_delay_ms: float, tokens: int, procs: list[Pro
     procs.append(ollama)
     ollama.wait_http(ollama_url + "/")
     return ollama_port, ollama_url, ollama_log
+
+
+def start_openai_server(work: Path, token_delay_ms: float, tokens: int, procs: list[Proc]) -> tuple[int, str]:
+    """The OpenAI-compatible stand-in (vLLM-like), loaded: its port and URL."""
+    port = free_port()
+    url = f"http://{HOST}:{port}"
+    argv = [sys.executable, "-m", "shared.fakes.openai_server", "--host", HOST, "--port", str(port)]
+    argv += ["--token-delay-ms", str(token_delay_ms), "--load-delay-ms", "50", "--default-num-tokens", str(tokens)]
+    server = spawn("fake-openai", argv, work / "logs" / "fake-openai.log", cwd=REPO)
+    procs.append(server)
+    server.wait_http(url + "/health")
+    return port, url
 
 
 def start_control_plane(work: Path, ollama_url: str) -> DevStack:
@@ -87,6 +107,7 @@ def start_agent(
     procs: list[Proc],
     agent_path: Path | None = None,
     extra_env: dict[str, str] | None = None,
+    name: str = "agent",
 ) -> tuple[Proc, int]:
     port = free_port()
     env = {
@@ -103,9 +124,7 @@ def start_agent(
     }
     if agent_path is not None:  # a proposed change, measured before it lands (`-m` puts the cwd first on sys.path)
         env["PYTHONPATH"] = os.pathsep.join([str(agent_path), str(REPO), os.environ.get("PYTHONPATH", "")])
-    agent = spawn(
-        "agent", [sys.executable, "-m", "agent"], work / "logs" / "agent.log", env=env, cwd=agent_path or REPO
-    )
+    agent = spawn(name, [sys.executable, "-m", "agent"], work / "logs" / f"{name}.log", env=env, cwd=agent_path or REPO)
     procs.append(agent)
     agent.wait_http(f"http://{HOST}:{port}/health", ok=300)  # 200 once the model is loaded
     if agent_path is not None:

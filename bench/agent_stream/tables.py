@@ -59,8 +59,8 @@ def _latency_table(latency: list[dict[str, Any]]) -> str:
                 fmt(r["gap_p50_ms"]),
                 fmt(r["gap_p99_ms"]),
                 fmt(r["chunks_per_s"], 0),
-                fmt(r["cpu_ms_per_request"]) if r["path"] != "direct" else "-",
-                fmt(r["cpu_ms_per_1k_tokens"]) if r["path"] != "direct" else "-",
+                fmt(r["cpu_ms_per_request"]) if not r["path"].startswith("direct") else "-",
+                fmt(r["cpu_ms_per_1k_tokens"]) if not r["path"].startswith("direct") else "-",
                 str(r["errors"] + r["wrong_text"]),
             ]
             for r in latency
@@ -79,7 +79,7 @@ def _throughput_table(throughput: list[dict[str, Any]]) -> str:
                 fmt(r["chunks_per_s"], 0),
                 fmt(r["chunks_per_s_x_direct"]),
                 fmt(r["ttfc_p50_ms"]),
-                fmt(r["cpu_ms_per_1k_tokens"]) if r["path"] != "direct" else "-",
+                fmt(r["cpu_ms_per_1k_tokens"]) if not r["path"].startswith("direct") else "-",
                 str(r["errors"] + r["wrong_text"]),
             ]
             for r in throughput
@@ -94,9 +94,9 @@ def _cpu_table(cpu: list[dict[str, Any]], idle: dict[str, float]) -> str:
             [
                 r["path"],
                 str(r["requests"]),
-                fmt(r["cpu_ms_per_request"]) if r["path"] != "direct" else "-",
-                fmt(r["control_plane_cpu_ms_per_request"]) if r["path"] == "gpuq" else "-",
-                fmt(idle.get(r["path"])) if r["path"] != "direct" else "-",
+                fmt(r["cpu_ms_per_request"]) if not r["path"].startswith("direct") else "-",
+                fmt(r["control_plane_cpu_ms_per_request"]) if r["path"].startswith("gpuq") else "-",
+                fmt(idle.get(r["path"])) if not r["path"].startswith("direct") else "-",
                 fmt(r["ttfc_p50_ms"]),
             ]
             for r in cpu

@@ -5,6 +5,8 @@
 #   2. waits (bounded) until Ollama answers;
 #   3. starts the agent (`python -m agent`) unless it already runs;
 #   4. pulls and loads every model of OLLAMA_PRELOAD_MODELS (comma-separated) with keep_alive=-1.
+# With GPUQ_AGENT_SERVER_COMMAND set, steps 1, 2 and 4 are the agent's: it starts and supervises the model
+# server itself and loads its models (docs/model-server.md); this script only starts the agent.
 #
 # Usage: onstart.sh               set up, then return (Vast on-start; the processes keep running)
 #        onstart.sh --foreground  set up, then become the agent (container entrypoint: OVH AI Deploy, Docker)
@@ -131,13 +133,23 @@ preload_models() {
 }
 
 log "start (foreground=$FOREGROUND, models: ${PRELOAD:-none})"
-start_ollama
+SUPERVISED=0
+if [[ -n "${GPUQ_AGENT_SERVER_COMMAND:-}" ]]; then
+  SUPERVISED=1
+  log "the agent starts and supervises the model server: $GPUQ_AGENT_SERVER_COMMAND"
+else
+  start_ollama
+fi
 if ((FOREGROUND)); then
   # The container's main process becomes the agent; the models load beside it.
-  preload_models 9>&- &
+  if ((!SUPERVISED)); then
+    preload_models 9>&- &
+  fi
   echo "$$" >"$STATE_DIR/agent.pid"
   cd "$GPUQ_HOME" 2>/dev/null || true
   exec "$PYTHON" -m agent 9>&-
 fi
 start_agent_background
-preload_models
+if ((!SUPERVISED)); then
+  preload_models
+fi

@@ -20,7 +20,7 @@ from shared.errors import ValidationFailed
 from shared.jobs.tasks import CallbackTask, push_task
 from shared.jobs.views import job_view
 from shared.models import CallbackDelivery, Job
-from shared.security.callback_urls import check_callback_url
+from shared.security.callback_urls import check_callback_url, post_pinned
 from shared.security.webhooks import sign_webhook
 
 __all__ = ["deliver_callback", "event_id_for", "requeue_pending", "resend_failed", "schedule_callback"]
@@ -72,18 +72,6 @@ def resend_failed(cp: ControlPlane, job: Job) -> list[str]:
     for event_id in events:
         push_task(cp, CallbackTask.of(job_id=job.id, event_id=event_id, event_type=_event_type_of(event_id)))
     return events
-
-
-def _post(cp: ControlPlane, url: str, pinned: str | None, body: bytes, headers: dict[str, str]) -> httpx.Response:
-    """POST, connecting to the address that was checked (``pinned``), never following redirects."""
-    timeout = cp.settings.callback_timeout_s
-    if pinned is None:
-        return cp.http.post(url, content=body, headers=headers, timeout=timeout)
-    parts = httpx.URL(url)
-    host = f"[{pinned}]" if ":" in pinned else pinned
-    target = parts.copy_with(host=host.strip("[]"))
-    headers = {**headers, "Host": parts.netloc.decode()}
-    return cp.http.post(target, content=body, headers=headers, timeout=timeout, extensions={"sni_hostname": parts.host})
 
 
 def _body(cp: ControlPlane, job: Job, event_type: str) -> bytes:
@@ -145,7 +133,7 @@ def _try_once(cp: ControlPlane, job: Job, url: str, event_id: str, event_type: s
         headers = sign_webhook(s.webhook_secret, event_id, int(cp.clock.now()), body) if s.webhook_secret else {}
         headers["Content-Type"] = "application/json"
         headers["User-Agent"] = "gpuq-webhooks/1"
-        response = _post(cp, url, pinned, body, headers)
+        response = post_pinned(cp.http, url, pinned, body, headers, timeout_s=s.callback_timeout_s)
     except ValidationFailed as exc:
         return _Try(None, exc.message, s.callback_max_tries)  # a forbidden target is never retried
     except httpx.HTTPError as exc:

@@ -41,6 +41,7 @@ class AgentJob(BaseModel):
     model: str
     prompt: str | None = None
     messages: list[ChatMessage] | None = None
+    input: list[str] | None = Field(None, description='Texts to embed: the output is {"embeddings": [[float]]}.')
     options: dict[str, Any] | None = None
     timeout_s: float
     report_url: str
@@ -74,6 +75,9 @@ class Report(BaseModel):
     outcome: Literal["succeeded", "failed", "cancelled"] | None = None
     result: JobResult | None = None
     error: JobError | None = None
+    status_reason: str | None = Field(
+        None, max_length=120, description="What the attempt does before its output (`pulling_model 43%`)."
+    )
 
 
 class ReportAck(BaseModel):

@@ -15,11 +15,21 @@ from shared.jobs.events import AgentJob, AgentJobAccepted
 from shared.models import Instance, Job
 from shared.security.signing import agent_signer, job_token
 
-__all__ = ["cancel_on_agent", "hand_over"]
+__all__ = ["cancel_on_agent", "hand_over", "waiting_reason"]
 
 log = logging.getLogger("gpuq.handover")
 
 HANDOVER_TIMEOUT = httpx.Timeout(5.0, connect=2.0)
+START_UP_CODES = ("starting_instance", "loading_model")
+"""An agent refusing a job with one of these is still coming up; its message says what it does."""
+
+
+def waiting_reason(code: str, message: object) -> str:
+    """A refused job's ``status_reason``: the agent's code, with what a box coming up is doing
+    (``loading_model: Downloading model.safetensors 43%``) when the agent said more than its phase."""
+    if code in START_UP_CODES and isinstance(message, str) and message and message != f"agent is {code}":
+        return f"{code}: {message}"[:120]
+    return code or "agent_busy"
 
 
 def _signed_post(cp: ControlPlane, instance_id: str, url: str, payload: bytes) -> httpx.Response:
@@ -43,6 +53,7 @@ def hand_over(cp: ControlPlane, job: Job, instance: Instance) -> AgentJobAccepte
         model=job.model,
         prompt=job.prompt,
         messages=job.messages,
+        input=job.input,
         options=job.options,
         timeout_s=job.timeout_s,
         report_url=f"{cp.settings.public_url.rstrip('/')}/v1/jobs/{job.id}/events",
@@ -66,7 +77,8 @@ def hand_over(cp: ControlPlane, job: Job, instance: Instance) -> AgentJobAccepte
         error = {}
     code = str(error.get("code", "")) if isinstance(error, dict) else ""
     if response.status_code in (429, 503):
-        raise TryLater(f"agent not ready: {code}", delay_s=snooze_s, reason=code or "agent_busy")
+        reason = waiting_reason(code, error.get("message") if isinstance(error, dict) else None)
+        raise TryLater(f"agent not ready: {code}", delay_s=snooze_s, reason=reason)
     if response.status_code == 422:
         raise ValidationFailed(str(error.get("message", "agent refused the job")), code=code or "agent_refused")
     raise AgentUnreachable(f"agent answered {response.status_code} {code}")

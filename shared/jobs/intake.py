@@ -14,6 +14,7 @@ from shared.controlplane import ControlPlane
 from shared.errors import Conflict, NotFound, QueueUnavailable, ValidationFailed
 from shared.jobs.lifecycle import finish, push_dispatch
 from shared.models import Job, JobCreate, new_job_id
+from shared.observability.events import announce
 from shared.security.callback_urls import check_callback_url
 from shared.states import JobStatus
 from shared.store.base import IdempotencyClaim
@@ -63,6 +64,7 @@ def submit_job(
     key = idempotency_header or request.idempotency_key
     if idempotency_header and request.idempotency_key and idempotency_header != request.idempotency_key:
         raise ValidationFailed("Idempotency-Key header and idempotency_key field differ")
+    cp.pools.route(request.model)  # 422 model_not_served before anything is stored or started
     if request.callback_url:
         check_callback_url(request.callback_url, cp.allow_hosts(), resolve=False, allow_http=s.callback_allow_http)
     now = cp.clock.now()
@@ -74,6 +76,7 @@ def submit_job(
         model=request.model,
         prompt=request.prompt,
         messages=request.messages,
+        input=request.input,
         options=request.options,
         callback_url=request.callback_url,
         callback_events=request.callback_events,
@@ -89,13 +92,26 @@ def submit_job(
     if not created:
         log.info("job %s returned again for idempotency key", stored.id)
         return stored, False
+    # Announced before its dispatch is queued: nothing can start the job before its queued event is kept.
+    announce(cp, "job.queued", stored.id, _queued_data(cp, stored), source="intake")
     try:
         push_dispatch(cp, stored.id, 0)
     except QueueUnavailable:
         cp.store.delete(stored.id)  # the client got an error: nothing of this request is kept
+        data = {"reason": "queue_unavailable", "attempt": 0, "deleted": True}
+        announce(cp, "job.failed", stored.id, data, source="intake")
         raise
-    log.info("job %s queued (model %s, owner %s)", stored.id, stored.model, owner)
     return stored, True
+
+
+def _queued_data(cp: ControlPlane, job: Job) -> dict[str, Any]:
+    return {
+        "model": job.model,
+        "pool": cp.pools.route(job.model).name,
+        "owner": job.owner,
+        "max_queue_s": job.max_queue_s,
+        "timeout_s": job.timeout_s,
+    }
 
 
 def get_job(cp: ControlPlane, owner: str, job_id: str) -> Job:

@@ -8,20 +8,29 @@ and is redelivered by the queue (it never got its 2xx).
 
 from __future__ import annotations
 
-import logging
+from typing import Any
 
 from shared.boxes.instances import provisional_cost
+from shared.boxes.registry import release_slot
 from shared.controlplane import ControlPlane
 from shared.errors import InvalidTransition
 from shared.jobs.callbacks import event_id_for, schedule_callback
 from shared.jobs.events import callback_event_type
 from shared.jobs.tasks import JobTask, LeaseTask, push_task
 from shared.models import Job, JobError
+from shared.observability.events import announce
 from shared.states import JobStatus, check_transition
 
-__all__ = ["check_lease", "finish", "push_dispatch", "push_lease_check", "redispatch_now", "redrive", "snooze"]
-
-log = logging.getLogger("gpuq.lifecycle")
+__all__ = [
+    "announce_end",
+    "check_lease",
+    "finish",
+    "push_dispatch",
+    "push_lease_check",
+    "redispatch_now",
+    "redrive",
+    "snooze",
+]
 
 
 def push_dispatch(cp: ControlPlane, job_id: str, seq: int, *, delay_s: float = 0.0) -> None:
@@ -104,18 +113,37 @@ def finish(
 
     job = cp.store.modify(job_id, mutate)
     if job is not None and moved:
-        log.info("job %s %s (%s)", job_id, status.value, reason or "ok")
+        announce_end(cp, job)
+        if job.instance_id:
+            release_slot(cp, job.instance_id, job_id)
         schedule_callback(cp, job, "completed", callback_event_type(status))
+    elif job is not None and job.status is status and (attempt is None or job.attempt == attempt):
+        announce_end(cp, job)  # a re-run of the move (a redelivered report): its event, if it was lost, now
     return job
+
+
+def announce_end(cp: ControlPlane, job: Job) -> None:
+    """The job's terminal event (``job.succeeded``, ``job.failed``…), once per job."""
+    data: dict[str, Any] = {
+        "reason": job.status_reason or "ok",
+        "attempt": job.attempt,
+        "instance_id": job.instance_id,
+        "error_code": job.error.code if job.error else None,
+        "run_s": round(job.finished_at - job.handed_at, 3) if job.finished_at and job.handed_at else None,
+        "cost_usd": job.cost_usd,
+    }
+    announce(cp, f"job.{job.status.value}", job.id, data, source="lifecycle")
 
 
 def push_lease_check(cp: ControlPlane, job_id: str, attempt: int, *, delay_s: float) -> None:
     push_task(cp, LeaseTask(job_id=job_id, attempt=attempt), delay_s=max(0.0, delay_s))
 
 
-def redrive(cp: ControlPlane, job: Job, *, reason: str = "retrying_after_agent_failure", force: bool = False) -> str:
+def redrive(
+    cp: ControlPlane, job: Job, *, reason: str = "retrying_after_agent_failure", force: bool = False, delay_s: float = 0
+) -> str:
     """A running job whose lease expired (or, with ``force``, whose attempt was lost): next attempt
-    through the queue, or failed when out of attempts."""
+    through the queue in ``delay_s``, or failed when out of attempts."""
     now = cp.clock.now()
     if job.attempt >= job.max_attempts:
         finish(
@@ -130,7 +158,7 @@ def redrive(cp: ControlPlane, job: Job, *, reason: str = "retrying_after_agent_f
         )
         return "failed"
     seq = job.dispatch_seq + 1
-    push_dispatch(cp, job.id, seq)
+    push_dispatch(cp, job.id, seq, delay_s=delay_s)
 
     def mutate(current: Job) -> Job | None:
         if current.status is not JobStatus.RUNNING or current.attempt != job.attempt:
@@ -140,13 +168,16 @@ def redrive(cp: ControlPlane, job: Job, *, reason: str = "retrying_after_agent_f
         current.status = JobStatus.QUEUED
         current.status_reason = reason
         current.dispatch_seq = seq
-        current.next_dispatch_at = now
+        current.next_dispatch_at = now + delay_s
         current.lease_expires_at = None
         return current
 
     updated = cp.store.modify(job.id, mutate)
     if updated is not None and updated.dispatch_seq == seq and updated.status is JobStatus.QUEUED:
-        log.warning("job %s: lease of attempt %d expired on %s; re-driving", job.id, job.attempt, job.instance_id)
+        data = {"reason": reason, "attempt": job.attempt, "lost_on": job.instance_id, "max_attempts": job.max_attempts}
+        announce(cp, "job.queued", job.id, data, source="lifecycle", occurrence=f"after-{job.attempt}")
+        if job.instance_id:
+            release_slot(cp, job.instance_id, job.id)
         return "redriven"
     return "unchanged"
 

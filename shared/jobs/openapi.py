@@ -24,6 +24,7 @@ __all__ = [
     "ErrorBody",
     "ErrorDetail",
     "JobView",
+    "ModelServerHealth",
     "Resent",
     "SeedJob",
     "agent_openapi",
@@ -102,12 +103,26 @@ class SeedJob(BaseModel):
     callbackUrl: str | None = Field(None, max_length=2048, pattern=r"^[Hh][Tt][Tt][Pp][Ss]?://[^\s/?#]+")
 
 
+class ModelServerHealth(BaseModel):
+    """The model server the agent supervises (``GPUQ_AGENT_SERVER_COMMAND``), see docs/model-server.md."""
+
+    pid: int | None = Field(description="Its current process (none before the first start).")
+    restarts: int = Field(description="Restarts after an exit, in a row.")
+    last_exit: int | None = Field(description="Exit code of its last process (negative: killed by that signal).")
+    tail: list[str] | None = Field(
+        None, description="The last lines it printed while starting; absent once it is up (they may hold prompts)."
+    )
+
+
 class AgentHealth(BaseModel):
     status: str = Field(description="`ready`, `starting_instance`, `loading_model`, `instance_stopping`, …")
     running_jobs: int
     jobs_done: int
     idle_s: float
     instance_id: str
+    phase: str = Field(description="`starting_server`, `loading_model`, `ready`, `stopping` or `failed`.")
+    reason: str = Field(description="Why it is in that phase (`Downloading model.safetensors 43%`).")
+    server: ModelServerHealth | None = Field(None, description="Only when the agent supervises its model server.")
     error: ErrorDetail | None = None
 
 
@@ -124,13 +139,14 @@ def _content(schema: str | Mapping[str, Any], media: str = "application/json") -
 _REASONS = {
     400: "Malformed body",
     401: "Missing or invalid credential",
-    404: "Unknown job",
+    404: "Unknown job, model, file or batch",
     409: "Conflict (idempotency key reused with another body, or job already finished)",
     413: "Body too large",
     415: "Not application/json",
     422: "Invalid field values",
     429: "Rate limited (see Retry-After)",
-    503: "Queue unavailable: retry",
+    503: "Queue unavailable, or (OpenAI routes) the job still waits: retry after Retry-After to re-attach",
+    504: "The job expired waiting for a box (OpenAI routes)",
 }
 
 

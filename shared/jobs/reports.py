@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import logging
 
-from shared.boxes.instances import note_activity
+from shared.boxes.rates import learn_rates
+from shared.boxes.registry import heartbeat
 from shared.controlplane import ControlPlane
 from shared.errors import ClientError, NotFound, Unauthorized
 from shared.jobs.callbacks import schedule_callback
 from shared.jobs.events import Report, ReportAck, ReportBatch, ReportBatchAck, ReportEntryAck
 from shared.jobs.lifecycle import finish, redrive
 from shared.models import Job, JobError
+from shared.observability.events import announce
 from shared.security.signing import verify_job_token
 from shared.states import JobStatus
 from shared.store.base import Chunk
@@ -29,7 +31,10 @@ OUTPUT_CALLBACK_EVERY_S = 1.0
 _FINAL_STATUS = {"succeeded": JobStatus.SUCCEEDED, "failed": JobStatus.FAILED, "cancelled": JobStatus.CANCELLED}
 
 
-def apply_report(cp: ControlPlane, job_id: str, token: str, report: Report) -> ReportAck:
+def apply_report(
+    cp: ControlPlane, job_id: str, token: str, report: Report, *, boxes: set[str] | None = None
+) -> ReportAck:
+    """Apply one job's report. ``boxes`` collects the boxes that reported (their heartbeat), when given."""
     attempt = verify_job_token(cp.settings.job_token_secret, job_id, token)
     if attempt != report.attempt:
         raise Unauthorized("token and report are for different attempts", code="invalid_job_token")
@@ -42,6 +47,10 @@ def apply_report(cp: ControlPlane, job_id: str, token: str, report: Report) -> R
     if report.chunks:
         cp.store.append_chunks(job_id, (Chunk(attempt, c.seq, c.text) for c in report.chunks))
     updated = _apply_progress(cp, job_id, attempt, report)
+    if updated.instance_id:
+        (boxes if boxes is not None else set()).add(updated.instance_id)
+        if boxes is None:
+            heartbeat(cp, updated.instance_id)
     if report.outcome == "cancelled":
         return _lost_attempt(cp, job_id, attempt)
     if report.outcome is not None:
@@ -64,6 +73,10 @@ def _apply_progress(cp: ControlPlane, job_id: str, attempt: int, report: Report)
             current.started_at = now
             current.status_reason = "generating"
             events.append(("started", "job.started", ""))
+        if report.status_reason:  # e.g. pulling the model first: the job says so until output comes
+            current.status_reason = report.status_reason
+        elif report.chunks and (current.status_reason or "").startswith("pulling_model"):
+            current.status_reason = "generating"
         if report.chunks and (
             current.callback.last_output_at is None or now - current.callback.last_output_at >= OUTPUT_CALLBACK_EVERY_S
         ):
@@ -75,29 +88,52 @@ def _apply_progress(cp: ControlPlane, job_id: str, attempt: int, report: Report)
 
     updated = cp.store.modify(job_id, mutate)
     assert updated is not None
+    if updated.attempt == attempt and _current(updated):
+        _announce_progress(cp, updated, report)
     for subscription, event_type, suffix in events:
         schedule_callback(cp, updated, subscription, event_type, suffix)
     return updated
 
 
-def _lost_attempt(cp: ControlPlane, job_id: str, attempt: int) -> ReportAck:
+def _announce_progress(cp: ControlPlane, job: Job, report: Report) -> None:
+    """``job.started`` with the attempt's first report, ``job.output`` with its first chunk (seq 0): once per
+    attempt each, never per chunk (a resent report's events are refused by the store, one write each)."""
+    attempt = str(report.attempt)
+    common = {"attempt": report.attempt, "instance_id": job.instance_id}
+    if report.started:
+        wait = round(job.handed_at - job.queued_at, 3) if job.handed_at else None
+        announce(cp, "job.started", job.id, {**common, "queue_wait_s": wait}, source="reports", occurrence=attempt)
+    if report.chunks and report.chunks[0].seq == 0:
+        first = round(cp.clock.now() - job.queued_at, 3)
+        data = {**common, "time_to_first_output_s": first}
+        announce(cp, "job.output", job.id, data, source="reports", occurrence=attempt)
+
+
+def _lost_attempt(
+    cp: ControlPlane, job_id: str, attempt: int, *, reason: str = "retrying_after_agent_failure", delay_s: float = 0
+) -> ReportAck:
     """The agent stopped this attempt. It stops only when told to (a cancelled job, a fenced attempt); a job
     still running here was not cancelled by anyone, so this attempt is lost, not the job: run it again."""
     job_now = cp.store.get(job_id)
     if job_now is not None and job_now.status is JobStatus.RUNNING and job_now.attempt == attempt:
-        redrive(cp, job_now, force=True)
+        redrive(cp, job_now, reason=reason, force=True, delay_s=delay_s)
     return ReportAck(status=job_now.status if job_now else JobStatus.CANCELLED, cancel=True)
 
 
 def _finish_attempt(cp: ControlPlane, updated: Job, attempt: int, report: Report) -> ReportAck:
     """The agent's final word on this attempt: the job's terminal status, its output offloaded when large."""
     assert report.outcome is not None
+    retry = report.outcome == "failed" and report.error is not None and report.error.is_retryable()
+    if retry and report.error is not None and updated.attempt < updated.max_attempts:
+        delay_s = cp.settings.model_server_retry_s * 2 ** (attempt - 1)  # the server's restart has time to finish
+        return _lost_attempt(cp, updated.id, attempt, reason=f"retrying_after_{report.error.code}", delay_s=delay_s)
     status = _FINAL_STATUS[report.outcome]
     error = report.error if status is not JobStatus.SUCCEEDED else None
     reason = None if status is JobStatus.SUCCEEDED else (error.code if error else report.outcome)
     finished = finish(cp, updated.id, status, reason=reason, error=error or _default_error(status), attempt=attempt)
-    if updated.instance_id:
-        note_activity(cp, updated.instance_id)
+    pool = cp.pools.of_box(updated.instance_id or "") or cp.pools.for_model(updated.model)
+    if pool is not None and finished is not None and finished.status is JobStatus.SUCCEEDED:
+        learn_rates(cp, pool.name, finished)
     assert finished is not None
     if cp.blobs is not None and finished.attempt == attempt and finished.status.is_terminal():
         _offload_output(cp, updated.id, attempt)
@@ -113,9 +149,10 @@ def apply_reports(cp: ControlPlane, batch: ReportBatch) -> ReportBatchAck:
     """
     acks: list[ReportEntryAck] = []
     unauthorized: list[Unauthorized] = []
+    boxes: set[str] = set()
     for entry in batch.reports:
         try:
-            ack = apply_report(cp, entry.job_id, entry.token, entry.report)
+            ack = apply_report(cp, entry.job_id, entry.token, entry.report, boxes=boxes)
         except ClientError as exc:
             if isinstance(exc, Unauthorized):
                 unauthorized.append(exc)
@@ -126,6 +163,8 @@ def apply_reports(cp: ControlPlane, batch: ReportBatch) -> ReportBatchAck:
         acks.append(ReportEntryAck(job_id=entry.job_id, status=ack.status, cancel=ack.cancel))
     if len(unauthorized) == len(acks):
         raise unauthorized[-1]
+    for box_id in boxes:  # the batch is its box's heartbeat
+        heartbeat(cp, box_id)
     return ReportBatchAck(acks=acks)
 
 

@@ -10,76 +10,65 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, Literal
 
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import BaseConverter, Map, Rule
 
 from shared.errors import MethodNotAllowed, NotFound
+from shared.jobs.routes_openai import OPENAI_ROUTES
+from shared.jobs.routing import AUTHED, JOB_ID, JOB_ID_REGEX, Operation, Param, Reply, Route
+from shared.observability.event_log import CURSOR_PATTERN, MAX_LIMIT
 
 __all__ = ["AUTHED", "JOB_ID", "ROUTES", "Operation", "Param", "Reply", "Route", "resolve"]
 
-_JOB_ID_REGEX = "[A-Za-z0-9_-]{1,64}"
 
-
-@dataclass(frozen=True)
-class Param:
-    """An operation's parameter, as OpenAPI describes it."""
-
-    name: str
-    location: Literal["path", "header", "query"]
-    schema: Mapping[str, Any]
-    required: bool = False
-
-    def openapi(self) -> dict[str, Any]:
-        return {"name": self.name, "in": self.location, "required": self.required, "schema": dict(self.schema)}
-
-
-@dataclass(frozen=True)
-class Reply:
-    """A documented success answer: ``schema`` names a component, or is an inline JSON Schema, or is None
-    (no body)."""
-
-    status: int
-    description: str
-    schema: str | Mapping[str, Any] | None = None
-    media: str = "application/json"
-
-
-@dataclass(frozen=True)
-class Operation:
-    """What the OpenAPI document says of one operation. ``errors`` are statuses answered with an
-    ``ErrorBody``; ``body`` names the component of a required JSON request body; ``secured=False`` lifts
-    the document's default security (no API key)."""
-
-    replies: tuple[Reply, ...]
-    summary: str | None = None
-    errors: tuple[int, ...] = ()
-    parameters: tuple[Param, ...] = ()
-    body: str | None = None
-    secured: bool = True
-
-
-@dataclass(frozen=True)
-class Route:
-    """One method on one path, served by ``endpoint`` (the OpenAPI ``operationId`` when documented).
-
-    ``doc`` is None for a route the public document leaves out: the agent-facing ones (``audience``
-    ``"agent"``, served by ``functions.agent_reports``) and the bare root, an alias of ``POST /v1/jobs``.
-    """
-
-    method: str
-    path: str
-    endpoint: str
-    doc: Operation | None = None
-    audience: Literal["public", "agent"] = "public"
-
-
-JOB_ID = Param("job_id", "path", {"type": "string", "pattern": f"^{_JOB_ID_REGEX}$"}, required=True)
-AUTHED = (401, 429)  # every operation behind an API key can answer these
 _SUBMIT_ERRORS = (400, 409, 413, 415, 422, 503, *AUTHED)
 _COST_TOTALS = {"type": "object", "required": ["billed_usd", "billed_gpu_hours", "cold_starts", "idle_fraction"]}
+
+_MODEL = {
+    "type": "object",
+    "required": ["id", "object", "owned_by"],
+    "properties": {"id": {"type": "string"}, "object": {"const": "model"}, "owned_by": {"type": "string"}},
+}
+_MODEL_LIST = {"type": "object", "required": ["object", "data"], "properties": {"data": {"items": _MODEL}}}
+_INSTANCE_LIST = {
+    "type": "object",
+    "required": ["instances"],
+    "properties": {
+        "instances": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["id", "pool", "provider", "state", "models", "running_jobs", "price_per_hour", "cost_usd"],
+            },
+        }
+    },
+}
+
+_EVENT = {
+    "type": "object",
+    "required": ["type", "id", "time", "source", "subject", "idempotency_key", "data"],
+    "properties": {
+        "type": {"type": "string"},
+        "id": {"type": "string"},
+        "time": {"type": "string", "format": "date-time"},
+        "source": {"type": "string"},
+        "subject": {"type": "string"},
+        "idempotency_key": {"type": "string"},
+        "data": {"type": "object"},
+    },
+}
+_EVENT_LIST = {
+    "type": "object",
+    "required": ["object", "data", "has_more", "next"],
+    "properties": {
+        "object": {"const": "list"},
+        "data": {"type": "array", "items": _EVENT},
+        "has_more": {"type": "boolean"},
+        "next": {"type": "string", "description": "Pass as `since` to read what came after"},
+    },
+}
+_EVENT_TYPES_PATTERN = r"^[a-z_]+\.([a-z_]+)?(,[a-z_]+\.([a-z_]+)?)*$"
 
 ROUTES: tuple[Route, ...] = (
     Route(
@@ -167,6 +156,67 @@ ROUTES: tuple[Route, ...] = (
     ),
     Route(
         "GET",
+        "/v1/models",
+        "listModels",
+        Operation(
+            summary="The models the pools serve (OpenAI's list shape; owned_by is the pool)",
+            replies=(Reply(200, "Models", _MODEL_LIST),),
+            errors=AUTHED,
+        ),
+    ),
+    Route(
+        "GET",
+        "/v1/models/{model_id}",
+        "getModel",
+        Operation(
+            summary="One served model",
+            parameters=(Param("model_id", "path", {"type": "string"}, required=True),),
+            replies=(Reply(200, "The model", _MODEL),),
+            errors=(404, *AUTHED),
+        ),
+    ),
+    Route(
+        "GET",
+        "/v1/instances",
+        "listInstances",
+        Operation(
+            summary="The box registry: every box of every pool, its state, jobs, price and cost",
+            parameters=(
+                Param("pool", "query", {"type": "string"}),
+                Param("state", "query", {"type": "string", "enum": ["stopped", "starting", "ready", "draining"]}),
+            ),
+            replies=(Reply(200, "Boxes", _INSTANCE_LIST),),
+            errors=(422, *AUTHED),
+        ),
+    ),
+    Route(
+        "GET",
+        "/v1/events",
+        "listEvents",
+        Operation(
+            summary="Recent events (job, instance, cost, health), oldest first; poll with `since` = the last `next`",
+            parameters=(
+                Param("since", "query", {"type": "string", "pattern": CURSOR_PATTERN}),
+                Param("type", "query", {"type": "string", "pattern": _EVENT_TYPES_PATTERN}),
+                Param("subject", "query", {"type": "string", "pattern": r"^[\x21-\x7e]{1,200}$"}),
+                Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}),
+            ),
+            replies=(Reply(200, "A page of events", _EVENT_LIST),),
+            errors=(400, 422, *AUTHED),
+        ),
+    ),
+    Route(
+        "GET",
+        "/metrics",
+        "metrics",
+        Operation(
+            summary="Prometheus metrics, read from the store (bearer GPUQ_METRICS_TOKEN or an API key)",
+            replies=(Reply(200, "Prometheus text format 0.0.4", {"type": "string"}, "text/plain"),),
+            errors=AUTHED,
+        ),
+    ),
+    Route(
+        "GET",
         "/v1/openapi.json",
         "openapi",
         Operation(summary="This document", replies=(Reply(200, "OpenAPI 3.1", {"type": "object"}),), secured=False),
@@ -174,11 +224,37 @@ ROUTES: tuple[Route, ...] = (
     # Only agents call these, each with a per-job report token instead of an API key.
     Route("POST", "/v1/reports", "reportBatch", audience="agent"),
     Route("POST", "/v1/jobs/{job_id}/events", "reportEvents", audience="agent"),
+    # The dashboard (functions.ui): pages for a person, authenticated by its session cookie. Not an API:
+    # left out of the document (so not fuzzed by the contract test; tests/integration/test_dashboard.py).
+    Route("GET", "/ui", "uiPage", audience="browser"),
+    Route("POST", "/ui/login", "uiLogin", audience="browser"),
+    Route("POST", "/ui/logout", "uiLogout", audience="browser"),
+    Route("GET", "/ui/panels", "uiPanels", audience="browser"),
+    Route("GET", "/ui/static/{asset_name}", "uiStatic", audience="browser"),
+    *OPENAI_ROUTES,
 )
 
 
 class _JobIdConverter(BaseConverter):
-    regex = _JOB_ID_REGEX
+    regex = JOB_ID_REGEX
+
+
+class _ModelIdConverter(BaseConverter):
+    """A model name as Ollama and Hugging Face write them: ``llama3.2:1b``, ``hf.co/org/model:Q4``."""
+
+    regex = "[A-Za-z0-9._:/@+-]{1,200}"
+
+
+class _FileIdConverter(BaseConverter):
+    regex = "file-[A-Za-z0-9_-]{1,64}"
+
+
+class _BatchIdConverter(BaseConverter):
+    regex = "batch_[A-Za-z0-9_-]{1,64}"
+
+
+class _AssetConverter(BaseConverter):
+    regex = "[a-z0-9][a-z0-9._-]{0,63}"
 
 
 def _rule(path: str) -> str:
@@ -200,7 +276,13 @@ _BY_PATH = _by_path(ROUTES)
 # what the table says. Slashes are normalised before matching, so neither setting can answer a redirect.
 _MAP = Map(
     [Rule(_rule(path), endpoint=path) for path in _BY_PATH],
-    converters={"job_id": _JobIdConverter},
+    converters={
+        "job_id": _JobIdConverter,
+        "model_id": _ModelIdConverter,
+        "file_id": _FileIdConverter,
+        "batch_id": _BatchIdConverter,
+        "asset_name": _AssetConverter,
+    },
     strict_slashes=False,
     merge_slashes=False,
 )

@@ -1,4 +1,4 @@
-"""Queue task payloads: what a job dispatch, a lease check and a callback try carry, typed.
+"""Queue task payloads: what a job dispatch, a lease check, a callback try and an event delivery carry, typed.
 
 One model per kind of task, tagged by ``kind``. Every producer builds its task from these models and
 pushes it with :func:`push_task`, which picks the kind's queue; ``dispatch`` reads the body back with
@@ -19,10 +19,20 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from shared.controlplane import ControlPlane
 from shared.errors import InvalidRequest
+from shared.observability.sinks.task import EventTask
 from shared.security.headers import printable
 from shared.settings import ControlPlaneSettings
 
-__all__ = ["MALFORMED_TASK", "CallbackTask", "JobTask", "LeaseTask", "QueueTask", "parse_task", "push_task"]
+__all__ = [
+    "MALFORMED_TASK",
+    "CallbackTask",
+    "EventTask",
+    "JobTask",
+    "LeaseTask",
+    "QueueTask",
+    "parse_task",
+    "push_task",
+]
 
 MALFORMED_TASK = "malformed_task"
 
@@ -69,7 +79,8 @@ class CallbackTask(_Task):
         return cls.model_validate({"job_id": job_id, "event_id": event_id, "type": event_type, "try": try_number})
 
 
-QueueTask = Annotated[JobTask | LeaseTask | CallbackTask, Field(discriminator="kind")]
+# An event's delivery to a sink (shared.observability.sinks.task) rides the callback queue too.
+QueueTask = Annotated[JobTask | LeaseTask | CallbackTask | EventTask, Field(discriminator="kind")]
 
 _TASK: TypeAdapter[QueueTask] = TypeAdapter(QueueTask)
 

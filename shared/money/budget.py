@@ -16,6 +16,7 @@ from typing import Any
 from shared.boxes.instances import session_records
 from shared.controlplane import ControlPlane
 from shared.jobs.lifecycle import redispatch_now
+from shared.observability.events import announce
 from shared.states import JobStatus
 
 __all__ = ["budget_exceeded", "check_budget", "spend_usd"]
@@ -42,6 +43,16 @@ def spend_usd(cp: ControlPlane, now: float) -> tuple[float, float]:
         month += max(0.0, stop - max(start, month_start)) * rate
         day += max(0.0, stop - max(start, day_start)) * rate
     return day, month
+
+
+def _numbers(period: str, spent: float, cap: float, reason: str) -> dict[str, Any]:
+    return {
+        "reason": reason,
+        "period": period,
+        "spent_usd": round(spent, 6),
+        "cap_usd": cap,
+        "fraction": round(spent / cap, 4),
+    }
 
 
 def _state(cp: ControlPlane) -> dict[str, Any]:
@@ -72,13 +83,15 @@ def check_budget(cp: ControlPlane) -> dict[str, Any]:
         mark = f"{name}@{period:.0f}"
         if cap > 0 and spent >= cap * s.budget_warn_fraction and mark not in state["warned"]:
             state["warned"].append(mark)
-            log.warning(
-                "budget warning: %s spend $%.4f is %.0f%% of the $%.2f cap", name, spent, 100 * spent / cap, cap
-            )
+            data = _numbers(name, spent, cap, "spend reached the warning fraction of the cap")
+            announce(cp, "cost.budget_warning", "budget", data, source="budget", occurrence=mark)
     if over and not state["exceeded"]:
         name, spent, cap = over[0]
         cp.queue.pause(s.job_queue)
-        log.error("budget exceeded: %s spend $%.4f ≥ $%.2f cap; job queue paused, new jobs wait", name, spent, cap)
+        data = _numbers(name, spent, cap, "cap reached: job queue paused, new jobs wait")
+        period = day_start if name == "daily" else month_start  # once per period and cap, whoever sees it
+        occurrence = f"{name}@{period:.0f}:{cap:g}"
+        announce(cp, "cost.budget_exceeded", "budget", data, source="budget", occurrence=occurrence)
     elif not over and state["exceeded"]:
         cp.queue.resume(s.job_queue)
         waiting = cp.store.list_by_status([JobStatus.QUEUED, JobStatus.STARTING])

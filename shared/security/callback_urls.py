@@ -1,4 +1,5 @@
-"""Which callback targets are allowed: no address inside our network (SSRF), unless allow-listed."""
+"""Which callback targets are allowed: no address inside our network (SSRF), unless allow-listed; and the
+POST that connects to the address that was checked (:func:`post_pinned`)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,11 @@ import ipaddress
 import socket
 from urllib.parse import urlsplit
 
+import httpx
+
 from shared.errors import ValidationFailed
 
-__all__ = ["check_callback_url"]
+__all__ = ["check_callback_url", "post_pinned"]
 
 
 def _forbidden(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
@@ -80,3 +83,16 @@ def _addresses(host: str, port: int | None, *, resolve: bool) -> list[ipaddress.
     except (OSError, UnicodeError, ValueError) as exc:
         raise ValidationFailed(f"callback host {host!r} does not resolve", code="invalid_callback_url") from exc
     return [ipaddress.ip_address(info[4][0]) for info in infos]
+
+
+def post_pinned(
+    http: httpx.Client, url: str, pinned: str | None, body: bytes, headers: dict[str, str], *, timeout_s: float
+) -> httpx.Response:
+    """POST to ``url``, connecting to ``pinned`` (the address :func:`check_callback_url` checked, so a DNS
+    answer that changes in between cannot redirect it), never following redirects."""
+    if pinned is None:
+        return http.post(url, content=body, headers=headers, timeout=timeout_s)
+    parts = httpx.URL(url)
+    target = parts.copy_with(host=pinned.strip("[]"))
+    headers = {**headers, "Host": parts.netloc.decode()}
+    return http.post(target, content=body, headers=headers, timeout=timeout_s, extensions={"sni_hostname": parts.host})

@@ -2,7 +2,8 @@
 
 ``gpuq simulate --trace FILE [--thin P --stretch K --seed N] --policy NAME --cold-start S --price DPH
 [--wait-value V] [--tokens-per-s R] [--prefill-tokens-per-s F] [--compare] [--json]``
-(also ``python -m shared.sim.simulator ...``).
+(also ``python -m shared.sim.simulator ...``). With ``--max-boxes N [--jobs-per-box S --min-boxes M]`` it
+simulates a pool of boxes under the fleet's scale rule instead (:mod:`shared.sim.fleet`).
 
 Model
 -----
@@ -64,6 +65,7 @@ from pathlib import Path
 from typing import Any, Final, TextIO
 
 from shared.money.idle import POLICY_NAMES, IdlePolicy, IdlePolicyConfig, PolicyName, make_policy
+from shared.sim.fleet import add_fleet_arguments, run_fleet_cli
 from shared.sim.trace import TraceRequest, load_trace
 
 __all__ = [
@@ -438,6 +440,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--adaptive-window", type=int, default=64, help="gaps remembered by 'adaptive' (default 64)")
     p.add_argument("--compare", action="store_true", help="run every policy, one row each")
     p.add_argument("--json", action="store_true", help="JSON lines instead of text")
+    add_fleet_arguments(p)
     return p
 
 
@@ -456,6 +459,8 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
     requests = load_trace(args.trace, thin=args.thin, stretch=args.stretch, seed=args.seed)
     if not requests:
         raise ValueError(f"no requests left in {args.trace} (thin={args.thin:g})")
+    if args.max_boxes:
+        return run_fleet_cli(args, requests, config, [service.service_s(r) for r in requests], out)
     names: tuple[PolicyName, ...] = POLICY_NAMES if args.compare else (args.policy,)
     results = compare(requests, config, service=service, seed=args.seed, policies=names)
     if args.json:

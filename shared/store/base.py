@@ -8,14 +8,14 @@ against the newer state is refused instead of applied twice.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from shared.models import Job
 from shared.states import JobStatus
 
-__all__ = ["Chunk", "IdempotencyClaim", "JobStore", "Mutation", "RecordMutation"]
+__all__ = ["Chunk", "EventPage", "IdempotencyClaim", "JobStore", "Mutation", "RecordMutation"]
 
 Mutation = Callable[[Job], Job | None]
 """Gets a copy of the job; returns the changed copy, or ``None`` to write nothing."""
@@ -36,6 +36,19 @@ class Chunk:
     attempt: int
     seq: int
     text: str
+
+
+@dataclass(frozen=True, slots=True)
+class EventPage:
+    """Events in store order (oldest first) and the position after the last one the store looked at.
+
+    ``next`` is the store's own position token (``shared.observability.event_log`` wraps it into the
+    opaque cursor clients see); passed back as ``after`` it continues where this page ended.
+    """
+
+    events: list[dict[str, Any]]
+    next: str
+    has_more: bool
 
 
 class JobStore(Protocol):
@@ -91,8 +104,29 @@ class JobStore(Protocol):
 
     def delete_record(self, kind: str, key: str) -> None: ...
 
+    def claim_nonce(self, nonce: str, now: float, window_s: float) -> bool:
+        """Remember a signed request's ``nonce``; ``False`` if it was seen within ``window_s`` (a replay).
+        One atomic write, so every functions instance sharing the store refuses a replay another saw."""
+        ...
+
     def list_records(self, kind: str) -> list[dict[str, Any]]:
         """Every record of a kind, each with its key as ``id``."""
+        ...
+
+    def append_event(self, event: Mapping[str, Any], *, now: float, keep_s: float) -> bool:
+        """Keep one event (the envelope of :mod:`shared.observability.events`) unless one with its
+        ``idempotency_key`` is kept already: ``False`` then, and nothing is written. The store assigns
+        the event's place in its order (SQLite: an autoincrement; Firestore: the commit time), so an
+        event written after another was written sorts after it, whichever process wrote each. It may
+        forget the event ``keep_s`` after ``now`` (the writer's clock)."""
+        ...
+
+    def list_events(
+        self, *, after: str | None, types: Sequence[str] = (), subject: str | None = None, limit: int = 100
+    ) -> EventPage:
+        """Events after position ``after`` (``None``: from the oldest kept), oldest first, at most
+        ``limit``. ``types`` holds exact types and prefixes ending in ``.`` (any matches; empty: all).
+        Raises :class:`~shared.errors.InvalidRequest` (``invalid_cursor``) for a position it never gave."""
         ...
 
     def close(self) -> None: ...

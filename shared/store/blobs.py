@@ -113,23 +113,27 @@ class BlobStore:
 
     def put_output(self, job_id: str, attempt: int, text: str) -> BlobRef:
         """Upload one attempt's whole output; returns the reference to keep on the job."""
+        return self.put_text(self.key_for(job_id, attempt), text, {"job-id": job_id})
+
+    def put_text(self, key: str, text: str, metadata: dict[str, str]) -> BlobRef:
+        """Upload a text object (an output, a batch file) under ``key``; returns its reference."""
         body = text.encode()
         ref = BlobRef(
-            bucket=self.settings.bucket,
-            key=self.key_for(job_id, attempt),
-            size_bytes=len(body),
-            sha256=hashlib.sha256(body).hexdigest(),
+            bucket=self.settings.bucket, key=key, size_bytes=len(body), sha256=hashlib.sha256(body).hexdigest()
         )
         self._call(
-            f"storing the output of {job_id}",
+            f"storing {key}",
             "put_object",
             Bucket=ref.bucket,
             Key=ref.key,
             Body=body,
             ContentType="text/plain; charset=utf-8",
-            Metadata={"sha256": ref.sha256, "job-id": job_id},
+            Metadata={"sha256": ref.sha256, **metadata},
         )
         return ref
+
+    def files_key(self, file_id: str) -> str:
+        return f"{self.settings.prefix.strip('/')}/files/{file_id}.jsonl"
 
     def get(self, ref: BlobRef) -> str:
         """The output's text, checked against the reference's size and SHA-256."""

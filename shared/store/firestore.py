@@ -7,6 +7,8 @@ Layout (collection names are fixed; separate deployments use separate Firestore 
     gpuq_jobs/{job_id}/chunks/{a}-{s}       attempt, seq, text   (deterministic id: a duplicate is a no-op)
     gpuq_idempotency/{sha256(owner, key)}   owner, key, request_hash, job_id
     gpuq_records/{kind}:{key}               kind, key, doc (JSON)
+    gpuq_nonces/{nonce}                     seen_at, expire_at (a TTL policy on expire_at deletes them)
+    gpuq_events/{sha256(idempotency key)}   type, family, subject, at (commit time), expire_at, doc
 
 The job itself is one JSON string (``doc``), exempt from indexing (``infra/firestore.indexes.json``):
 Firestore maps cannot hold every JSON value a job may carry (arrays of arrays in ``options``), and the
@@ -39,14 +41,14 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 from urllib.parse import quote
 
 from shared.errors import Conflict, GpuqError, PayloadTooLarge, ServiceError, StaleWrite
 from shared.models import Job
 from shared.states import JobStatus
-from shared.store.base import Chunk, IdempotencyClaim, Mutation, RecordMutation
+from shared.store.base import Chunk, EventPage, IdempotencyClaim, Mutation, RecordMutation
 
 if TYPE_CHECKING:
     from google.cloud.firestore import Client, DocumentReference, DocumentSnapshot, WriteBatch
@@ -467,6 +469,26 @@ class FirestoreJobStore:
     @_translate_errors
     def delete_record(self, kind: str, key: str) -> None:
         self._records.document(_record_doc_id(kind, key)).delete(**self._retrying())
+
+    @_translate_errors
+    def claim_nonce(self, nonce: str, now: float, window_s: float) -> bool:
+        from shared.store.firestore_nonces import claim_nonce
+
+        return claim_nonce(self._client, self._timeout_s, self._retrying(), nonce, now, window_s)
+
+    @_translate_errors
+    def append_event(self, event: Mapping[str, Any], *, now: float, keep_s: float) -> bool:
+        from shared.store.firestore_events import append_event
+
+        return append_event(self._client, self._timeout_s, event, now, keep_s)
+
+    @_translate_errors
+    def list_events(
+        self, *, after: str | None, types: Sequence[str] = (), subject: str | None = None, limit: int = 100
+    ) -> EventPage:
+        from shared.store.firestore_events import list_events
+
+        return list_events(self._client, self._retrying(), after=after, types=types, subject=subject, limit=limit)
 
     def close(self) -> None:
         self._client.close()  # type: ignore[no-untyped-call]

@@ -2,8 +2,10 @@
 
 Jobs are JSON documents with a few indexed columns; writes are compare-and-set on ``version``.
 The file is shared by every process that opens it (the functions' gunicorn workers), and so is what
-it remembers: :class:`SqliteNonceCache` keeps signed-request nonces there, so a replay is refused
-whichever worker it reaches.
+it remembers: signed-request nonces (:meth:`SqliteJobStore.claim_nonce`), so a replay is refused
+whichever worker it reaches. Events are rows of ``events`` in the order SQLite commits them (an
+``AUTOINCREMENT`` key: one writer at a time per file, and a deleted key is never reused, so a reader's
+position stays valid); an event's ``idempotency_key`` is unique, so a re-run writes nothing.
 """
 
 from __future__ import annotations
@@ -11,18 +13,17 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from shared.errors import Conflict, StaleWrite
+from shared.errors import Conflict, InvalidRequest, StaleWrite
 from shared.models import Job
-from shared.security.signing import SIGNATURE_WINDOW_S, NonceCache
 from shared.states import JobStatus
-from shared.store.base import Chunk, IdempotencyClaim, Mutation, RecordMutation
+from shared.store.base import Chunk, EventPage, IdempotencyClaim, Mutation, RecordMutation
 
-__all__ = ["SqliteJobStore", "SqliteNonceCache"]
+__all__ = ["SqliteJobStore"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -55,9 +56,20 @@ CREATE TABLE IF NOT EXISTS nonces (
     seen_at REAL NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS nonces_seen ON nonces(seen_at);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    idem_key TEXT NOT NULL UNIQUE,
+    type TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    expire_at REAL NOT NULL,
+    doc TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_subject ON events(subject, seq);
+CREATE INDEX IF NOT EXISTS events_expiry ON events(expire_at);
 """
 
 _CAS_RETRIES = 20
+_PRUNE_EVERY = 256  # events: every 256th insert deletes the expired ones (one indexed range delete)
 
 
 class SqliteJobStore:
@@ -247,13 +259,55 @@ class SqliteJobStore:
             )
             return cursor.rowcount == 1
 
+    # --- events -------------------------------------------------------------------------------
+    def append_event(self, event: Mapping[str, Any], *, now: float, keep_s: float) -> bool:
+        db = self._conn()
+        cursor = db.execute(
+            "INSERT INTO events (idem_key, type, subject, expire_at, doc) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT(idem_key) DO NOTHING",
+            (
+                event["idempotency_key"],
+                event["type"],
+                event["subject"],
+                now + keep_s,
+                json.dumps(event, separators=(",", ":")),
+            ),
+        )
+        if cursor.rowcount != 1:
+            return False
+        if (cursor.lastrowid or 0) % _PRUNE_EVERY == 0:
+            db.execute("DELETE FROM events WHERE expire_at < ?", (now,))
+        return True
 
-class SqliteNonceCache(NonceCache):
-    """A :class:`NonceCache` kept in the store's file: one memory for every process that shares it."""
+    def list_events(
+        self, *, after: str | None, types: Sequence[str] = (), subject: str | None = None, limit: int = 100
+    ) -> EventPage:
+        position = _event_position(after)
+        where: list[str] = ["seq > ?"]
+        args: list[object] = [position]
+        if subject is not None:
+            where.append("subject = ?")
+            args.append(subject)
+        if types:
+            # A prefix compares the type's first characters (not LIKE, where "_" would be a wildcard).
+            where.append(
+                "(" + " OR ".join("substr(type, 1, ?) = ?" if t.endswith(".") else "type = ?" for t in types) + ")"
+            )
+            for t in types:
+                args.extend((len(t), t) if t.endswith(".") else (t,))
+        sql = f"SELECT seq, doc FROM events WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?"
+        rows = self._conn().execute(sql, (*args, limit + 1)).fetchall()
+        page = rows[:limit]
+        return EventPage(
+            events=[json.loads(doc) for _, doc in page],
+            next=str(page[-1][0]) if page else str(position),
+            has_more=len(rows) > limit,
+        )
 
-    def __init__(self, store: SqliteJobStore, window_s: float = SIGNATURE_WINDOW_S) -> None:
-        super().__init__(window_s)
-        self._store = store
 
-    def check_and_add(self, nonce: str, now: float) -> bool:
-        return self._store.claim_nonce(nonce, now, self._window_s)
+def _event_position(after: str | None) -> int:
+    if after is None:
+        return 0
+    if not after.isdigit() or len(after) > 19:
+        raise InvalidRequest("since: not a cursor this store gave", code="invalid_cursor")
+    return int(after)

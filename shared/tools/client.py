@@ -72,6 +72,13 @@ class JobsClient:
     def cost(self, since: str = "24h") -> dict[str, Any]:
         return self._json(self._send("GET", "/v1/cost", params={"since": since}))
 
+    def models(self) -> dict[str, Any]:
+        return self._json(self._send("GET", "/v1/models"))
+
+    def instances(self, *, pool: str | None = None, state: str | None = None) -> dict[str, Any]:
+        params = {k: v for k, v in (("pool", pool), ("state", state)) if v}
+        return self._json(self._send("GET", "/v1/instances", params=params))
+
     def stream(self, job_id: str, last_event_id: str | None = None) -> Iterator[SseEvent]:
         headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
         with self._http.stream(

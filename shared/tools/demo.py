@@ -77,6 +77,8 @@ def run_demo(args: argparse.Namespace) -> int:
             load_delay_s=0.8,
             ollama_url=real_ollama,
             api_key=client_settings.api_keys or None,
+            max_boxes=2,
+            jobs_per_box=2,
         )
         with DevStack(config) as stack:
             receiver = CallbackReceiver(stack.settings.webhook_secret).start()
@@ -87,7 +89,8 @@ def run_demo(args: argparse.Namespace) -> int:
             count = max(1, args.jobs)
             _cold_jobs(client, receiver, narrator, count)
             _warm_job(client, narrator)
-            if not _box_stops(provider, narrator, config.idle_grace_s, count + 1):
+            _burst(client, narrator)
+            if not _boxes_stop(provider, narrator, config.idle_grace_s):
                 return 1
             client.close()
             receiver.stop()
@@ -100,7 +103,8 @@ def _cold_jobs(client: JobsClient, receiver: CallbackReceiver, narrator: _Narrat
     """Submit ``count`` jobs to the stopped box: one cold start, then every signed callback arrives."""
     prompts = [PROMPTS[i % len(PROMPTS)] + f" [{uuid.uuid4().hex[:4]}]" for i in range(count)]
     t_submit = time.monotonic()
-    jobs = [client.submit({"model": MODEL, "prompt": p, "callback_url": receiver.url}) for p in prompts]
+    body = {"model": MODEL, "callback_url": receiver.url, "options": {"num_predict": 30}}
+    jobs = [client.submit({**body, "prompt": p}) for p in prompts]
     narrator.say(f"submitted {count} jobs: {' '.join(j['id'] for j in jobs)}")
     cold = _first_token_s(client, jobs[0]["id"], t_submit, narrator)
     narrator.say(f"cold start: enqueue → first token {cold:.2f}s (box start + model load)")
@@ -124,19 +128,46 @@ def _warm_job(client: JobsClient, narrator: _Narrator) -> None:
     )
 
 
-def _box_stops(provider: LocalProvider, narrator: _Narrator, idle_grace_s: float, jobs: int) -> bool:
-    """Wait (up to a minute) for the idle box to stop itself."""
+def _burst(client: JobsClient, narrator: _Narrator, count: int = 12) -> None:
+    """A burst the first box would take a while to drain: the pool's scale rule starts the second box."""
+    t_submit = time.monotonic()
+    body = {"model": MODEL, "options": {"num_predict": 40}}
+    jobs = [client.submit({**body, "prompt": f"burst {i} [{uuid.uuid4().hex[:4]}]"}) for i in range(count)]
+    narrator.say(f"burst: {count} jobs of 40 tokens, 2 at once a box")
+    started: dict[str, str] = {}
+    while len(started) < 2 and time.monotonic() - t_submit < 30:
+        for box in client.instances()["instances"]:
+            if box["state"] != "stopped" and box["id"] not in started:
+                why = box.get("start_reason") or {}
+                started[box["id"]] = str(why.get("reason", ""))
+                if box["id"] != "local-1":
+                    narrator.say(
+                        f"box {box['id']} started: {started[box['id']]} "
+                        f"(queued work {why.get('queued_work_s', 0):.1f}s, {why.get('slots_per_box')} slots a box)"
+                    )
+        time.sleep(0.1)
+    done = [client.wait(j["id"], timeout_s=120, poll_s=0.1) for j in jobs]
+    per_box = {b: sum(1 for j in done if j["instance_id"] == b) for b in sorted({j["instance_id"] for j in done})}
+    narrator.say(
+        f"burst done in {time.monotonic() - t_submit:.1f}s: "
+        + ", ".join(f"{n} jobs on {b}" for b, n in per_box.items())
+    )
+
+
+def _boxes_stop(provider: LocalProvider, narrator: _Narrator, idle_grace_s: float) -> bool:
+    """Wait (up to a minute) for every idle box to stop itself."""
     idle_from = time.monotonic()
-    narrator.say(f"queue empty: box stops itself after {idle_grace_s:g}s idle…")
-    while provider.get_sync("local-1").state is not InstanceState.STOPPED:
+    narrator.say(f"queue empty: each box stops itself after {idle_grace_s:g}s idle…")
+    boxes = ("local-1", "local-2")
+    while any(provider.get_sync(b).state is not InstanceState.STOPPED for b in boxes):
         if time.monotonic() - idle_from > 60:
-            narrator.say("box did not stop within 60s: see the agent log")
+            narrator.say("a box did not stop within 60s: see the agent logs")
             return False
         time.sleep(0.1)
-    starts = provider.start_count("local-1")
+    starts = {b: provider.start_count(b) for b in boxes}
     narrator.say(
-        f"box local-1 stopped itself {time.monotonic() - idle_from:.1f}s after the last job "
-        f"({starts} start for {jobs} jobs)"
+        f"boxes local-1 and local-2 stopped themselves {time.monotonic() - idle_from:.1f}s after the last job "
+        f"(starts: {', '.join(f'{b} {n}' for b, n in starts.items())})"
     )
     return True
 

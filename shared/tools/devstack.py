@@ -1,5 +1,6 @@
-"""Start and stop the local stack: Cloud Tasks emulator, Ollama stand-in, the four functions in one
-process, the local provider's boxes, and a scheduler loop calling the reaper.
+"""Start and stop the local stack: Cloud Tasks emulator, Ollama stand-in (and the OpenAI-compatible one when a
+pool's boxes use the openai backend), the four functions in one process, the local provider's boxes, and a
+scheduler loop calling the reaper.
 
 Used by ``gpuq dev`` (foreground), ``gpuq demo`` and the end-to-end tests. Every process it starts
 is stopped when it exits, boxes included: SIGTERM, a grace period, then SIGKILL.
@@ -11,6 +12,7 @@ import asyncio
 import base64
 import contextlib
 import importlib.util
+import json
 import logging
 import os
 import secrets
@@ -32,7 +34,7 @@ import httpx
 from shared.boxes.providers.local import LocalProvider
 from shared.settings import ControlPlaneSettings, split_csv
 
-__all__ = ["DevStack", "DevStackConfig", "free_port"]
+__all__ = ["WIRED", "DevStack", "DevStackConfig", "free_port"]
 
 log = logging.getLogger("gpuq.devstack")
 
@@ -63,6 +65,10 @@ def _module_file(module: str) -> str:
     return spec.origin
 
 
+WIRED = frozenset({"public_url", "dispatch_url", "tasks_emulator_host"})
+"""Settings the dev stack wires itself (its own ports): an exported value would point at nothing."""
+
+
 @dataclass
 class DevStackConfig:
     port: int = 8080
@@ -82,11 +88,15 @@ class DevStackConfig:
     vast_api_key: str | None = None  # VASTAI_API_KEY of the fake Vast API; None: a generated one
     # gunicorn worker processes of the functions (functions-framework's WORKERS; THREADS threads each).
     # One worker is one GIL: at ~1.1 ms of CPU per enqueue it tops out near 900/s, so two use both cores of
-    # a small machine. What a process keeps in memory (the per-key rate limit) is then per worker, as it
-    # is per instance once the functions scale out; replay protection is shared through the SQLite file.
+    # a small machine. Rate limits, replay nonces and box state are in the store, shared by every worker.
     functions_workers: int = 2
     functions_threads: int = 32  # per worker: an SSE stream holds one for its whole length
     extra_env: dict[str, str] = field(default_factory=dict)  # wins over the two above (WORKERS=1 to compare)
+    max_boxes: int = 1  # >1 (local provider): one pool "local" of that many boxes, written to <data dir>/pools.toml
+    jobs_per_box: int = 4
+    pools_file: Path | None = None  # the user's own pools file (wins over max_boxes)
+    pull_on_demand: bool = False  # the local pool serves any model, pulling what the model server lacks
+    backend: str = "ollama"  # "openai": the local pool's boxes talk to the OpenAI-compatible stand-in
     overrides: dict[str, Any] = field(default_factory=dict)  # ControlPlaneSettings fields (lease_s=2, …)
 
 
@@ -113,6 +123,7 @@ class DevStack:
         self.url = f"http://127.0.0.1:{config.port}"
         self.tasks_port = free_port()
         self.ollama_url = config.ollama_url or f"http://127.0.0.1:{free_port()}"
+        self.openai_url = f"http://127.0.0.1:{free_port()}"  # the OpenAI-compatible stand-in, if a pool needs it
         self.vast_url = f"http://127.0.0.1:{config.vast_port}" if config.provider == "vast-fake" else ""
         self.ovh_state = self.data_dir / "ovhai-state.json" if config.provider == "ovh-fake" else None
         self.vast_api_key = ""
@@ -135,13 +146,50 @@ class DevStack:
             "provider": {"vast-fake": "vast", "ovh-fake": "ovh"}.get(config.provider, config.provider),
             "instance_id": {"vast-fake": "vast-1", "ovh-fake": OVH_APP}.get(config.provider, "local-1"),
             "ollama_url": self.ollama_url,
+            "openai_backend_url": self.openai_url,
             "agent_preload_models": split_csv(config.models)[0],
             "agent_idle_grace_s": config.idle_grace_s,
             "snooze_s": config.snooze_s,
             # An OVH box cannot stop itself (no self-stop API from inside): the reaper stops it once idle.
             "reaper_idle_limit_s": config.idle_grace_s + (0.0 if self.ovh_state else 30.0),
         }
+        pools_file = self._pools_file()
+        if pools_file is not None:
+            defaults["pools_file"] = str(pools_file)
+        exported = sorted(n for n in ControlPlaneSettings.model_fields if f"GPUQ_{n.upper()}" in os.environ)
+        self.from_env = [n for n in exported if n not in WIRED]  # the user's own values: they beat dev defaults
+        self.ignored_env = [n for n in exported if n in WIRED]
+        for name in self.from_env:
+            defaults.pop(name, None)
         self.settings = ControlPlaneSettings(**(defaults | config.overrides))
+        self.own_openai = self.settings.openai_backend_url != self.openai_url  # the user's server: no stand-in
+        self.openai_url = self.settings.openai_backend_url
+
+    def _pools_file(self) -> Path | None:
+        """The user's pools file, or one local pool of ``max_boxes`` boxes (ids ``local-1`` …)."""
+        config = self.config
+        if config.pools_file is not None:
+            return config.pools_file.resolve()
+        if config.provider != "local" or (
+            config.max_boxes <= 1 and not config.pull_on_demand and config.backend == "ollama"
+        ):
+            return None
+        path = self.data_dir / "pools.toml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(
+            "# Written by gpuq dev: one pool of local boxes (agent processes on this machine).\n"
+            "[pools.local]\n"
+            'provider = "local"\n'
+            f"models = [{json.dumps('*' if config.pull_on_demand else split_csv(config.models)[0])}]\n"
+            f"pull_on_demand = {json.dumps(config.pull_on_demand)}\n"
+            f"backend = {json.dumps(config.backend)}\n"
+            f"max_boxes = {config.max_boxes}\n"
+            f"jobs_per_box = {config.jobs_per_box}\n"
+            'idle_policy = "fixed"\n'
+            f"idle_grace_s = {config.idle_grace_s}\n"
+            "cold_start_s = 2.0\n"
+        )
+        return path
 
     # --- environment ----------------------------------------------------------------------------
     def env(self) -> dict[str, str]:
@@ -209,27 +257,28 @@ class DevStack:
 
         TaskQueue(self.settings).ensure_queues()
 
-    def _start_fake_ollama(self) -> None:
-        port = self.ollama_url.rsplit(":", 1)[1]
-        popen = self._spawn(
-            "fake-ollama",
-            [
-                sys.executable,
-                "-m",
-                "shared.fakes.ollama",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                port,
-                "--token-delay-ms",
-                str(self.config.token_delay_s * 1000),
-                "--load-delay-ms",
-                str(self.config.load_delay_s * 1000),
-                "--models",
-                self.config.models,
-            ],
-        )
-        self._wait_http("fake-ollama", self.ollama_url + "/", popen)
+    def _start_stand_in(self, name: str, module: str, url: str, answers: str) -> None:
+        """A model server stand-in (``shared.fakes.ollama`` or ``shared.fakes.openai_server``) at ``url``."""
+        argv = [sys.executable, "-m", module, "--host", "127.0.0.1", "--port", url.rsplit(":", 1)[1]]
+        argv += ["--token-delay-ms", str(self.config.token_delay_s * 1000)]
+        argv += ["--load-delay-ms", str(self.config.load_delay_s * 1000), "--models", self.config.models]
+        popen = self._spawn(name, argv)
+        self._wait_http(name, url + answers, popen)
+
+    def _needs_openai(self) -> bool:
+        """Whether a pool's boxes talk to the OpenAI-compatible stand-in (``--backend openai``, or a pools file
+        with an openai pool that names no server of its own), not to a ``GPUQ_OPENAI_BACKEND_URL`` set."""
+        if self.own_openai:
+            return False
+        if self.config.backend == "openai":
+            return True
+        path = self.settings.pools_file
+        if not path:
+            return False
+        from shared.boxes.pools import parse_pools
+
+        pools = parse_pools(Path(path).read_text(), source=path)
+        return any(pool.backend == "openai" and not pool.backend_url for pool in pools)
 
     def _start_fake_vast(self) -> None:
         # The boxes stop themselves with the official CLI, as on Vast: the one in .venv/vastai, if installed.
@@ -321,7 +370,18 @@ class DevStack:
 
     def kill_functions(self) -> None:
         """SIGKILL the functions process (fault injection): in-flight requests die mid-way."""
-        for proc in [p for p in self._procs if p.name == "functions"]:
+        self._kill("functions")
+
+    def kill_model_server(self) -> None:
+        """SIGKILL the Ollama stand-in (fault injection): streams break mid-answer, as a crashed server's do."""
+        self._kill("fake-ollama")
+
+    def start_model_server(self) -> None:
+        """The Ollama stand-in again, at the same address (as a supervisor or the box's init restarts it)."""
+        self._start_stand_in("fake-ollama", "shared.fakes.ollama", self.ollama_url, "/")
+
+    def _kill(self, name: str) -> None:
+        for proc in [p for p in self._procs if p.name == name]:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.popen.pid, signal.SIGKILL)
             proc.popen.wait(timeout=10)
@@ -378,7 +438,9 @@ class DevStack:
         try:
             self._start_emulator()
             if self.config.ollama_url is None:
-                self._start_fake_ollama()
+                self._start_stand_in("fake-ollama", "shared.fakes.ollama", self.ollama_url, "/")
+            if self._needs_openai():  # /health answers 503 while it loads: wait for /v1/models
+                self._start_stand_in("fake-openai", "shared.fakes.openai_server", self.openai_url, "/v1/models")
             if self.vast_url:
                 self._start_fake_vast()
             if self.ovh_state:

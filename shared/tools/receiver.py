@@ -33,6 +33,7 @@ class CallbackReceiver:
     events: list[ReceivedEvent] = field(default_factory=list)
     duplicates: int = 0
     rejected: int = 0
+    raw: list[tuple[dict[str, str], bytes]] = field(default_factory=list)  # every verified delivery as sent
     _fail: int = 0
     _cond: threading.Condition = field(default_factory=threading.Condition)
     _server: ThreadingHTTPServer | None = None
@@ -59,6 +60,7 @@ class CallbackReceiver:
             return 401
         payload = json.loads(body)
         with self._cond:
+            self.raw.append((dict(headers), body))
             webhook_id = headers["webhook-id"]
             if any(e.webhook_id == webhook_id for e in self.events):
                 self.duplicates += 1

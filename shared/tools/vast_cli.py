@@ -1,7 +1,7 @@
 """``gpuq offers`` and ``gpuq instances``: Vast.ai by hand, through the same provider the control plane uses.
 
     gpuq offers [--gpu H100 --max-dph 2.5 --min-vram 40]     offers that match, cheapest first
-    gpuq instances [--all]                                   our instances: state, $/h, uptime
+    gpuq instances --vast [--all]                            our instances: state, $/h, uptime
     gpuq instances create --offer ID --image IMG [--env K=V ...] [--onstart CMD] [--disk GB] [--label L]
     gpuq instances stop|start ID                             ID: a Vast id, or the logical box (vast-1)
     gpuq instances destroy ID -y
@@ -23,11 +23,13 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
+from shared.assembly import build_store
 from shared.boxes.providers.vast import VastProvider, build_vast_provider, instance_state
 from shared.boxes.providers.vast.offers import VastOffer, offer_query
 from shared.errors import GpuqError
 from shared.models import Instance
-from shared.settings import VastSettings
+from shared.settings import ControlPlaneSettings, VastSettings
+from shared.tools.terminal import print_table
 
 __all__ = ["build_parser", "main"]
 
@@ -40,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--data-dir",
         default=argparse.SUPPRESS,
-        help="where the logical box's state lives: DATA_DIR/vast (default .gpuq)",
+        help="the control plane's data dir, whose store holds the logical box's state (default GPUQ_DATA_DIR, .gpuq)",
     )
     common.add_argument("--box", default=argparse.SUPPRESS, help="the logical box id (default vast-1)")
     parser = argparse.ArgumentParser(prog="gpuq", description="Vast.ai offers and instances.", parents=[common])
@@ -63,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     instances = sub.add_parser("instances", help="our instances; create/stop/start/destroy one", parents=[common])
     instances.add_argument("--all", action="store_true", help="every instance of the account, not only ours")
+    instances.add_argument("--vast", action="store_true", help="Vast's own list (plain `gpuq instances` is the fleet)")
     instances.add_argument("--json", action="store_true", help="machine-readable output")
     actions = instances.add_subparsers(dest="action")
     create = actions.add_parser("create", help="rent an offer", parents=[common])
@@ -111,15 +114,6 @@ def _env(pairs: Sequence[str]) -> dict[str, str]:
     return env
 
 
-def _table(rows: list[list[str]], header: list[str]) -> str:
-    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=False)]
-    lines = [
-        "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=False)).rstrip()
-        for row in [header, *rows]
-    ]
-    return "\n".join(lines)
-
-
 def _uptime(instance: Instance, now: float) -> str:
     if instance.state.value != "running" or instance.started_at is None:
         return "-"
@@ -149,21 +143,19 @@ def _cmd_offers(provider: VastProvider, args: argparse.Namespace) -> int:
     if not offers:
         print("no offer matches")
         return 0
-    print(
-        _table(
+    print_table(
+        ["ID", "GPU", "VRAM", "$/H", "RELIABILITY", "LOCATION"],
+        [
             [
-                [
-                    str(o.id),
-                    f"{o.num_gpus}x {o.gpu_name}",
-                    f"{o.gpu_ram_gb:.0f} GB",
-                    f"${o.dph_total:.3f}",
-                    f"{o.reliability * 100:.1f}%",
-                    o.geolocation or "-",
-                ]
-                for o in offers
-            ],
-            ["ID", "GPU", "VRAM", "$/H", "RELIABILITY", "LOCATION"],
-        )
+                str(o.id),
+                f"{o.num_gpus}x {o.gpu_name}",
+                f"{o.gpu_ram_gb:.0f} GB",
+                f"${o.dph_total:.3f}",
+                f"{o.reliability * 100:.1f}%",
+                o.geolocation or "-",
+            ]
+            for o in offers
+        ],
     )
     return 0
 
@@ -219,7 +211,7 @@ def _cmd_list(provider: VastProvider, args: argparse.Namespace) -> int:
                 i.agent_url or "-",
             ]
         )
-    print(_table(rows, ["ID", "BOX", "STATE", "$/H", "UPTIME", "LABEL", "AGENT"]))
+    print_table(["ID", "BOX", "STATE", "$/H", "UPTIME", "LABEL", "AGENT"], rows)
     return 0
 
 
@@ -255,8 +247,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     try:
         settings = VastSettings()
-        state_dir = settings.state_dir or Path(getattr(args, "data_dir", ".gpuq")) / "vast"
-        provider = build_vast_provider(settings, logical_id=getattr(args, "box", "vast-1"), state_dir=state_dir)
+        # The box's state is in the control plane's store (GPUQ_STORE …): the CLI sees what dispatch rented.
+        cp_settings = ControlPlaneSettings()
+        if hasattr(args, "data_dir"):
+            cp_settings = cp_settings.model_copy(update={"data_dir": Path(args.data_dir)})
+        state_dir = settings.state_dir or cp_settings.data_dir / "vast"
+        provider = build_vast_provider(
+            settings, logical_id=getattr(args, "box", "vast-1"), state_dir=state_dir, store=build_store(cp_settings)
+        )
         if args.group == "offers":
             return _cmd_offers(provider, args)
         if args.action is None:

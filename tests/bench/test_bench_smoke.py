@@ -46,6 +46,8 @@ EXPECTED_KEYS = {
         "duration_s",
     },
     "import_time": {"benchmark", "machine", "settings", "modules", "targets", "duration_s"},
+    "fleet": {"benchmark", "machine", "settings", "pools", "targets", "duration_s"},
+    "openai_front": {"benchmark", "machine", "settings", "ttft", "held", "targets", "duration_s"},
 }
 ROW_KEYS = {
     "streams",
@@ -85,12 +87,13 @@ def results(results_dir: Path, name: str) -> dict[str, Any]:
 def check_agent_stream(body: dict[str, Any]) -> None:
     for phase in ("latency", "throughput", "cpu_per_request"):
         rows = body[phase]
-        assert {r["path"] for r in rows} == {"direct", "gpuq", "pyworker"}
+        assert {r["path"] for r in rows} == {"direct", "gpuq", "direct-openai", "gpuq-openai", "pyworker"}
         for row in rows:
             assert row.keys() >= ROW_KEYS
             assert row["requests"] > 0 and row["errors"] == 0 and row["wrong_text"] == 0, row
-    jobs = body["checks"]["gpuq_jobs"]
-    assert jobs["jobs"] > 0 and jobs["succeeded"] == jobs["stored_text_exact"] == jobs["jobs"]
+    for name, jobs in body["checks"]["gpuq_jobs"].items():  # the agent on each backend: gpuq, gpuq-openai
+        assert jobs["jobs"] > 0 and jobs["succeeded"] == jobs["stored_text_exact"] == jobs["jobs"], name
+    assert set(body["checks"]["gpuq_jobs"]) == {"gpuq", "gpuq-openai"}
     assert body["checks"]["pyworker_autoscaler"]["deleted_requests"] > 0  # PyWorker really ran its reporting
 
 
@@ -111,7 +114,24 @@ def check_import_time(body: dict[str, Any]) -> None:
     assert all(m["import_ms"] > 0 and m["importtime_ms"] > 0 for m in body["modules"])
 
 
-CHECKS = {"agent_stream": check_agent_stream, "control_plane": check_control_plane, "import_time": check_import_time}
+def check_fleet(body: dict[str, Any]) -> None:
+    pools = body["pools"]
+    assert [p["max_boxes"] for p in pools] == [1, 2] and all(p["failed"] == [] for p in pools)
+    assert pools[0]["boxes_used"] == 1 and all(p["makespan_s"] > 0 and p["ideal_s"] > 0 for p in pools)
+
+
+def check_openai_front(body: dict[str, Any]) -> None:
+    assert body["ttft"]["jobs_api"]["p50_ms"] > 0 and body["ttft"]["openai"]["p50_ms"] > 0
+    assert [(r["held"], r["ok"]) for r in body["held"]] == [(4, 4)]
+
+
+CHECKS = {
+    "agent_stream": check_agent_stream,
+    "control_plane": check_control_plane,
+    "fleet": check_fleet,
+    "openai_front": check_openai_front,
+    "import_time": check_import_time,
+}
 
 
 @pytest.mark.parametrize("module", [m for m, _ in BENCHMARKS])

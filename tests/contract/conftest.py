@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from shared.store.base import JobStore
-from tests.contract.emulator import FirestoreEmulator, emulator_missing_reason
+from tests.contract.emulator import FirestoreEmulator
 
 PROJECT = "gpuq-contract"
 
@@ -27,23 +27,15 @@ class Backend:
     reset: Callable[[], None]
 
 
-@pytest.fixture(scope="session")
-def firestore_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FirestoreEmulator]:
-    reason = emulator_missing_reason()
-    if reason is not None:
-        pytest.skip(f"Firestore backend not tested: {reason}")
-    emulator = FirestoreEmulator(tmp_path_factory.mktemp("firestore") / "emulator.log").start()
-    yield emulator
-    emulator.stop()  # raises if any process of its group (gcloud, wrapper, java) survives SIGKILL
-
-
 def _sqlite_backend(path: Path) -> Backend:
     from shared.store.sqlite import SqliteJobStore
 
     def reset() -> None:
         if path.exists():
             with sqlite3.connect(path) as db:
-                db.executescript("DELETE FROM jobs; DELETE FROM chunks; DELETE FROM records;")
+                db.executescript(
+                    "DELETE FROM jobs; DELETE FROM chunks; DELETE FROM records; DELETE FROM nonces; DELETE FROM events;"
+                )
 
     return Backend("sqlite", lambda: SqliteJobStore(path), reset)
 

@@ -12,6 +12,7 @@ from shared.errors import GpuqError, PayloadTooLarge, ServiceError
 from shared.states import JobStatus
 from shared.store.base import Chunk, IdempotencyClaim
 from shared.store.firestore import CHUNKS, CLAIMS, JOBS, MAX_DOC_BYTES, RECORDS, FirestoreJobStore
+from shared.store.firestore_events import EVENTS
 from tests.contract.conftest import PROJECT
 from tests.contract.emulator import FirestoreEmulator, free_port
 from tests.contract.sample_jobs import make_job
@@ -87,10 +88,17 @@ def test_the_declared_indexes_serve_the_stores_queries() -> None:
         (JOBS, ("status", "queued_at")),  # list_by_status: status IN … ORDER BY queued_at
         (JOBS, ("pending_callbacks", "status", "queued_at")),  # … AND pending_callbacks == true
         (CHUNKS, ("attempt", "seq")),  # read_chunks: attempt == a AND seq > s ORDER BY seq
+        (EVENTS, ("subject", "at")),  # list_events: subject == s ORDER BY at, __name__
+        (EVENTS, ("family", "at")),  # list_events: family IN … ORDER BY at, __name__
     }
     assert all(
         i["queryScope"] == "COLLECTION" and all(f["order"] == "ASCENDING" for f in i["fields"])
         for i in declared["indexes"]
     )
     exempt = {(o["collectionGroup"], o["fieldPath"]) for o in declared["fieldOverrides"] if o["indexes"] == []}
-    assert {(JOBS, "doc"), (CHUNKS, "text"), (RECORDS, "doc")} <= exempt  # large strings, never queried
+    assert {
+        (JOBS, "doc"),
+        (CHUNKS, "text"),
+        (RECORDS, "doc"),
+        (EVENTS, "doc"),
+    } <= exempt  # large strings, never queried

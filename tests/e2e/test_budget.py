@@ -9,9 +9,10 @@ from tests.servers import MODEL, instance_stopped, start_stack, wait_until
 
 
 def test_budget_pauses_the_queue_and_resumes_when_raised(tmp_path: Path) -> None:
-    # A box that bills $1 per second, a $1 daily cap: the first job's session (cold start, the job, 1 s of
-    # idle grace) crosses it for good, not only while its open session is estimated.
-    stack = start_stack(tmp_path, idle_grace_s=1.0, overrides={"local_price_per_hour": 3600.0, "budget_daily_usd": 1.0})
+    # A box that bills $0.40 a second, a $1 daily cap: the first job's session (a cold start of 1-2 s, the
+    # job, 3 s of idle grace) crosses it for good after its job ran, not only while it is estimated.
+    overrides = {"local_price_per_hour": 1440.0, "budget_daily_usd": 1.0}
+    stack = start_stack(tmp_path, idle_grace_s=3.0, overrides=overrides)
     try:
         with JobsClient(stack.url, stack.api_key) as client:
             first = client.submit({"model": MODEL, "prompt": "spend"})
@@ -38,6 +39,6 @@ def test_budget_pauses_the_queue_and_resumes_when_raised(tmp_path: Path) -> None
             first_cost = client.get(first["id"])["cost_usd"]
             assert first_cost is not None and first_cost > 0
         log = (stack.log_dir / "functions.log").read_text()
-        assert "budget warning" in log and "budget exceeded" in log and "job queue resumed" in log
+        assert "cost.budget_warning" in log and "cost.budget_exceeded" in log and "job queue resumed" in log
     finally:
         stack.stop()

@@ -33,6 +33,22 @@ def test_agent_killed_mid_stream(scenario: Scenario) -> None:
         assert job["output"] == fake_completion_text(MODEL, audit.jobs[job_id], 150)
 
 
+def test_model_server_killed_mid_stream(scenario: Scenario) -> None:
+    """The box stays up but its model server dies mid-answer: the attempt fails with model_server_unreachable,
+    the control plane re-drives it, and once the server is back the job's output is whole."""
+    audit = scenario("model_server_killed_mid_stream", token_delay_s=0.01, settings={"model_server_retry_s": 1.5})
+    ids = [audit.submit(options={"num_predict": 150}) for _ in range(2)]
+    wait_until(lambda: output_started(audit, ids[0]), 30, "first job streaming")
+    audit.stack.kill_model_server()
+    retrying = "retrying_after_model_server_unreachable"
+    wait_until(lambda: audit.client.get(ids[0])["status_reason"] == retrying, 30, "first job waiting to be re-driven")
+    audit.stack.start_model_server()
+    final = audit.finish()
+    assert final[ids[0]]["attempts"] >= 2 and final[ids[0]]["status"] == "succeeded"
+    for job_id, job in final.items():
+        assert job["output"] == fake_completion_text(MODEL, audit.jobs[job_id], 150)
+
+
 def test_functions_killed_mid_dispatch(scenario: Scenario) -> None:
     audit = scenario("functions_killed_mid_dispatch")
     for _ in range(4):
@@ -160,3 +176,22 @@ def test_provider_api_5xx_and_429_bursts(scenario: Scenario) -> None:
     calls = httpx.get(stack.vast_url + "/__fake__/calls", timeout=10).json()
     statuses = {code for per_endpoint in calls["statuses"].values() for code in per_endpoint}
     assert {"503", "429"} <= statuses  # the bursts were really served, and absorbed
+
+
+def test_fleet_box_lost_and_jobs_landing_while_boxes_drain(scenario: Scenario) -> None:
+    """Three boxes, one job a box: one agent dies mid-job, the functions restart, and a second burst lands
+    while the first burst's boxes are deciding to stop."""
+    audit = scenario("fleet_lost_box_and_drains", max_boxes=3, jobs_per_box=1, token_delay_s=0.01, idle_grace_s=0.8)
+    ids = [audit.submit(options={"num_predict": 120}) for _ in range(6)]
+    wait_until(lambda: len({audit.client.get(j)["instance_id"] for j in ids} - {None}) >= 2, 30, "two boxes busy")
+    victim = next(job for job in (audit.client.get(j) for j in ids) if job["status"] == "running")
+    kill_agent(audit.stack, victim["instance_id"])
+    audit.stack.kill_functions()
+    audit.stack.start_functions()
+    wait_until(lambda: all(audit.client.get(j)["status"] == "succeeded" for j in ids[:3]), 60, "first jobs done")
+    for delay in (0.6, 0.75, 0.8, 0.85):
+        audit.submit(options={"num_predict": 10})
+        time.sleep(delay)  # land each job around some box's decision to stop
+    final = audit.finish()
+    assert final[victim["id"]]["attempts"] >= 2
+    assert len({job["instance_id"] for job in final.values()}) >= 2

@@ -210,6 +210,15 @@ class FakeGcloud:
 
     def _firestore(self, args: list[str], words: list[str], flags: dict[str, str]) -> GcloudResult | None:
         head = " ".join(words[:3])
+        if head == "firestore fields ttls":
+            group = flags["collection-group"]
+            if words[3] == "update":
+                assert "--enable-ttl" in args
+                name = f"projects/p/databases/d/collectionGroups/{group}/fields/{words[4]}"
+                self.resources[f"ttl/{group}/{words[4]}"] = {"name": name, "ttlConfig": {"state": "CREATING"}}
+                return GcloudResult(0, "", "")
+            listed = [v for k, v in self.resources.items() if k.startswith(f"ttl/{group}/")]
+            return GcloudResult(0, json.dumps(listed), "")
         if head == "firestore indexes fields":
             key = f"field/{flags['collection-group']}/{words[4]}"
             if words[3] == "update":
@@ -381,6 +390,24 @@ def test_an_ovh_deployment_packages_the_ovhai_cli_with_the_functions_that_drive_
     assert env["OVH_CLI"] == "/workspace/bin/ovhai"
     (deploy,) = find(commands(out), "functions", "deploy", "gpuq-dispatch")
     assert "OVH_TOKEN=OVH_TOKEN:latest" in flag(deploy, "set-secrets")
+
+
+def test_the_pools_file_is_checked_then_packaged_with_every_function(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pools = tmp_path / "pools.toml"
+    pools.write_text('[pools.gpu]\nprovider = "vast"\nmodels = ["llama3.2:1b"]\nmax_boxes = 3\n')
+    settings = write_settings(tmp_path / "deploy.env", GPUQ_POOLS_FILE=str(pools))
+    base = ["--project", PROJECT, "--region", REGION, "--settings", str(settings), "--out-dir", str(tmp_path / "out")]
+    assert main([*base, "--dry-run"]) == 0
+    capsys.readouterr()
+    packaged = sorted(p.parent.name for p in (tmp_path / "out" / "functions").glob("*/pools.toml"))
+    assert packaged == sorted(["enqueue", "trigger", "dispatch", "reaper"])
+    assert (tmp_path / "out" / "functions" / "dispatch" / "pools.toml").read_text() == pools.read_text()
+    assert json.loads((tmp_path / "out" / "env.yaml").read_text())["GPUQ_POOLS_FILE"] == "/workspace/pools.toml"
+    pools.write_text('[pools.gpu]\nmodels = ["m"]\nmin_boxes = 2\nmax_boxes = 1\n')
+    assert main([*base, "--dry-run"]) == 2
+    assert "min_boxes (2) must be <= max_boxes (1)" in capsys.readouterr().err
 
 
 # --- gcloud itself accepts every command --------------------------------------------------------

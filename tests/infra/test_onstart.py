@@ -202,3 +202,17 @@ def test_the_stub_ollama_is_the_real_stand_in() -> None:
     assert proc.returncode == 0
     for option in ("--port", "--models", "--load-delay-ms", "--pull-delay-ms", "--keep-alive"):
         assert option in proc.stdout
+
+
+def test_with_a_supervised_server_only_the_agent_is_started(box: Box) -> None:
+    box.env["GPUQ_AGENT_SERVER_COMMAND"] = "ollama serve"  # the agent starts it (docs/model-server.md)
+    done = box.onstart()
+    assert done.returncode == 0, done.stdout
+    assert box.calls("ollama") == []  # neither started nor asked for models here: the agent does both
+    deadline = time.monotonic() + 10  # the agent is started in the background: onstart returns before it runs
+    while not box.calls("python"):
+        assert time.monotonic() < deadline, "the agent was never started"
+        time.sleep(0.02)
+    assert [c.split(" ", 1)[1] for c in box.calls("python")] == ["-m agent"]
+    log = (box.logs / "onstart.log").read_text()
+    assert "the agent starts and supervises the model server: ollama serve" in log and "model loaded" not in log

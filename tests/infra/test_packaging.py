@@ -40,9 +40,13 @@ def test_a_package_holds_its_function_the_shared_core_and_nothing_else(packages:
         "agent_reports.py",
         "edge.py",
         "enqueue.py",
+        "openai_front.py",
+        "ui.py",
     ]
     assert not list(enqueue.rglob("__pycache__")) and not list(enqueue.rglob("*.pyc"))
     assert (enqueue / "shared" / "store" / "firestore.py").exists()
+    for data in ("static/dashboard.js", "static/dashboard.css", "static/policies.png", "templates/dashboard.html"):
+        assert (enqueue / "shared" / "ui" / data).is_file(), data  # the dashboard's package data ships too
     for package in packages.values():
         shipped = {p.name for p in (package / "shared").iterdir()}
         assert shipped.isdisjoint(DEV_ONLY) and {"jobs", "boxes", "money", "security", "store"} <= shipped

@@ -369,3 +369,33 @@ def test_refusals_answer_with_their_status_and_error_body(agent_of: Callable[...
     early = signed_post(waiting, "/v1/stream", job(sink, "early").model_dump_json().encode())
     assert early.status_code == 503
     assert early.json() == {"error": {"code": "starting_instance", "message": "agent is starting_instance"}}
+
+
+def test_metrics_count_jobs_and_tokens_in_prometheus_text_behind_a_token(
+    agent_of: Callable[..., str], sink: ReportSink
+) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    url = agent_of(metrics_token="scrape-me")
+    wait_until(lambda: ready(url), 10, "agent ready")
+    assert httpx.get(url + "/metrics").status_code == 401
+    for i in range(2):
+        spec = job(sink, f"metrics {uuid.uuid4()} {i}")
+        assert signed_post(url, "/v1/jobs", spec.model_dump_json().encode()).status_code == 202
+        assert sink.final(spec.job_id)["outcome"] == "succeeded"
+
+    def scrape() -> dict[str, float]:
+        text = httpx.get(url + "/metrics", headers={"Authorization": "Bearer scrape-me"}).text
+        return {
+            s.name + "".join(f"{{{v}}}" for v in s.labels.values()): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+
+    wait_until(lambda: scrape().get("gpuq_agent_jobs_total{succeeded}") == 2, 10, "both attempts counted")
+    seen = scrape()
+    assert seen["gpuq_agent_tokens_generated_total"] == 48 and seen["gpuq_agent_tokens_per_second"] > 0
+    assert seen["gpuq_agent_phase{ready}"] == 1 and seen["gpuq_agent_phase{loading_model}"] == 0
+    assert seen["gpuq_agent_jobs_running"] == 0 and seen["gpuq_agent_model_load_seconds"] >= 0
+    closed = agent_of()  # no token set: nobody scrapes a public port
+    assert httpx.get(closed + "/metrics").json()["error"]["code"] == "metrics_disabled"

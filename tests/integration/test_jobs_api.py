@@ -137,7 +137,7 @@ def test_trigger_with_its_token_reports_what_waits(stack: DevStack) -> None:
         stack, "/trigger", body={}, auth=False, headers={"Authorization": f"Bearer {stack.settings.trigger_token}"}
     )
     assert response.status_code == 200
-    assert set(response.json()) == {"waiting", "started", "dispatched"}
+    assert set(response.json()) == {"waiting", "started", "boxes_started", "dispatched"}
 
 
 def test_idempotency_key_returns_the_same_job_and_refuses_a_different_body(stack: DevStack) -> None:

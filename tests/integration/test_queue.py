@@ -19,6 +19,7 @@ import pytest
 from google.cloud.tasks_v2 import HttpMethod, Queue, Task
 from google.cloud.tasks_v2.types import cloudtasks
 
+from shared.boxes.pools import load_pools
 from shared.boxes.providers.local import LocalProvider
 from shared.controlplane import ControlPlane
 from shared.errors import QueueUnavailable
@@ -99,6 +100,7 @@ def refusing(stack: DevStack, tmp_path: Path) -> Iterator[ControlPlane]:
         queue=TaskQueue(settings),
         provider=LocalProvider(tmp_path / "boxes"),
         nonces=NonceCache(),
+        pools=load_pools(settings),
     )
     store.close()
 

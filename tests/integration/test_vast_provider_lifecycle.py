@@ -18,6 +18,7 @@ from shared.fakes.ollama import serve_in_thread as serve_ollama
 from shared.fakes.vast import FakeVastControl, FakeVastServer, serve_in_thread
 from shared.models import InstanceState
 from shared.security.signing import RequestSigner
+from shared.store import SqliteJobStore
 from tests.integration import vast_provider_setup
 from tests.integration.vast_provider_setup import (
     AGENT,
@@ -149,7 +150,10 @@ def test_a_lost_create_answer_is_reconciled_without_a_second_rental(
 def test_concurrent_starts_of_a_fresh_box_rent_exactly_once(
     fake: FakeVastServer, control: FakeVastControl, tmp_path: Path
 ) -> None:
-    a, b = provider(fake, tmp_path), provider(fake, tmp_path)
+    # Two functions instances: each its own /tmp (state dir) and store connection, one store between them.
+    stores = [SqliteJobStore(tmp_path / "shared.db") for _ in range(2)]
+    a = provider(fake, tmp_path / "instance-a", store=stores[0])
+    b = provider(fake, tmp_path / "instance-b", store=stores[1])
 
     async def both() -> list[Any]:
         return list(await asyncio.gather(a.start("vast-1"), b.start("vast-1"), a.start("vast-1")))
@@ -159,6 +163,9 @@ def test_concurrent_starts_of_a_fresh_box_rent_exactly_once(
     wait_state(a, InstanceState.RUNNING)
     assert control.calls()["create"] == 1 and len(control.instances()) == 1
     assert a.current_vast_id() == b.current_vast_id() == control.instances()[0]["id"]
+    assert not (tmp_path / "instance-a" / "vast").exists()  # nothing of the rental kept on either host
+    for store in stores:
+        store.close()
 
 
 def test_list_shows_ours_under_the_logical_id_and_reap_destroys_long_stopped(

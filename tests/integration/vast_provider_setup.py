@@ -15,6 +15,7 @@ from shared.boxes.providers.vast import RetryPolicy, VastProvider, build_vast_pr
 from shared.fakes.vast import FakeVastConfig, FakeVastServer
 from shared.models import Instance, InstanceState
 from shared.settings import VastSettings
+from shared.store.base import JobStore
 from tests.servers import wait_until
 
 __all__ = [
@@ -97,6 +98,7 @@ def provider(
     key: str = KEY,
     retry: RetryPolicy = FAST,
     logical_id: str = "vast-1",
+    store: JobStore | None = None,
     **settings: Any,
 ) -> VastProvider:
     base: dict[str, Any] = {
@@ -119,6 +121,7 @@ def provider(
             "GPUQ_AGENT_IDLE_GRACE_S": "3600",
         },
         observe_ttl_s=0.0,
+        store=store,
     )
 
 

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shared.boxes.instances import close_session, note_handover, note_ready, note_start_requested
+from shared.boxes.pools import load_pools
 from shared.boxes.providers.local import LocalProvider
 from shared.clock import FakeClock
 from shared.controlplane import ControlPlane
@@ -45,6 +46,7 @@ def test_session_close_writes_each_jobs_cost_and_the_report_adds_up(tmp_path: Pa
         queue=TaskQueue(s),
         provider=LocalProvider(tmp_path / "boxes"),
         nonces=NonceCache(),
+        pools=load_pools(s),
         clock=clock,
     )
     box = Instance(id="box", provider="local", state=InstanceState.RUNNING, price_per_hour=36.0)

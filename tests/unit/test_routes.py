@@ -28,7 +28,16 @@ def table_methods(path: str) -> list[str]:
 
 
 def concrete(path: str) -> str:
-    return path.replace("{job_id}", "job_x")
+    ids = {
+        "{job_id}": "job_x",
+        "{model_id}": "llama3.2:1b",
+        "{file_id}": "file-x1",
+        "{batch_id}": "batch_x1",
+        "{asset_name}": "dashboard.js",
+    }
+    for template, value in ids.items():
+        path = path.replace(template, value)
+    return path
 
 
 def call(fn: Handler, method: str, path: str) -> flask.Response:

@@ -13,6 +13,7 @@ from typing import Any, cast
 
 import pytest
 
+from shared.boxes.pools import load_pools
 from shared.boxes.providers.local import LocalProvider
 from shared.controlplane import ControlPlane
 from shared.errors import InvalidRequest
@@ -56,6 +57,7 @@ def recorded(tmp_path: Path) -> tuple[ControlPlane, RecordingQueue]:
         queue=cast(TaskQueue, queue),
         provider=LocalProvider(tmp_path / "boxes"),
         nonces=NonceCache(),
+        pools=load_pools(settings),
     )
     return cp, queue
 

@@ -12,6 +12,8 @@ Reproduced
       nanoseconds; the final line carries ``done_reason`` ("stop" / "length"), ``total_duration``,
       ``load_duration``, ``prompt_eval_count``, ``prompt_eval_duration``, ``eval_count`` and
       ``eval_duration`` (nanoseconds), and for generate ``context`` (not in raw mode).
+    * ``POST /api/embed``: ``{"model", "embeddings": [[float]], "total_duration", "load_duration",
+      "prompt_eval_count"}``, unit vectors that are a hash of (model, text) (:func:`fake_embedding`).
     * An empty prompt (generate) or empty ``messages`` (chat) only loads the model and answers
       ``done_reason: "load"``; with ``keep_alive: 0`` it unloads and answers ``"unload"``.
     * ``options.num_predict`` caps the output: when it is given (> 0) exactly that many tokens are
@@ -48,7 +50,7 @@ Not reproduced
     Real inference (``format``/JSON mode and schemas, ``options.stop``, ``suffix``, ``images``,
     ``tools``/tool calls, ``think`` output, ``seed``/``temperature`` and ``logprobs`` are accepted
     and ignored), the ``context`` input (accepted, counted in ``prompt_eval_count``, but does not
-    change the text), embeddings, create/copy/push/blobs, the OpenAI-compatible ``/v1`` routes,
+    change the text), create/copy/push/blobs, the OpenAI-compatible ``/v1`` routes,
     VRAM accounting and eviction (any number of models stay loaded; ``size_vram == size``),
     ``OLLAMA_NUM_PARALLEL`` unless ``num_parallel`` is set, CORS / allowed-host checks, and
     registry authentication. ``max_queue`` counts every admitted generate/chat request (loading,
@@ -77,6 +79,7 @@ from shared.fakes.ollama.app import FakeOllamaServer, build_app, serve_in_thread
 from shared.fakes.ollama.catalogue import model_not_found_error
 from shared.fakes.ollama.cli import main
 from shared.fakes.ollama.config import DEFAULT_MODELS, MAX_QUEUE_ERROR, FakeFaults, FakeOllamaConfig
+from shared.fakes.ollama.embed import fake_embedding
 from shared.fakes.ollama.state import FakeOllamaState, get_state
 from shared.fakes.ollama.text import canonical_model_name, fake_completion_text, fake_completion_tokens, prompt_key
 
@@ -91,6 +94,7 @@ __all__ = [
     "canonical_model_name",
     "fake_completion_text",
     "fake_completion_tokens",
+    "fake_embedding",
     "get_state",
     "main",
     "model_not_found_error",

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from shared.fakes.ollama import hooks
 from shared.fakes.ollama.config import FakeOllamaConfig
+from shared.fakes.ollama.embed import embed
 from shared.fakes.ollama.inference import chat, generate
 from shared.fakes.ollama.management import delete, ps, pull, show, tags
 from shared.fakes.ollama.responses import json_response
@@ -63,6 +64,7 @@ def build_app(config: FakeOllamaConfig | None = None) -> web.Application:
     app.router.add_get("/api/ps", ps)
     app.router.add_post("/api/generate", generate)
     app.router.add_post("/api/chat", chat)
+    app.router.add_post("/api/embed", embed)
     app.router.add_post("/api/pull", pull)
     app.router.add_post("/api/show", show)
     app.router.add_delete("/api/delete", delete)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+from shared.boxes.pools import parse_pools
+from shared.tools.deploy.events import pubsub_steps, ttl_step
 from shared.tools.deploy.packaging import package_function, tree_hash
 from shared.tools.deploy.spec import (
     FUNCTION_ROOT,
@@ -19,30 +21,10 @@ from shared.tools.deploy.spec import (
     SECRET_NAMES,
     FunctionSpec,
 )
+from shared.tools.deploy.step import Check, Step
+from shared.tools.deploy.step import g as _g
 
 __all__ = ["Check", "Deployment", "Step", "plan"]
-
-
-# --- the plan -------------------------------------------------------------------------------------
-Check = Callable[[str], bool]
-"""Given a describe command's stdout, True when the resource is already as wanted."""
-
-
-@dataclass(frozen=True)
-class Step:
-    """One resource: ``describe`` it, then ``create`` when it is missing, ``update`` when present.
-
-    ``current`` (optional) decides from the describe output that nothing needs doing. ``stdin`` names a
-    secret whose value is written to the commands' standard input (never to their arguments).
-    """
-
-    what: str
-    create: tuple[str, ...]
-    describe: tuple[str, ...] | None = None
-    update: tuple[str, ...] | None = None
-    current: Check | None = field(default=None, compare=False)
-    current_note: str = ""
-    stdin: str | None = None
 
 
 @dataclass
@@ -96,13 +78,12 @@ class Deployment:
                 "GPUQ_DATA_DIR": "/tmp/gpuq",
             }
         )
+        plain.setdefault("GPUQ_LOG_FORMAT", "json")  # one JSON object per line, as Cloud Logging reads them
+        if self.settings.get("GPUQ_POOLS_FILE"):
+            plain["GPUQ_POOLS_FILE"] = f"{FUNCTION_ROOT}/{POOLS_NAME}"  # packaged beside the code
         if self.settings.get("GPUQ_PROVIDER") == "ovh":
             plain["OVH_CLI"] = f"{FUNCTION_ROOT}/bin/ovhai"  # packaged beside the code: the runtime has none
         return dict(sorted(plain.items()))
-
-
-def _g(*args: str) -> tuple[str, ...]:
-    return ("gcloud", *args)
 
 
 def _labels_match(label: str, value: str) -> Check:
@@ -216,6 +197,8 @@ def _firestore(d: Deployment, indexes: dict[str, list[dict[str, object]]]) -> It
             f"--project={d.project}",
         ),
     )
+    for collection in ("gpuq_nonces", "gpuq_events"):  # replay nonces and events expire on their own
+        yield ttl_step(d.project, db, collection)
     listing = _g("firestore", "indexes", "composite", "list", db, f"--project={d.project}", "--format=json")
     for index in indexes.get("indexes", []):
         collection = str(index["collectionGroup"])
@@ -361,6 +344,22 @@ def _deploy_flags(d: Deployment, name: str, spec: FunctionSpec, source: Path, en
     return flags
 
 
+POOLS_NAME = "pools.toml"
+
+
+def _pools_file(d: Deployment) -> Path | None:
+    """The settings' pools file, checked before anything is deployed (a bad file fails here, not in production)."""
+    given = d.settings.get("GPUQ_POOLS_FILE")
+    if not given:
+        return None
+    path = Path(given)
+    try:
+        parse_pools(path.read_text(), source=str(path))
+    except OSError as exc:
+        raise ValueError(f"GPUQ_POOLS_FILE={path}: {exc.strerror}") from None
+    return path
+
+
 def _functions(d: Deployment) -> Iterator[Step]:
     d.out_dir.mkdir(parents=True, exist_ok=True)
     env_file = d.out_dir / "env.yaml"
@@ -371,8 +370,11 @@ def _functions(d: Deployment) -> Iterator[Step]:
             "GPUQ_PROVIDER=ovh: pass --ovhai-binary with the Linux x86-64 ovhai CLI to package with "
             "the functions (README: Run on OVH AI Deploy)"
         )
+    pools = _pools_file(d)
     for name, spec in FUNCTIONS.items():
         source = package_function(name, d.out_dir / "functions")
+        if pools is not None:
+            shutil.copy2(pools, source / POOLS_NAME)
         if ovh and d.ovhai_binary is not None and any(s in spec.secrets for s in PROVIDER_SECRETS):
             (source / "bin").mkdir()
             shutil.copy2(d.ovhai_binary, source / "bin" / "ovhai")
@@ -440,6 +442,7 @@ def plan(d: Deployment, *, indexes_file: Path = INDEXES_FILE) -> list[Step]:
         *_firestore(d, indexes),
         *_secrets(d),
         *_queues(d),
+        *pubsub_steps(d),
         *_functions(d),
         *_scheduler(d),
     ]

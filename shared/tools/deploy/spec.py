@@ -12,6 +12,7 @@ INDEXES_FILE = REPO_ROOT / "infra" / "firestore.indexes.json"
 SECRET_NAMES = (
     "GPUQ_API_KEYS",
     "GPUQ_WEBHOOK_SECRET",
+    "GPUQ_EVENT_WEBHOOK_SECRET",
     "GPUQ_AGENT_MASTER_SECRET",
     "GPUQ_JOB_TOKEN_SECRET",
     "GPUQ_TASK_SECRET",
@@ -70,7 +71,8 @@ FUNCTIONS: dict[str, FunctionSpec] = {
         public=True,
         timeout_s=3600,
         concurrency=40,
-        modules=("agent_reports.py",),  # the agent-facing report endpoints, served at the same URLs
+        # agent reports, the OpenAI front door and the dashboard (/ui), on the same URLs
+        modules=("agent_reports.py", "openai_front.py", "ui.py"),
         queue_roles=_PUSH,
         secrets=(
             "GPUQ_API_KEYS",
@@ -96,6 +98,7 @@ FUNCTIONS: dict[str, FunctionSpec] = {
             "GPUQ_AGENT_MASTER_SECRET",
             "GPUQ_JOB_TOKEN_SECRET",
             "GPUQ_WEBHOOK_SECRET",
+            "GPUQ_EVENT_WEBHOOK_SECRET",  # event webhooks are delivered from the callback queue too
             *PROVIDER_SECRETS,
             *_BLOB_SECRETS,
         ),

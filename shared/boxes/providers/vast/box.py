@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from shared.boxes.providers.vast.client import RetryPolicy, VastClient
 from shared.boxes.providers.vast.rows import agent_url_of, extra_env_of, instance_state, lower, vast_id
-from shared.boxes.providers.vast.statefile import StateFile, VastInstanceRecord, note
+from shared.boxes.providers.vast.statefile import StateDocument, StateFile, VastInstanceRecord, note
 from shared.clock import Clock, SystemClock
 from shared.errors import ProviderError, VastRejected, VastUnavailable
 from shared.models import Instance, InstanceState
@@ -59,6 +59,7 @@ class VastBox:
         agent_env: Mapping[str, str] | None = None,
         clock: Clock | None = None,
         observe_ttl_s: float = 1.0,
+        state: StateDocument | None = None,
     ) -> None:
         self.settings = settings
         self.logical_id = logical_id
@@ -69,7 +70,7 @@ class VastBox:
         )
         self._agent_env = dict(agent_env or {})
         self._clock = clock or SystemClock()
-        self._state = StateFile(Path(state_dir) / f"vast-{logical_id}.json")
+        self._state = state or StateFile(Path(state_dir) / f"vast-{logical_id}.json")
         self._observe_ttl_s = observe_ttl_s
         self._cache_lock = threading.Lock()
         self._cache: dict[int, tuple[float, dict[str, Any] | None]] = {}
@@ -77,11 +78,13 @@ class VastBox:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(logical_id={self.logical_id!r}, url={self.client.url!r})"
 
-    # --- state file -------------------------------------------------------------------------------
+    # --- state document ---------------------------------------------------------------------------
     def _mutate_sync(self, fn: Callable[[dict[str, Any]], T]) -> T:
-        with self._state.transaction() as state:
+        def seeded(state: dict[str, Any]) -> T:
             self._seed(state)
             return fn(state)
+
+        return self._state.apply(seeded)
 
     async def _mutate(self, fn: Callable[[dict[str, Any]], T]) -> T:
         return await asyncio.to_thread(self._mutate_sync, fn)

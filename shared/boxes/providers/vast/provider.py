@@ -20,7 +20,7 @@ import contextlib
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -29,11 +29,14 @@ from shared.boxes.providers.vast.box import snapshot
 from shared.boxes.providers.vast.client import RetryPolicy, VastClient
 from shared.boxes.providers.vast.rentals import VastRentals
 from shared.boxes.providers.vast.rows import instance_state, vast_id
-from shared.boxes.providers.vast.statefile import note, trim
+from shared.boxes.providers.vast.statefile import StoreStateDocument, note, trim
 from shared.clock import Clock
 from shared.errors import ProviderError, VastRejected
 from shared.models import Instance, InstanceState
 from shared.settings import VastSettings
+
+if TYPE_CHECKING:
+    from shared.store.base import JobStore
 
 __all__ = ["STOP_CONFIRM_S", "VastProvider", "build_vast_provider"]
 
@@ -260,11 +263,14 @@ def build_vast_provider(
     http: httpx.AsyncClient | None = None,
     clock: Clock | None = None,
     observe_ttl_s: float = 1.0,
+    store: JobStore | None = None,
 ) -> VastProvider:
     """The provider the control plane and ``gpuq offers/instances`` use.
 
     ``agent_env`` is what a rented box's agent needs (``GPUQ_AGENT_SECRET``, ``GPUQ_AGENT_READY_URL``,
-    …); it goes into the create request's env, never into a log.
+    …); it goes into the create request's env, never into a log. With a ``store`` (the control
+    plane's), the box's state document is a store record shared by every functions instance; without
+    one, a file in ``state_dir`` shared by this host's processes.
     """
     settings = settings or VastSettings()
     directory = state_dir or settings.state_dir or Path(".gpuq") / "vast"
@@ -278,4 +284,5 @@ def build_vast_provider(
         agent_env=agent_env,
         clock=clock,
         observe_ttl_s=observe_ttl_s,
+        state=StoreStateDocument(store, logical_id) if store is not None else None,
     )

@@ -1,25 +1,39 @@
-"""The logical box's state file: which Vast instance backs it, pending rentals, and what we saw.
+"""The logical box's state document: which Vast instance backs it, pending rentals, and what we saw.
 
-One JSON document per logical box (``<state_dir>/vast-<logical id>.json``), changed only inside
-:meth:`StateFile.transaction` under ``flock``, so every process on the host sees the same box. Its
-``records`` hold a :class:`VastInstanceRecord`-shaped dict per instance seen, for cost accounting:
+One JSON document per logical box, changed only through :meth:`apply` (a function that edits the
+document and returns a value), so every caller sees the same box:
+
+- :class:`StoreStateDocument`, the control plane's: the store record ``vast_box/<logical id>``, changed
+  by compare-and-set, so every functions instance shares one rental intent (a create is never sent
+  twice for one box, whichever instance asks);
+- :class:`StateFile`, for tools without a store: ``<state_dir>/vast-<logical id>.json`` under ``flock``,
+  shared by the processes of one host.
+
+Its ``records`` hold a :class:`VastInstanceRecord`-shaped dict per instance seen, for cost accounting:
 $/h and when it ran, stopped, died.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import fcntl
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from pydantic import BaseModel, Field
 
 from shared.models import InstanceState
 
-__all__ = ["StateFile", "VastInstanceRecord", "note", "trim"]
+if TYPE_CHECKING:
+    from shared.store.base import JobStore
+
+__all__ = ["STATE_KIND", "StateDocument", "StateFile", "StoreStateDocument", "VastInstanceRecord", "note", "trim"]
+
+T = TypeVar("T")
+STATE_KIND = "vast_box"
 
 _MAX_RECORDS = 200
 _MAX_TRANSITIONS = 100
@@ -106,6 +120,31 @@ def trim(records: dict[str, Any]) -> None:
         records.pop(str(rec["id"]), None)
 
 
+class StateDocument(Protocol):
+    def apply(self, fn: Callable[[dict[str, Any]], T]) -> T:
+        """Run ``fn`` on the document atomically (it may run again on a lost race: no side effects)."""
+        ...
+
+
+class StoreStateDocument:
+    """The document as a store record, written by compare-and-set (never held across a network call)."""
+
+    def __init__(self, store: JobStore, logical_id: str) -> None:
+        self._store = store
+        self._key = logical_id
+
+    def apply(self, fn: Callable[[dict[str, Any]], T]) -> T:
+        result: list[T] = []
+
+        def mutate(current: dict[str, Any] | None) -> dict[str, Any] | None:
+            data = copy.deepcopy(current or {})
+            result[:] = [fn(data)]
+            return data if data != (current or {}) else None
+
+        self._store.modify_record(STATE_KIND, self._key, mutate)
+        return result[0]
+
+
 class StateFile:
     """A JSON document guarded by ``flock`` (short critical sections: never held across a network call)."""
 
@@ -124,3 +163,7 @@ class StateFile:
                 tmp = self.path.with_suffix(".tmp")
                 tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
                 tmp.replace(self.path)
+
+    def apply(self, fn: Callable[[dict[str, Any]], T]) -> T:
+        with self.transaction() as data:
+            return fn(data)
