@@ -2,10 +2,10 @@
 
     .venv/bin/python -m bench.events_cost [--jobs 200] [--reports 8] [--rounds 3] [--webhook]
 
-Jobs go through the real core in this process, as in ``tests/contract/test_store_costs.py``: submit,
-dispatch onto a pool of two boxes (a stand-in agent on 127.0.0.1 accepts every job), ``--reports``
-progress reports of one chunk each, the final report. Every call to the store (SQLite, a fresh file per
-run) is counted, and turned into Firestore reads and writes with the same cost model as that test.
+Jobs go through the real core in this process (``bench/store_calls.py``, as in
+``tests/contract/test_store_costs.py``): submit, dispatch onto a pool of two boxes (a stand-in agent on
+127.0.0.1 accepts every job), ``--reports`` progress reports of one chunk each, the final report. Every
+call to the store (SQLite, a fresh file per run) is counted and turned into Firestore reads and writes.
 CPU is ``time.thread_time()`` of the thread running the control plane (the stand-in agent has its own
 thread). Each round runs the same jobs with ``GPUQ_EVENTS_ENABLED`` true, then false; the ratios are
 on/off within the round, and the medians of the rounds are printed. Log lines (every event's, in both
@@ -19,150 +19,27 @@ Results: table on stdout, ``bench/results/events_cost.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import statistics
 import time
-from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
 
-from aiohttp import web
-
 from bench.report import RESULTS_DIR, fmt, machine, markdown_table, write_results
-from shared.boxes.pools import PoolConfig, Pools
+from bench.store_calls import POOL, CountingQueue, CountingStore, FixedBoxes, drive_job, stand_in_agent
+from shared.boxes.pools import Pools
 from shared.clock import FakeClock
 from shared.controlplane import ControlPlane
-from shared.fakes.serving import serve_in_thread, start_site
-from shared.jobs.dispatcher import dispatch_job
-from shared.jobs.events import Report, ReportChunk
-from shared.jobs.intake import parse_job_create, submit_job
-from shared.jobs.reports import apply_report
-from shared.models import Instance, InstanceState, JobResult
 from shared.observability.logs import JsonFormatter
-from shared.security.signing import NonceCache, job_token
+from shared.security.signing import NonceCache
 from shared.settings import ControlPlaneSettings
-from shared.store.base import JobStore
 from shared.store.sqlite import SqliteJobStore
 
-__all__ = ["CountingStore", "main", "run_jobs"]
-
-MODEL = "llama3.2:1b"
-POOL = PoolConfig(name="gpu", models=[MODEL], max_boxes=2, jobs_per_box=2, cold_start_s=1.0)
-# Firestore (reads, writes) of one call, as shared/store/firestore.py makes them (tests/contract/test_store_costs.py).
-FIRESTORE_COST = {
-    "create": (1, 2),
-    "get": (1, 0),
-    "modify": (1, 1),
-    "get_record": (1, 0),
-    "put_record": (0, 1),
-    "modify_record": (1, 0),  # plus one write for each call that wrote (counted apart)
-    "append_event": (0, 1),
-}
-
-
-class CountingStore:
-    """A JobStore that counts each call (each chunk, each listed document, each record write) and passes it on."""
-
-    def __init__(self, inner: JobStore) -> None:
-        self.inner = inner
-        self.calls: Counter[str] = Counter()
-
-    def __getattr__(self, name: str) -> Callable[..., Any]:
-        target = getattr(self.inner, name)
-
-        def counted(*args: Any, **kwargs: Any) -> Any:
-            if name == "append_chunks":
-                args = (args[0], list(args[1]), *args[2:])
-                self.calls["chunks"] += len(args[1])
-            result = target(*args, **kwargs)
-            self.calls[name] += 1
-            if name in ("list_by_status", "list_records"):
-                self.calls["listed_docs"] += len(result)
-            if name == "modify_record" and result[1]:
-                self.calls["record_writes"] += 1
-            return result
-
-        return counted
-
-    def reads_writes(self) -> tuple[int, int]:
-        reads = sum(FIRESTORE_COST[m][0] * n for m, n in self.calls.items() if m in FIRESTORE_COST)
-        writes = sum(FIRESTORE_COST[m][1] * n for m, n in self.calls.items() if m in FIRESTORE_COST)
-        return reads + self.calls["listed_docs"], writes + self.calls["chunks"] + self.calls["record_writes"]
-
-
-class FixedBoxes:
-    """Two boxes that are up, both served by the stand-in agent."""
-
-    name = "local"
-
-    def __init__(self, agent_url: str) -> None:
-        self.agent_url = agent_url
-
-    def _box(self, box_id: str) -> Instance:
-        return Instance(id=box_id, provider="local", state=InstanceState.RUNNING, agent_url=self.agent_url)
-
-    async def get(self, instance_id: str) -> Instance | None:
-        return self._box(instance_id)
-
-    async def start(self, instance_id: str) -> Instance:
-        return self._box(instance_id)
-
-    async def stop(self, instance_id: str) -> Instance:
-        return self._box(instance_id).model_copy(update={"state": InstanceState.STOPPED})
-
-    async def list(self) -> list[Instance]:
-        return [self._box(b) for b in POOL.box_ids()]
-
-
-class CountingQueue:
-    def __init__(self) -> None:
-        self.pushes = 0
-
-    def push(self, queue: str, payload: dict[str, Any], *, delay_s: float = 0.0) -> str:
-        self.pushes += 1
-        return "task"
-
-
-@contextmanager
-def stand_in_agent() -> Iterator[str]:
-    async def accept(request: web.Request) -> web.Response:
-        body = json.loads(await request.read())
-        return web.json_response({"job_id": body["job_id"], "attempt": body["attempt"]}, status=202)
-
-    app = web.Application()
-    app.router.add_post("/v1/jobs", accept)
-
-    async def start() -> tuple[web.AppRunner, int]:
-        return await start_site(app, "127.0.0.1", 0)
-
-    async def close(served: tuple[web.AppRunner, int]) -> None:
-        await served[0].cleanup()
-
-    with serve_in_thread(start, close, name="bench-agent") as (_, port):
-        yield f"http://127.0.0.1:{port}"
-
-
-def _one_job(cp: ControlPlane, prompt: str, reports: int) -> None:
-    job, _ = submit_job(cp, "bench", parse_job_create({"model": MODEL, "prompt": prompt}))
-    dispatch_job(cp, job.id, 0)
-    current = cp.store.get(job.id)
-    assert current is not None
-    if current.status.value != "running":  # the pool's first job waits one snooze for its box
-        assert dispatch_job(cp, job.id, current.dispatch_seq) == "handed_over"
-        current = cp.store.get(job.id)
-        assert current is not None
-    token = job_token(cp.settings.job_token_secret, job.id, current.attempt)
-    for seq in range(reports):
-        chunk = ReportChunk(seq=seq, text="tok ")
-        apply_report(cp, job.id, token, Report(attempt=current.attempt, started=seq == 0, chunks=[chunk]))
-    result = JobResult(eval_count=reports, eval_duration_ns=10**9)
-    ack = apply_report(cp, job.id, token, Report(attempt=current.attempt, outcome="succeeded", result=result))
-    assert ack.status.value == "succeeded"
+__all__ = ["main", "run_jobs"]
 
 
 def run_jobs(work: Path, agent_url: str, *, jobs: int, reports: int, events: bool, webhook: bool) -> dict[str, Any]:
@@ -184,14 +61,14 @@ def run_jobs(work: Path, agent_url: str, *, jobs: int, reports: int, events: boo
         pools=Pools((POOL,)),
         clock=FakeClock(time.time()),
     )
-    _one_job(cp, "warm up: imports, connections", reports)  # not measured
-    store.calls.clear()
+    drive_job(cp, "warm up: imports, connections", reports)  # not measured
+    store.clear()
     queue.pushes = 0
     cpu0 = time.thread_time()
     for i in range(jobs):
-        _one_job(cp, f"how much do events cost? {i}", reports)
+        drive_job(cp, f"how much do events cost? {i}", reports)
     cpu = time.thread_time() - cpu0
-    reads, writes = store.reads_writes()
+    reads, writes = store.firestore_reads_writes()
     kept = store.inner.list_events(after=None, limit=500)
     cp.http.close()
     store.inner.close()

@@ -8,17 +8,13 @@ and subscription (unique names), so nothing needs resetting between them. Client
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import subprocess
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.contract.emulator import free_port, stop_process_group
+from tests.contract.emulator import GcloudEmulator
 
 __all__ = ["PubSubEmulator", "pubsub_missing_reason", "require_pubsub_emulator"]
 
@@ -50,58 +46,8 @@ def require_pubsub_emulator() -> None:
     pytest.skip(f"Pub/Sub sink not tested: {reason}")
 
 
-class PubSubEmulator:
-    """One emulator process group; ``host`` is ``127.0.0.1:PORT`` (the value of ``PUBSUB_EMULATOR_HOST``)."""
+class PubSubEmulator(GcloudEmulator):
+    """The Pub/Sub emulator; ``host`` is the value of ``PUBSUB_EMULATOR_HOST``."""
 
-    def __init__(self, log_path: Path) -> None:
-        self.port = free_port()
-        self.host = f"127.0.0.1:{self.port}"
-        self.log_path = log_path
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, *, timeout_s: float = 60.0) -> PubSubEmulator:
-        gcloud = shutil.which("gcloud")
-        assert gcloud is not None, pubsub_missing_reason()
-        env = {**os.environ, "CLOUDSDK_CORE_DISABLE_PROMPTS": "1"}
-        with open(self.log_path, "ab") as log:
-            self._proc = subprocess.Popen(
-                [gcloud, "beta", "emulators", "pubsub", "start", f"--host-port={self.host}"],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=env,
-                start_new_session=True,
-            )
-        try:
-            self._wait_ready(timeout_s)
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def _wait_ready(self, timeout_s: float) -> None:
-        """The emulator answers ``GET /`` with ``Ok`` once it serves; give up early if it exits."""
-        assert self._proc is not None
-        deadline = time.monotonic() + timeout_s
-        with httpx.Client(base_url=f"http://{self.host}", timeout=2.0) as http:
-            while time.monotonic() < deadline:
-                if self._proc.poll() is not None:
-                    raise RuntimeError(f"the Pub/Sub emulator exited with {self._proc.returncode}:\n{self.log_tail()}")
-                with contextlib.suppress(httpx.TransportError):
-                    if http.get("/").text.strip() == "Ok":
-                        return
-                time.sleep(0.1)
-        raise TimeoutError(f"the Pub/Sub emulator did not answer within {timeout_s:.0f}s:\n{self.log_tail()}")
-
-    def log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
-
-    def stop(self, *, grace_s: float = 10.0) -> str:
-        if self._proc is None:
-            return "not started"
-        outcome = stop_process_group(self._proc, grace_s=grace_s)
-        self._proc = None
-        return outcome
+    label = "Pub/Sub"
+    command = ("beta", "emulators", "pubsub", "start")

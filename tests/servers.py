@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-from aiohttp import web
-
-from shared.fakes.serving import serve_in_thread, start_site
 from shared.tools.devstack import DevStack, DevStackConfig, free_port
 
-__all__ = ["MODEL", "serve_app_in_thread", "start_stack", "wait_until"]
+__all__ = ["MODEL", "start_stack", "wait_until"]
 
 MODEL = "llama3.2:1b"
 
@@ -43,17 +39,3 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str, poll_
 
 def instance_stopped(stack: DevStack) -> bool:
     return not stack.box_running()
-
-
-@contextlib.contextmanager
-def serve_app_in_thread(app: web.Application) -> Iterator[str]:
-    """Serve an aiohttp app on 127.0.0.1 (free port) from its own event loop; yields its URL."""
-
-    async def start() -> tuple[web.AppRunner, int]:
-        return await start_site(app, "127.0.0.1", 0)
-
-    async def close(served: tuple[web.AppRunner, int]) -> None:
-        await served[0].cleanup()
-
-    with serve_in_thread(start, close, name="aiohttp-app") as (_, port):
-        yield f"http://127.0.0.1:{port}"

@@ -9,13 +9,15 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from aiohttp import web
 
-__all__ = ["serve_in_thread", "serve_until_signalled", "start_site"]
+__all__ = ["RunningSite", "serve_app", "serve_app_in_thread", "serve_in_thread", "serve_until_signalled", "start_site"]
 
 S = TypeVar("S")
+R = TypeVar("R", bound="RunningSite")
 
 
 @contextlib.contextmanager
@@ -99,3 +101,43 @@ async def start_site(app: web.Application, host: str, port: int) -> tuple[web.Ap
         raise
     bound = runner.addresses[0][1] if runner.addresses else port
     return runner, int(bound)
+
+
+@dataclass
+class RunningSite:
+    """A fake being served. ``port`` is the bound port (also when started with port 0)."""
+
+    runner: web.AppRunner
+    host: str
+    port: int
+
+    @property
+    def app(self) -> web.Application:
+        return self.runner.app
+
+    @property
+    def url(self) -> str:
+        host = self.host if self.host not in ("", "0.0.0.0", "::") else "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
+
+    async def close(self) -> None:
+        await self.runner.cleanup()
+
+
+async def serve_app(kind: type[R], app: web.Application, host: str, port: int) -> R:
+    """Serve ``app`` on ``host:port`` (0 picks a free port) on the running event loop, as a ``kind``."""
+    runner, bound = await start_site(app, host, port)
+    return kind(runner=runner, host=host, port=bound)
+
+
+@contextlib.contextmanager
+def serve_app_in_thread(app: web.Application, *, name: str = "aiohttp-app") -> Iterator[str]:
+    """Serve an aiohttp app on 127.0.0.1 (free port) from its own event loop in a thread; yields its URL."""
+
+    async def start() -> RunningSite:
+        return await serve_app(RunningSite, app, "127.0.0.1", 0)
+
+    with serve_in_thread(start, RunningSite.close, name=name) as served:
+        yield served.url

@@ -16,10 +16,11 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Self
 
 import httpx
 
-__all__ = ["FirestoreEmulator", "emulator_missing_reason", "stop_process_group"]
+__all__ = ["FirestoreEmulator", "GcloudEmulator", "emulator_missing_reason", "free_port", "stop_process_group"]
 
 
 def emulator_missing_reason() -> str | None:
@@ -82,8 +83,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class FirestoreEmulator:
-    """One emulator process group; ``host`` is ``127.0.0.1:PORT`` (the value of ``FIRESTORE_EMULATOR_HOST``)."""
+class GcloudEmulator:
+    """One ``gcloud … emulators … start`` process group; ``host`` is ``127.0.0.1:PORT`` (what the
+    client's ``*_EMULATOR_HOST`` variable is set to)."""
+
+    label = "gcloud"
+    command: tuple[str, ...] = ()  # gcloud's arguments before --host-port
 
     def __init__(self, log_path: Path, *, port: int | None = None) -> None:
         self.port = port or free_port()
@@ -92,13 +97,13 @@ class FirestoreEmulator:
         self._proc: subprocess.Popen[bytes] | None = None
         self._http = httpx.Client(base_url=f"http://{self.host}", timeout=5.0)
 
-    def start(self, *, timeout_s: float = 60.0) -> FirestoreEmulator:
+    def start(self, *, timeout_s: float = 60.0) -> Self:
         gcloud = shutil.which("gcloud")
-        assert gcloud is not None, emulator_missing_reason()
+        assert gcloud is not None, "gcloud is not on PATH"
         env = {**os.environ, "CLOUDSDK_CORE_DISABLE_PROMPTS": "1"}
         with open(self.log_path, "ab") as log:
             self._proc = subprocess.Popen(
-                [gcloud, "emulators", "firestore", "start", f"--host-port={self.host}"],
+                [gcloud, *self.command, f"--host-port={self.host}"],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -118,17 +123,12 @@ class FirestoreEmulator:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
-                raise RuntimeError(f"the Firestore emulator exited with {self._proc.returncode}:\n{self.log_tail()}")
+                raise RuntimeError(f"the {self.label} emulator exited with {self._proc.returncode}:\n{self.log_tail()}")
             with contextlib.suppress(httpx.TransportError):
                 if self._http.get("/").text.strip() == "Ok":
                     return
             time.sleep(0.1)
-        raise TimeoutError(f"the Firestore emulator did not answer within {timeout_s:.0f}s:\n{self.log_tail()}")
-
-    def reset(self, project: str) -> None:
-        """Delete every document of ``project``'s default database."""
-        response = self._http.delete(f"/emulator/v1/projects/{project}/databases/(default)/documents")
-        response.raise_for_status()
+        raise TimeoutError(f"the {self.label} emulator did not answer within {timeout_s:.0f}s:\n{self.log_tail()}")
 
     def log_tail(self, lines: int = 20) -> str:
         try:
@@ -143,3 +143,15 @@ class FirestoreEmulator:
         outcome = stop_process_group(self._proc, grace_s=grace_s)
         self._proc = None
         return outcome
+
+
+class FirestoreEmulator(GcloudEmulator):
+    """The Firestore emulator; ``host`` is the value of ``FIRESTORE_EMULATOR_HOST``."""
+
+    label = "Firestore"
+    command = ("emulators", "firestore", "start")
+
+    def reset(self, project: str) -> None:
+        """Delete every document of ``project``'s default database."""
+        response = self._http.delete(f"/emulator/v1/projects/{project}/databases/(default)/documents")
+        response.raise_for_status()

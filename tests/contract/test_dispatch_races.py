@@ -13,16 +13,16 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from bench.store_calls import POOL, FixedBoxes
 from shared.boxes.pools import Pools
 from shared.clock import FakeClock
 from shared.controlplane import ControlPlane
+from shared.fakes.serving import serve_app_in_thread
 from shared.jobs.dispatcher import dispatch_job
 from shared.jobs.intake import parse_job_create, submit_job
 from shared.security.signing import NonceCache
 from shared.settings import ControlPlaneSettings
 from tests.contract.conftest import Backend
-from tests.contract.test_store_costs import POOL, FixedBoxes
-from tests.servers import serve_app_in_thread
 
 
 class RecordingQueue:

@@ -18,11 +18,12 @@ import pytest
 
 from agent.app import build_app
 from shared.fakes.ollama import FakeOllamaConfig, fake_completion_text, prompt_key, serve_in_thread
+from shared.fakes.serving import serve_app_in_thread
 from shared.jobs.events import AgentJob
 from shared.security.signing import RequestSigner
 from shared.settings import AgentSettings
 from shared.tools.devstack import free_port
-from tests.servers import serve_app_in_thread, wait_until
+from tests.servers import wait_until
 
 SECRET = "agent-test-secret"
 MODEL = "llama3.2:1b"

@@ -20,10 +20,11 @@ import pytest
 from agent.app import build_app
 from shared.fakes.ollama import FakeOllamaConfig, fake_completion_text, fake_embedding, prompt_key
 from shared.fakes.openai_server import FakeOpenAIServer, serve_in_thread
+from shared.fakes.serving import serve_app_in_thread
 from shared.settings import AgentSettings
 from shared.tools.devstack import free_port
 from tests.integration.test_agent import SECRET, ReportSink, job, ready, signed_post
-from tests.servers import serve_app_in_thread, wait_until
+from tests.servers import wait_until
 
 MODEL = "llama3.2:1b"
 ROOT = Path(__file__).resolve().parents[2]

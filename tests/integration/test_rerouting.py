@@ -16,13 +16,13 @@ from shared.boxes.registry import box_views, claim_starts, mark_ready
 from shared.boxes.scaling import decide_target
 from shared.clock import FakeClock
 from shared.controlplane import ControlPlane
+from shared.fakes.serving import serve_app_in_thread
 from shared.jobs.dispatcher import dispatch_job
 from shared.jobs.intake import parse_job_create, submit_job
 from shared.models import Instance, InstanceState
 from shared.security.signing import NonceCache
 from shared.settings import ControlPlaneSettings
 from shared.store import SqliteJobStore
-from tests.servers import serve_app_in_thread
 
 POOL = PoolConfig(name="gpu", models=["llama3.2:1b"], max_boxes=2, jobs_per_box=2)
 

@@ -3,11 +3,9 @@ replace, reconcile, list and reap; boxes are real local processes."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -18,7 +16,6 @@ from shared.fakes.ollama import serve_in_thread as serve_ollama
 from shared.fakes.vast import FakeVastControl, FakeVastServer, serve_in_thread
 from shared.models import InstanceState
 from shared.security.signing import RequestSigner
-from shared.store import SqliteJobStore
 from tests.integration import vast_provider_setup
 from tests.integration.vast_provider_setup import (
     AGENT,
@@ -145,27 +142,6 @@ def test_a_lost_create_answer_is_reconciled_without_a_second_rental(
     assert control.calls()["create"] == 1 and len(control.instances()) == 1
     adopted = control.instances()[0]
     assert adopted["id"] == p.current_vast_id() and adopted["env"][INTENT_ENV]
-
-
-def test_concurrent_starts_of_a_fresh_box_rent_exactly_once(
-    fake: FakeVastServer, control: FakeVastControl, tmp_path: Path
-) -> None:
-    # Two functions instances: each its own /tmp (state dir) and store connection, one store between them.
-    stores = [SqliteJobStore(tmp_path / "shared.db") for _ in range(2)]
-    a = provider(fake, tmp_path / "instance-a", store=stores[0])
-    b = provider(fake, tmp_path / "instance-b", store=stores[1])
-
-    async def both() -> list[Any]:
-        return list(await asyncio.gather(a.start("vast-1"), b.start("vast-1"), a.start("vast-1")))
-
-    results = run(both())
-    assert all(r.state is InstanceState.STARTING for r in results)
-    wait_state(a, InstanceState.RUNNING)
-    assert control.calls()["create"] == 1 and len(control.instances()) == 1
-    assert a.current_vast_id() == b.current_vast_id() == control.instances()[0]["id"]
-    assert not (tmp_path / "instance-a" / "vast").exists()  # nothing of the rental kept on either host
-    for store in stores:
-        store.close()
 
 
 def test_list_shows_ours_under_the_logical_id_and_reap_destroys_long_stopped(

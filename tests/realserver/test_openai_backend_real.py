@@ -23,6 +23,7 @@ import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
 from agent.app import build_app
+from shared.fakes.serving import serve_app_in_thread
 from shared.models import JobError
 from shared.settings import AgentSettings
 from shared.tools.client import JobsClient
@@ -30,7 +31,7 @@ from shared.tools.devstack import free_port
 from tests.integration.test_agent import SECRET, ReportSink, job, ready, signed_post
 from tests.integration.test_agent_openai import final_of, text_of
 from tests.realserver.conftest import RealServer, llama_python, running, server_argv
-from tests.servers import instance_stopped, serve_app_in_thread, start_stack, wait_until
+from tests.servers import instance_stopped, start_stack, wait_until
 
 LONG_CTX = 2048  # a generation that fills it streams ~2,000 tokens: seconds here, long enough to act mid-way
 LONG = {"num_predict": 5000, "temperature": 0}  # ends when the context is full (the server caps max_tokens)

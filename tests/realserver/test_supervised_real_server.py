@@ -18,10 +18,11 @@ import pytest
 from agent.app import build_app
 from agent.model_server import ModelServer, ServerConfig, ServerPhase
 from shared.boxes.providers.local import process_alive
+from shared.fakes.serving import serve_app_in_thread
 from shared.settings import AgentSettings
 from shared.tools.devstack import free_port
 from tests.realserver.tiny_model import TINY_MODEL_NAME
-from tests.servers import serve_app_in_thread, wait_until
+from tests.servers import wait_until
 
 ON_LOAD = "Uvicorn running on"  # uvicorn's line once llama_cpp.server has loaded its model and listens
 

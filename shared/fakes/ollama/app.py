@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any, Final
 
 from aiohttp import web
@@ -17,8 +16,8 @@ from shared.fakes.ollama.inference import chat, generate
 from shared.fakes.ollama.management import delete, ps, pull, show, tags
 from shared.fakes.ollama.responses import json_response
 from shared.fakes.ollama.state import STATE, FakeOllamaState
+from shared.fakes.serving import RunningSite, serve_app
 from shared.fakes.serving import serve_in_thread as _serve_in_thread
-from shared.fakes.serving import start_site
 
 __all__ = ["FakeOllamaServer", "build_app", "serve_in_thread", "start_fake_ollama"]
 
@@ -68,47 +67,23 @@ def build_app(config: FakeOllamaConfig | None = None) -> web.Application:
     app.router.add_post("/api/pull", pull)
     app.router.add_post("/api/show", show)
     app.router.add_delete("/api/delete", delete)
-    app.router.add_get("/__fake__/stats", hooks.stats_get)
-    app.router.add_delete("/__fake__/stats", hooks.stats_reset)
-    app.router.add_get("/__fake__/faults", hooks.faults_get)
-    app.router.add_post("/__fake__/faults", hooks.faults_post)
-    app.router.add_delete("/__fake__/faults", hooks.faults_delete)
+    hooks.add_routes(app.router)
     return app
 
 
-@dataclass
-class FakeOllamaServer:
-    """A running stand-in. ``port`` is the bound port (also when started with port 0)."""
-
-    runner: web.AppRunner
-    host: str
-    port: int
-
-    @property
-    def app(self) -> web.Application:
-        return self.runner.app
+class FakeOllamaServer(RunningSite):
+    """A running Ollama stand-in."""
 
     @property
     def state(self) -> FakeOllamaState:
         return self.runner.app[STATE]
-
-    @property
-    def url(self) -> str:
-        host = self.host if self.host not in ("", "0.0.0.0", "::") else "127.0.0.1"
-        if ":" in host:
-            host = f"[{host}]"
-        return f"http://{host}:{self.port}"
-
-    async def close(self) -> None:
-        await self.runner.cleanup()
 
 
 async def start_fake_ollama(
     host: str = "127.0.0.1", port: int = 0, config: FakeOllamaConfig | None = None
 ) -> FakeOllamaServer:
     """Start the stand-in on the running event loop; port 0 picks a free port."""
-    runner, bound = await start_site(build_app(config), host, port)
-    return FakeOllamaServer(runner=runner, host=host, port=bound)
+    return await serve_app(FakeOllamaServer, build_app(config), host, port)
 
 
 @contextlib.contextmanager

@@ -17,7 +17,7 @@ from shared.fakes.ollama.config import FakeFaults, LiveUpdate
 from shared.fakes.ollama.responses import error_response, json_response
 from shared.fakes.ollama.state import STATE, Stats
 
-__all__ = ["faults_delete", "faults_get", "faults_post", "stats_get", "stats_reset"]
+__all__ = ["add_routes", "faults_delete", "faults_get", "faults_post", "stats_get", "stats_reset"]
 
 
 async def stats_get(request: web.Request) -> web.Response:
@@ -50,3 +50,12 @@ async def faults_delete(request: web.Request) -> web.Response:
     state = request.app[STATE]
     state.faults = FakeFaults()
     return json_response(state.control_view())
+
+
+def add_routes(router: web.UrlDispatcher) -> None:
+    """The test hooks under ``/__fake__/``: statistics (read, reset) and faults (read, arm, clear)."""
+    router.add_get("/__fake__/stats", stats_get)
+    router.add_delete("/__fake__/stats", stats_reset)
+    router.add_get("/__fake__/faults", faults_get)
+    router.add_post("/__fake__/faults", faults_post)
+    router.add_delete("/__fake__/faults", faults_delete)

@@ -4,8 +4,10 @@ counters ``/__fake__/stats`` reports. It lives on the server's event loop."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
@@ -16,7 +18,10 @@ from shared.fakes.ollama.config import FAULT_FIELDS, LIVE_CONFIG_FIELDS, FakeFau
 from shared.fakes.ollama.goformat import FOREVER_NS
 from shared.fakes.ollama.text import canonical_model_name
 
-__all__ = ["STATE", "FakeOllamaState", "Stats", "get_state"]
+__all__ = ["STATE", "FakeOllamaState", "Stats", "TokenFault", "get_state"]
+
+TokenFault = tuple[Literal["fail", "stall", "error"], int, str]
+"""What a generation does at which token, and the message it fails with."""
 
 
 @dataclass
@@ -165,13 +170,27 @@ class FakeOllamaState:
         assert fired.error_status is not None
         return fired.error_status, fired.message_for(fired.error_status)
 
-    def take_token_fault(self) -> tuple[Literal["fail", "stall", "error"], int, str] | None:
+    def take_token_fault(self) -> TokenFault | None:
         f = self.faults
         token_fault = f.token_fault()
         if not f.armed() or f.error_status is not None or token_fault is None:
             return None
         fired = self._consume_fault()
         return token_fault[0], token_fault[1], fired.message_for(500)
+
+    @contextlib.contextmanager
+    def generating(self, path: str, prompt_key: str) -> Iterator[TokenFault | None]:
+        """One generation while the block runs: counted (by path and prompt), active, and handed the
+        token fault armed for it, if any."""
+        fault = self.take_token_fault()
+        self.stats.generations_started += 1
+        self.stats.generations_by_path[path] += 1
+        self.stats.generations_by_prompt[prompt_key] += 1
+        self.active += 1
+        try:
+            yield fault
+        finally:
+            self.active -= 1
 
     def apply_update(self, update: LiveUpdate) -> None:
         if update.clear:

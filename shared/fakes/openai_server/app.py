@@ -9,18 +9,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from typing import Any, Final
 
 from aiohttp import web
 
 from shared.fakes.ollama import hooks
+from shared.fakes.ollama.app import FakeOllamaServer
 from shared.fakes.ollama.config import FakeOllamaConfig
 from shared.fakes.ollama.state import STATE, FakeOllamaState
 from shared.fakes.openai_server import routes
 from shared.fakes.openai_server.responses import json_response
+from shared.fakes.serving import serve_app
 from shared.fakes.serving import serve_in_thread as _serve_in_thread
-from shared.fakes.serving import start_site
 
 __all__ = ["FakeOpenAIServer", "build_app", "serve_in_thread", "start_fake_openai"]
 
@@ -75,47 +75,19 @@ def build_app(config: FakeOllamaConfig | None = None) -> web.Application:
     app.router.add_post("/v1/chat/completions", routes.chat_completions)
     app.router.add_post("/v1/completions", routes.completions)
     app.router.add_post("/v1/embeddings", routes.embeddings)
-    app.router.add_get("/__fake__/stats", hooks.stats_get)
-    app.router.add_delete("/__fake__/stats", hooks.stats_reset)
-    app.router.add_get("/__fake__/faults", hooks.faults_get)
-    app.router.add_post("/__fake__/faults", hooks.faults_post)
-    app.router.add_delete("/__fake__/faults", hooks.faults_delete)
+    hooks.add_routes(app.router)
     return app
 
 
-@dataclass
-class FakeOpenAIServer:
-    """A running stand-in. ``port`` is the bound port (also when started with port 0)."""
-
-    runner: web.AppRunner
-    host: str
-    port: int
-
-    @property
-    def app(self) -> web.Application:
-        return self.runner.app
-
-    @property
-    def state(self) -> FakeOllamaState:
-        return self.runner.app[STATE]
-
-    @property
-    def url(self) -> str:
-        host = self.host if self.host not in ("", "0.0.0.0", "::") else "127.0.0.1"
-        if ":" in host:
-            host = f"[{host}]"
-        return f"http://{host}:{self.port}"
-
-    async def close(self) -> None:
-        await self.runner.cleanup()
+class FakeOpenAIServer(FakeOllamaServer):
+    """A running OpenAI-compatible stand-in: its state, faults and hooks are the Ollama stand-in's."""
 
 
 async def start_fake_openai(
     host: str = "127.0.0.1", port: int = 0, config: FakeOllamaConfig | None = None
 ) -> FakeOpenAIServer:
     """Start the stand-in on the running event loop; port 0 picks a free port."""
-    runner, bound = await start_site(build_app(config), host, port)
-    return FakeOpenAIServer(runner=runner, host=host, port=bound)
+    return await serve_app(FakeOpenAIServer, build_app(config), host, port)
 
 
 @contextlib.contextmanager

@@ -24,6 +24,7 @@ from shared.fakes.ollama.state import FakeOllamaState
 from shared.fakes.ollama.text import prompt_key
 from shared.fakes.openai_server.requests import Call
 from shared.fakes.openai_server.responses import EVENT_STREAM, dumps, error_body, error_response, json_response, sse
+from shared.fakes.pacing import token_slot
 
 __all__ = ["Generation"]
 
@@ -65,31 +66,10 @@ class Generation:
 
     # --- running
     async def run(self) -> web.StreamResponse:
-        state = self.state
-        fault = state.take_token_fault()
-        state.stats.generations_started += 1
-        state.stats.generations_by_path[self.request.path] += 1
-        state.stats.generations_by_prompt[prompt_key(self.call.prompt)] += 1
-        state.active += 1
-        try:
+        with self.state.generating(self.request.path, prompt_key(self.call.prompt)) as fault:
             if self.call.stream:
                 return await self._run_stream(fault)
             return await self._run_whole(fault)
-        finally:
-            state.active -= 1
-
-    async def _tick(self, i: int, next_at: float) -> float:
-        """Wait for token i's slot on a fixed schedule, so overhead never adds up."""
-        delay = self.state.config.token_delay_s
-        loop = asyncio.get_running_loop()
-        if delay > 0:
-            next_at = max(next_at + delay, loop.time() - delay)
-            wait = next_at - loop.time()
-            if wait > 0:
-                await asyncio.sleep(wait)
-        elif i % 64 == 63:
-            await asyncio.sleep(0)
-        return next_at
 
     def _interrupted(self) -> bool:
         return closing(self.request) or self.state.shutting_down.is_set()
@@ -104,7 +84,7 @@ class Generation:
             for i in range(n):
                 if fault is not None and i == fault[1]:
                     return await self._fire(resp, fault)
-                next_at = await self._tick(i, next_at)
+                next_at = await token_slot(self.state.config.token_delay_s, i, next_at)
                 if self._interrupted():
                     return self._gone(resp)
                 token = next(self.source)
@@ -128,7 +108,7 @@ class Generation:
         for i in range(self.call.num_tokens):
             if fault is not None and i == fault[1]:
                 return await self._fire(None, fault)
-            next_at = await self._tick(i, next_at)
+            next_at = await token_slot(self.state.config.token_delay_s, i, next_at)
             if self._interrupted():
                 return self._gone(None)
             self.produced.append(next(self.source))

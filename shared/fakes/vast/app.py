@@ -6,12 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 
 from aiohttp import web
 
+from shared.fakes.serving import RunningSite, serve_app
 from shared.fakes.serving import serve_in_thread as _serve_in_thread
-from shared.fakes.serving import start_site
 from shared.fakes.vast.config import FakeVastConfig
 from shared.fakes.vast.edge import vast_edge
 from shared.fakes.vast.endpoints import (
@@ -80,33 +79,19 @@ def build_app(config: FakeVastConfig | None = None) -> web.Application:
     return app
 
 
-@dataclass
-class FakeVastServer:
-    """A running fake. ``port`` is the bound port (also when started with port 0)."""
-
-    runner: web.AppRunner
-    host: str
-    port: int
+class FakeVastServer(RunningSite):
+    """A running fake Vast cloud."""
 
     @property
     def state(self) -> FakeVastState:
         return self.runner.app[STATE]
-
-    @property
-    def url(self) -> str:
-        host = self.host if self.host not in ("", "0.0.0.0", "::") else "127.0.0.1"
-        return f"http://{host}:{self.port}"
-
-    async def close(self) -> None:
-        await self.runner.cleanup()
 
 
 async def start_fake_vast(
     host: str = "127.0.0.1", port: int = 0, config: FakeVastConfig | None = None
 ) -> FakeVastServer:
     """Start the fake on the running event loop; port 0 picks a free port."""
-    runner, bound = await start_site(build_app(config), host, port)
-    server = FakeVastServer(runner=runner, host=host, port=bound)
+    server = await serve_app(FakeVastServer, build_app(config), host, port)
     server.state.url = server.url
     return server
 
