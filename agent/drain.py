@@ -5,14 +5,12 @@ period. A control plane that cannot be asked never keeps a box billing: the box 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-from urllib.parse import urlsplit
 
 import aiohttp
 
-from shared.security.signing import RequestSigner
+from agent.box_events import post_box_event
 from shared.settings import AgentSettings
 
 __all__ = ["ask_to_stop"]
@@ -26,26 +24,19 @@ async def ask_to_stop(settings: AgentSettings, http: aiohttp.ClientSession) -> b
     """True when this box may stop now."""
     if not settings.ready_url:
         return True
-    body = json.dumps({"instance_id": settings.instance_id, "event": "drain"}).encode()
-    signer = RequestSigner(settings.secret)
-    for attempt in range(TRIES):
-        headers = signer.sign("POST", urlsplit(settings.ready_url).path, body)
-        headers["Content-Type"] = "application/json"
-        try:
-            async with http.post(
-                settings.ready_url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=10)
-            ) as response:
-                text = await response.text()
-            if response.status == 200:
-                answer = json.loads(text)
-                granted = bool(answer.get("drain", True))
-                log.info("asked to stop: %s (%s)", "granted" if granted else "stay up", answer.get("reason"))
-                return granted
-            log.warning("stop request answered %d: %s", response.status, text[:200])
-            if response.status < 500:
-                return True
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            log.warning("stop request failed: %s", type(exc).__name__)
-        await asyncio.sleep(0.5 * 2**attempt)
-    log.warning("control plane not reachable after %d tries: stopping anyway", TRIES)
-    return True
+    answer = await post_box_event(settings, http, "drain", {}, tries=TRIES, settled=lambda status: status < 500)
+    if answer is None:
+        log.warning("control plane not reachable after %d tries: stopping anyway", TRIES)
+        return True
+    status, text = answer
+    if status != 200:
+        log.warning("stop request answered %d: %s", status, text[:200])
+        return True
+    try:
+        reply = json.loads(text)
+    except ValueError:
+        log.warning("stop request answered with no JSON: stopping anyway")
+        return True
+    granted = bool(reply.get("drain", True))
+    log.info("asked to stop: %s (%s)", "granted" if granted else "stay up", reply.get("reason"))
+    return granted

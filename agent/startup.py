@@ -8,17 +8,15 @@ goes through :mod:`agent.supervision`, which uses the same steps.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
-from urllib.parse import urlsplit
 
 import aiohttp
 
 from agent.backend import ModelBackend
+from agent.box_events import post_box_event
 from agent.state import AgentState, Phase
 from shared.errors import OllamaError
-from shared.security.signing import RequestSigner
 from shared.settings import AgentSettings, split_csv
 
 __all__ = ["announce", "become_ready", "fail", "preload"]
@@ -50,24 +48,10 @@ async def announce(settings: AgentSettings, http: aiohttp.ClientSession, event: 
     or ``failed`` (with its ``reason``). True once it answered 2xx."""
     if not settings.ready_url:
         return False
-    body = json.dumps({"instance_id": settings.instance_id, "event": event, **fields}).encode()
-    signer = RequestSigner(settings.secret)
-    for attempt in range(5):
-        headers = signer.sign("POST", urlsplit(settings.ready_url).path, body)
-        headers["Content-Type"] = "application/json"
-        try:
-            async with http.post(
-                settings.ready_url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=10)
-            ) as response:
-                text = await response.text()
-            if response.status < 300:
-                log.info("announced %s: %s", event, text)
-                return True
-            log.warning("%s announcement answered %d: %s", event, response.status, text[:200])
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            log.warning("%s announcement failed: %s", event, type(exc).__name__)
-        await asyncio.sleep(0.5 * 2**attempt)
-    return False
+    answer = await post_box_event(settings, http, event, fields, tries=5, settled=lambda status: status < 300)
+    if answer is not None:
+        log.info("announced %s: %s", event, answer[1])
+    return answer is not None
 
 
 async def preload(settings: AgentSettings, ollama: ModelBackend, available: list[str]) -> None:

@@ -97,7 +97,7 @@ start_ollama() {
 }
 
 start_agent_background() {
-  if alive "$STATE_DIR/agent.pid" agent; then
+  if alive "$STATE_DIR/agent.pid" "-m agent"; then
     log "agent already running (pid $(<"$STATE_DIR/agent.pid"))"
     return
   fi
