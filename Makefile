@@ -9,6 +9,8 @@ LLAMA_STAMP := $(LLAMA_VENV)/.installed
 .PHONY: demo test lint dev bench clean tools venv llama
 
 $(STAMP): pyproject.toml
+	# mkdir -p first in both venv recipes: `make -j3` runs them at once, and venv's own mkdir of .venv races.
+	mkdir -p $(VENV)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
@@ -30,6 +32,7 @@ LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -
 	-DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAVA_BUILD=OFF \
 	-DCMAKE_PROJECT_llama.cpp_INCLUDE=$(CURDIR)/tests/realserver/llama_build.cmake
 $(LLAMA_STAMP): tests/realserver/llama_build.cmake
+	mkdir -p $(VENV)
 	$(PYTHON) -m venv $(LLAMA_VENV)
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(LLAMA_VENV)/bin/pip install --quiet 'llama-cpp-python[server]==0.3.36' \
 		'fastapi==0.165.0' 'uvicorn==0.55.0' 'sse-starlette==3.7.1' 'starlette-context==0.3.6' \
