@@ -41,7 +41,12 @@ def test_a_polite_tree_is_terminated(tmp_path: Path) -> None:
 
 
 def test_a_child_that_ignores_sigterm_is_killed_after_the_grace(tmp_path: Path) -> None:
-    proc, child = start_tree(tmp_path, "bash -c 'trap \"\" TERM; while :; do sleep 0.05; done'")
+    trapped = tmp_path / "trapped"  # written once the child ignores SIGTERM: signalled before, it would just die
+    proc, child = start_tree(tmp_path, f"bash -c 'trap \"\" TERM; touch {trapped}; while :; do sleep 0.05; done'")
+    deadline = time.monotonic() + 10
+    while not trapped.exists():
+        assert time.monotonic() < deadline, "the child never set its trap"
+        time.sleep(0.01)
     started = time.monotonic()
     assert stop_process_group(proc, grace_s=0.5) == "killed"
     assert time.monotonic() - started >= 0.5
